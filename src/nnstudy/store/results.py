@@ -1,0 +1,83 @@
+"""What the store hands to the statistics and the report: plain data, no I/O.
+
+These objects are built by `Store.load_results(study)` from the database and
+the run folders, so a report can always be rebuilt without training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# Final metrics every run stores; "higher is better" drives the verdict's sign.
+METRICS = {
+    "test_acc": True,
+    "test_loss": False,
+    "train_acc": True,
+    "train_loss": False,
+}
+
+
+@dataclass
+class EpochRow:
+    """One epoch of one run. Accuracies are fractions in [0, 1]."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    """One (variant, seed) run as stored."""
+
+    run_id: str
+    variant: str
+    seed: int
+    status: str  # pending | running | done | diverged | failed
+    config: dict  # fully resolved run config (see nnstudy.config)
+    n_params: int = 0
+    history: list[EpochRow] = field(default_factory=list)
+    # epoch -> predicted class per test image, for the epochs the study reports
+    # on (always including the last one).
+    predictions: dict[int, np.ndarray] = field(default_factory=dict)
+    error: str | None = None
+    wall_seconds: float = 0.0
+    run_dir: Path | None = None
+
+    def at_epoch(self, epoch: int) -> EpochRow | None:
+        for row in self.history:
+            if row.epoch == epoch:
+                return row
+        return None
+
+    @property
+    def final(self) -> EpochRow | None:
+        return self.history[-1] if self.history else None
+
+
+@dataclass
+class StudyResults:
+    """Everything the report needs about one study."""
+
+    name: str
+    description: str
+    variants: list[str]  # in study order, baseline included
+    baseline: str
+    seeds: list[int]
+    report_epochs: list[int]  # ascending; the last one is the final epoch
+    classes: list[str]
+    y_true: np.ndarray  # test labels, int64 [n_test]
+    dataset: dict  # name, n_train, n_test, image shape, fingerprint, split note
+    runs: list[RunResult]
+    out_dir: Path  # the study folder (report.html lives here)
+    settings: dict = field(default_factory=dict)  # device, precision, vectorized, ...
+
+    def runs_of(self, variant: str) -> list[RunResult]:
+        return sorted((r for r in self.runs if r.variant == variant), key=lambda r: r.seed)
