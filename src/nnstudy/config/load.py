@@ -1,0 +1,171 @@
+"""Read a study file (TOML: data, never code), resolve variants, validate.
+
+Every problem becomes one `UserError` line naming the file, the key and what
+is allowed, before anything is trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from nnstudy.config.schema import RunConfig, StudyConfig
+from nnstudy.errors import UserError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "baseline", "report_epochs", "dataset", "model", "train", "variants")
+BASELINE_VARIANT = "baseline"
+
+
+def builtin_studies() -> dict[str, str]:
+    """Built-in study name -> its one-line description."""
+    out = {}
+    for entry in sorted(resources.files("nnstudy.studies").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            out[entry.name[: -len(".toml")]] = data.get("description", "").strip().splitlines()[0] if data.get("description") else ""
+    return out
+
+
+def builtin_study_text(name: str) -> str:
+    entry = resources.files("nnstudy.studies").joinpath(f"{name}.toml")
+    if not entry.is_file():
+        raise UserError(f"no built-in study named {name!r}; built-in studies: {', '.join(builtin_studies())} (or pass a path to a .toml file)")
+    return entry.read_text(encoding="utf-8")
+
+
+def load_study(name_or_path: str, overrides: dict | None = None) -> StudyConfig:
+    """Load a built-in study by name or a study file by path.
+
+    `overrides` are command-line settings applied on top of the file:
+    `seeds` (list), `data_dir` (str), `precision` (str).
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"study file {path} not found; pass an existing .toml file or a built-in name ({', '.join(builtin_studies())})")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read study file {path}: {exc}") from exc
+        source, base_dir = str(path), path.resolve().parent
+    else:
+        text, source, base_dir = builtin_study_text(name_or_path), f"built-in study {name_or_path}", None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: not valid TOML: {exc}; fix the syntax (see `nnstudy init quickstart example.toml` for a model file)") from exc
+    return parse_study(raw, source, base_dir, overrides or {})
+
+
+def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides: dict | None = None) -> StudyConfig:
+    """Validate a parsed study dict; `source` names it in error messages."""
+    overrides = overrides or {}
+    unknown = [k for k in raw if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise UserError(f"{source}: unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}")
+    base = {k: copy.deepcopy(raw[k]) for k in ("dataset", "model", "train") if k in raw}
+    if "dataset" not in base:
+        raise UserError(f"{source}: missing [dataset] table; add e.g. [dataset] name = \"digits\"")
+    if not isinstance(base["dataset"], dict):
+        raise UserError(f"{source}: dataset must be a table like [dataset] name = \"digits\"")
+    _apply_overrides(base, overrides, base_dir)
+    variants_raw = raw.get("variants", {})
+    if not isinstance(variants_raw, dict):
+        raise UserError(f"{source}: variants must be tables like [variants.wide] model.channels = [30, 30]")
+    if not variants_raw:
+        variants_raw = {BASELINE_VARIANT: {}}
+
+    base_cfg = _validate(RunConfig, base, source, prefix="")
+    variants = {}
+    for vname, vover in variants_raw.items():
+        if not isinstance(vover, dict):
+            raise UserError(f"{source}: variants.{vname} must be a table of overrides like model.norm = \"batch\"")
+        bad = [k for k in vover if k not in ("dataset", "model", "train")]
+        if bad:
+            raise UserError(f"{source}: variants.{vname}: unknown key {bad[0]!r}; a variant may override dataset.*, model.* and train.*")
+        merged = _deep_merge(base_cfg.model_dump(), vover)
+        _apply_overrides(merged, overrides, base_dir)
+        variants[vname] = _validate(RunConfig, merged, source, prefix=f"variants.{vname}.")
+
+    study = {k: raw[k] for k in ("name", "description", "seeds", "baseline", "report_epochs") if k in raw}
+    if "seeds" in overrides:
+        study["seeds"] = overrides["seeds"]
+    if "name" not in study:
+        raise UserError(f"{source}: missing key 'name'; add e.g. name = \"my-study\"")
+    study.setdefault("seeds", [0])
+    return _validate(StudyConfig, {**study, "base": base_cfg, "variants": variants}, source, prefix="")
+
+
+def _apply_overrides(cfg: dict, overrides: dict, base_dir: Path | None) -> None:
+    ds = cfg.setdefault("dataset", {})
+    if overrides.get("data_dir"):
+        ds["data_dir"] = str(Path(overrides["data_dir"]).expanduser().resolve())
+    elif isinstance(ds, dict) and isinstance(ds.get("data_dir"), str) and base_dir is not None:
+        # Paths in a study file are relative to the file, so the file can move with its data.
+        ds["data_dir"] = str((base_dir / Path(ds["data_dir"]).expanduser()).resolve())
+    if overrides.get("precision"):
+        cfg.setdefault("train", {})["precision"] = overrides["precision"]
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _validate(model, data: dict, source: str, prefix: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_one_line(exc, model, source, prefix)) from None
+
+
+def _one_line(exc: ValidationError, model, source: str, prefix: str) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    # Schema internals ("base", "variants.X") map back to the file's own keys.
+    if model is StudyConfig and loc and loc[0] in ("base", "variants"):
+        loc = loc[1:] if loc[0] == "base" else loc
+    key = prefix + ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, err["loc"][:-1])
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"{source}: unknown key {key!r}{hint}"
+    if err["type"] == "missing":
+        return f"{source}: missing required key {key!r}"
+    got = err.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {json.dumps(got, default=str)})"
+    msg = err["msg"].replace("Value error, ", "")
+    return f"{source}: {key}: {msg}{got_text}"
+
+
+def _allowed_keys(model, loc) -> list[str]:
+    cls = model
+    for part in loc:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        cls = field.annotation
+    return list(getattr(cls, "model_fields", {}))
+
+
+def config_hash(run_cfg: RunConfig, seed: int, dataset_fingerprint: str) -> str:
+    """A run's identity: its resolved config, seed and data, not where the data lives."""
+    cfg = run_cfg.model_dump()
+    cfg["dataset"].pop("data_dir", None)
+    blob = json.dumps({"config": cfg, "seed": seed, "data": dataset_fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,144 @@
+"""The study file's schema: every key, its type and its allowed values.
+
+Validation happens once, at the edge (pydantic, `extra="forbid"`), so the
+engine can trust every field it reads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """Which images, where they live, and how they are fed to the model."""
+
+    name: Literal[DATASET_NAMES]  # type: ignore[valid-type]
+    data_dir: Optional[str] = None  # folder or archive; --data-dir overrides
+    subset: Optional[int] = Field(None, gt=0, description="train images to keep (fixed, seed-independent)")
+    test_subset: Optional[int] = Field(None, gt=0)
+    # Per-channel normalisation; None means the train set's own mean and std.
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    # Batch-level augmentation, done as tensor ops on the training device.
+    crop_padding: int = Field(0, ge=0, le=16)
+    flip: bool = False
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v):
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError("every std must be > 0")
+        return v
+
+
+class ModelConfig(_Strict):
+    """A CNN (conv blocks then a fully connected head) or an MLP.
+
+    The reference CIFAR-10 networks are all `kind = "cnn"`:
+    A = channels [6, 16], kernel 5, hidden [120, 84];
+    B = A with norm = "batch";
+    C = channels [30, 30], kernel 3, hidden [120, 84].
+    """
+
+    kind: Literal["cnn", "mlp"] = "cnn"
+    channels: list[int] = Field(default_factory=lambda: [6, 16])  # one conv block each
+    kernel: int = Field(5, ge=1, le=11)
+    padding: int = Field(0, ge=0, le=5)
+    hidden: list[int] = Field(default_factory=lambda: [120, 84])  # fully connected widths
+    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "silu", "identity"] = "relu"
+    negative_slope: float = Field(0.01, ge=0, lt=1)  # for leaky_relu
+    norm: Literal["none", "batch"] = "none"
+    pool: Literal["max", "avg", "min", "l2", "none"] = "max"
+    pool_size: int = Field(2, ge=1, le=4)
+    init: Literal["default", "xavier", "kaiming", "zeros", "constant", "normal"] = "default"
+    init_value: float = 0.05  # for init = "constant"; std for init = "normal"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("channels", "hidden")
+    @classmethod
+    def _positive_widths(cls, v):
+        if any(w <= 0 for w in v):
+            raise ValueError("every width must be > 0")
+        return v
+
+
+class TrainConfig(_Strict):
+    """Optimiser, schedule, loss and the training length."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(64, gt=0)
+    epochs: int = Field(5, gt=0, le=10000)
+    schedule: Literal["constant", "cosine", "step", "linear"] = "constant"
+    step_size: int = Field(1, gt=0)  # epochs between decays, for schedule = "step"
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)
+    loss: Literal["cross_entropy", "mse", "margin"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    eval_batch_size: int = Field(1000, gt=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self):
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov = true needs optimizer = \"sgd\" and momentum > 0")
+        return self
+
+
+class RunConfig(_Strict):
+    """One variant fully resolved: what a single training run computes."""
+
+    dataset: DatasetConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class StudyConfig(_Strict):
+    """A study: a baseline, named variants overriding it, and the seeds."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    seeds: list[int] = Field(min_length=1)
+    baseline: Optional[str] = None
+    report_epochs: list[int] = Field(default_factory=list)
+    base: RunConfig
+    variants: dict[str, RunConfig]
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be unique")
+        if any(s < 0 for s in v):
+            raise ValueError("seeds must be >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _check_references(self):
+        if self.baseline is not None and self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not a variant; choose one of {', '.join(self.variants)}")
+        epochs = {v.train.epochs for v in self.variants.values()}
+        for e in self.report_epochs:
+            if e < 1 or e > min(epochs):
+                raise ValueError(f"report_epochs entry {e} must be between 1 and train.epochs ({min(epochs)})")
+        return self
+
+    @property
+    def baseline_name(self) -> str:
+        return self.baseline or next(iter(self.variants))
+
+    def epochs_to_report(self, variant: str) -> list[int]:
+        """Report epochs for a variant: the requested ones plus its final epoch."""
+        final = self.variants[variant].train.epochs
+        return sorted(set(self.report_epochs) | {final})

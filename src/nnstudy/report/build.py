@@ -1,0 +1,95 @@
+"""Build the study report: figures, report.html (self-contained) and report.md.
+
+The report only reads `StudyResults`, so it can be rebuilt at any time, also
+in the middle of a study: whatever has finished is shown, the rest is listed
+under diagnostics.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jinja2
+
+from nnstudy.stats.paired import compare_study
+from nnstudy.store.files import write_text
+from nnstudy.store.results import StudyResults
+
+from . import context as ctx
+from .figures import confusion_figure, save_png, study_curves_figure
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# autoescape on for both files: class names, variant names and error messages
+# come from users (folder names, study files, exceptions) and must never become
+# markup. Markdown renderers turn the entities back into plain characters.
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+# A Markdown table cell must not contain "|" or a line break.
+_ENV.filters["cell"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def build_report(results: StudyResults) -> dict[str, Path]:
+    """Write the figures, `report.html` and `report.md` into `results.out_dir`.
+
+    Returns {"html": path, "md": path}.
+    """
+    out = Path(results.out_dir)
+    fig_dir = out / "figures"
+    epoch = ctx.final_epoch(results)
+    comparisons = compare_study(results) if len(results.variants) > 1 else []
+
+    # Per-variant class sections; the baseline's predictions pair with each variant's.
+    baseline_preds = ctx.predictions_by_seed(results, results.baseline, epoch)
+    classes = [ctx.class_section(results, v, epoch, baseline_preds) for v in results.variants]
+
+    figures = {"curves": None, "samples": None}  # None: not available (yet)
+    usable_runs = {v: [r for r in results.runs_of(v) if ctx.usable(r)] for v in results.variants}
+    if any(r.history for runs in usable_runs.values() for r in runs):
+        figures["curves"] = _figure(save_png(study_curves_figure(usable_runs), fig_dir / "curves.png"), out,
+                                    "Loss and accuracy per epoch, mean over seeds with 95% CI band")
+    samples = fig_dir / "samples.png"
+    if samples.exists():  # written by the runner with sample_grid()
+        figures["samples"] = _figure(samples, out, "Sample training images with their class names")
+    for i, section in enumerate(classes):
+        section["figure"] = None
+        if section["cm"] is not None:
+            name = f"confusion-{i}-{_slug(section['name'])}.png"
+            title = f"{section['name']}: confusion matrix, mean over {section['n']} seed(s), epoch {epoch}"
+            fig = confusion_figure(section["cm"], results.classes, title)
+            section["figure"] = _figure(save_png(fig, fig_dir / name), out, title)
+        section["anchor"] = f"variant-{i}"
+
+    page = {
+        "header": ctx.header(results),
+        "overview": ctx.variant_rows(results, epoch),
+        "final_epoch": epoch,
+        "epochs": ctx.epoch_sections(results, comparisons),
+        "classes": classes,
+        "figures": figures,
+        "diagnostics": ctx.diagnostics(results),
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    html = write_text(out / "report.html", _ENV.get_template("report.html.j2").render(**page))
+    md = write_text(out / "report.md", _ENV.get_template("report.md.j2").render(**page))
+    return {"html": html, "md": md}
+
+
+def _figure(path: Path, out: Path, title: str) -> dict:
+    """A figure as both a relative link (Markdown) and a data URI (HTML, self-contained)."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return {"title": title, "file": path.relative_to(out).as_posix(), "data_uri": f"data:image/png;base64,{data}"}
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe version of a variant name (the index keeps names unique)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:40] or "variant"

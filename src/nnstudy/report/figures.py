@@ -1,0 +1,226 @@
+"""Matplotlib figures for one run and for a whole study, saved as PNG files.
+
+Figures are built with `matplotlib.figure.Figure` directly instead of pyplot:
+no global figure registry to leak memory in a long study, and no display
+backend is needed (the Agg canvas is the default for a bare Figure).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from nnstudy.stats.summary import summarize
+from nnstudy.store.files import atomic_path
+from nnstudy.store.results import RunResult
+
+DPI = 100
+# Confusion counts are written into the cells only when they stay legible.
+ANNOTATE_MAX_CLASSES = 12
+# One sample tile in the image grid, in inches (at DPI this is 125 x 150 px).
+TILE_W, TILE_H = 1.25, 1.5
+GRID_COLS = 8
+
+
+def plain(text, width: int | None = None) -> str:
+    """Text for matplotlib, shown literally (`$` would start mathtext), cut to `width` characters."""
+    text = str(text)
+    if width and len(text) > width:
+        text = text[: width - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def save_png(fig: Figure, path: Path, dpi: int = DPI) -> Path:
+    """Write `fig` to `path` atomically (temp name + rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    fig.clf()  # frees the artists now rather than at garbage collection
+    return path
+
+
+# ---------------------------------------------------------------- one run
+
+
+def write_run_figures(run: RunResult, classes: list[str], y_true: np.ndarray, run_dir: Path) -> list[Path]:
+    """Write `curves.png` and `confusion.png` for one run into `run_dir`.
+
+    A run without history (failed, pending) gets no curves; one without
+    predictions gets no confusion matrix. Returns the paths written.
+    """
+    run_dir = Path(run_dir)
+    written = []
+    if run.history:
+        written.append(save_png(run_curves_figure(run), run_dir / "curves.png"))
+    if run.predictions:
+        last = max(run.predictions)
+        cm = confusion_counts(y_true, run.predictions[last], len(classes))
+        title = f"{run.variant}, seed {run.seed}, epoch {last}"
+        written.append(save_png(confusion_figure(cm, classes, title), run_dir / "confusion.png"))
+    return written
+
+
+def run_curves_figure(run: RunResult) -> Figure:
+    """Loss and accuracy per epoch, train and test, for one run."""
+    epochs = [r.epoch for r in run.history]
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, [r.train_loss for r in run.history], "o-", label="train")
+    ax_loss.plot(epochs, [r.test_loss for r in run.history], "s-", label="test")
+    ax_acc.plot(epochs, [100 * r.train_acc for r in run.history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * r.test_acc for r in run.history], "s-", label="test")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(plain(f"{run.variant}, seed {run.seed} ({run.status})"))
+    return fig
+
+
+def confusion_counts(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """Confusion matrix of counts: rows are true classes, columns predictions."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+# ---------------------------------------------------------------- study
+
+
+def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> Figure:
+    """Heatmap of a (possibly seed-averaged) confusion matrix with class names.
+
+    Colour is the row fraction, so a rare class's mistakes are as visible as
+    a common one's; the annotated numbers are the (mean) counts.
+    """
+    k = len(classes)
+    side = min(12.0, max(4.5, 0.55 * k + 2.5))
+    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    ax = fig.subplots()
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label="fraction of the true class", shrink=0.8)
+    names = [plain(c, 30) for c in classes]
+    fontsize = 9 if k <= 20 else max(4, 9 - k // 20)
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=fontsize)
+    ax.set_yticks(range(k), names, fontsize=fontsize)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(plain(title))
+    if k <= ANNOTATE_MAX_CLASSES:
+        integral = np.allclose(cm, np.round(cm))
+        for i in range(k):
+            for j in range(k):
+                text = f"{cm[i, j]:.0f}" if integral else f"{cm[i, j]:.1f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    return fig
+
+
+# (attribute on EpochRow, axis label, scale) for the four study panels.
+CURVE_PANELS = [
+    ("train_loss", "train loss", 1.0),
+    ("test_loss", "test loss", 1.0),
+    ("train_acc", "train accuracy (%)", 100.0),
+    ("test_acc", "test accuracy (%)", 100.0),
+]
+
+
+def study_curves_figure(runs_by_variant: dict[str, list[RunResult]]) -> Figure:
+    """2x2 panels of loss/accuracy vs epoch: mean over seeds, shaded 95% t-band."""
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (attr, label, scale) in zip(axes, CURVE_PANELS):
+        for i, (variant, runs) in enumerate(runs_by_variant.items()):
+            epochs, mean, low, high = curve_band(runs, attr)
+            if not epochs:
+                continue
+            colour = f"C{i % 10}"
+            n_runs = sum(1 for r in runs if r.history)
+            ax.plot(epochs, scale * mean, "-", marker="." if len(epochs) < 30 else None,
+                    color=colour, label=plain(f"{variant} (n={n_runs})"))
+            ax.fill_between(epochs, scale * low, scale * high, color=colour, alpha=0.2, linewidth=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+    fig.suptitle("mean over seeds, shaded: 95% confidence interval of the mean")
+    return fig
+
+
+def curve_band(runs: list[RunResult], attr: str):
+    """Per-epoch mean and t-interval of `attr` over the runs that reached it."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for row in run.history:
+            by_epoch.setdefault(row.epoch, []).append(getattr(row, attr))
+    epochs = sorted(by_epoch)
+    stats = [summarize(by_epoch[e]) for e in epochs]
+    # With one seed there is no interval: the band collapses onto the line.
+    mean = np.array([s.mean for s in stats])
+    low = np.array([s.ci_low if math.isfinite(s.ci_low) else s.mean for s in stats])
+    high = np.array([s.ci_high if math.isfinite(s.ci_high) else s.mean for s in stats])
+    return epochs, mean, low, high
+
+
+# ---------------------------------------------------------------- samples
+
+
+def sample_grid(images, labels, classes, path: Path, n: int = 32) -> Path:
+    """Save a grid of up to `n` training images titled with their class names.
+
+    `images` is uint8 [N, C, H, W] with C in {1, 3} (torch or numpy). Images
+    are picked round-robin over classes so every class appears if it can.
+    The grid has min(n, 8) columns; each tile is 125 x 150 px.
+    """
+    images = _to_numpy(images)
+    labels = _to_numpy(labels).astype(np.int64).ravel()
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"sample_grid wants images shaped [N, C, H, W] with C in (1, 3), got {images.shape}")
+    picked = _round_robin(labels, min(n, len(labels)))
+    cols = max(1, min(GRID_COLS, len(picked)))
+    rows = max(1, math.ceil(len(picked) / cols))
+    fig = Figure(figsize=(cols * TILE_W, rows * TILE_H))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, idx in zip(axes, picked):
+        img = images[idx]
+        if img.dtype != np.uint8:  # floats in [0, 1]
+            img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(np.transpose(img, (1, 2, 0)))
+        label = labels[idx]
+        name = classes[label] if 0 <= label < len(classes) else str(label)
+        ax.set_title(plain(name, 20), fontsize=8)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.3 / (rows * TILE_H), hspace=0.35, wspace=0.1)
+    return save_png(fig, path)
+
+
+def _round_robin(labels: np.ndarray, n: int) -> list[int]:
+    """First image of each class, then the second of each, ... up to n indices."""
+    queues = {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)}
+    picked: list[int] = []
+    while len(picked) < n and any(queues.values()):
+        for c in sorted(queues):
+            if queues[c] and len(picked) < n:
+                picked.append(int(queues[c].pop(0)))
+    return picked
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -1,0 +1,112 @@
+"""K copies of one network, one per seed, trained as a single model.
+
+With `vectorize=True` the K parameter sets are stacked along a new leading
+axis (`torch.func.stack_module_state`) and the forward pass is `vmap`-ed over
+it, so K small models cost about one bigger model's kernel launches. Buffers
+(BatchNorm running statistics) are stacked too, so each seed keeps its own.
+Optimisers (SGD, momentum, Adam, weight decay) act element-wise, so a
+standard optimiser over the stacked tensors updates each seed exactly as if
+it were alone.
+
+With `vectorize=False` (or K == 1) it is a plain `nn.Module`, the classic
+path, behind the same interface.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+
+class SeedStack:
+    def __init__(self, build: Callable[[], nn.Module], seeds: list[int], device: torch.device, vectorize: bool = True):
+        self.seeds = list(seeds)
+        self.k = len(self.seeds)
+        models = []
+        for seed in self.seeds:
+            torch.manual_seed(seed)  # a seed drives its own initialisation
+            models.append(build().to(device))
+        self.stacked = vectorize and self.k > 1
+        if self.stacked:
+            params, buffers = stack_module_state(models)
+            self.params = {n: p.detach().requires_grad_() for n, p in params.items()}
+            self.buffers = buffers
+            # Only the structure is needed: weights come in through functional_call.
+            self.module = copy.deepcopy(models[0]).to("meta")
+            self._train_fn = vmap(self._call, in_dims=(0, 0, 0))
+            self._eval_fn = vmap(self._call, in_dims=(0, 0, None))
+        else:
+            if self.k != 1:
+                raise ValueError("a non-vectorised stack holds exactly one seed")
+            self.module = models[0]
+            self.params = dict(self.module.named_parameters())
+            self.buffers = dict(self.module.named_buffers())
+
+    def _call(self, params, buffers, x):
+        return functional_call(self.module, (params, buffers), (x,))
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def train(self, mode: bool = True) -> None:
+        self.module.train(mode)
+
+    def forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [K, B, ...], one batch per seed -> logits [K, B, classes]."""
+        if self.stacked:
+            return self._train_fn(self.params, self.buffers, x)
+        return self.module(x[0]).unsqueeze(0)
+
+    def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, ...], the same batch for every seed -> logits [K, B, classes]."""
+        if self.stacked:
+            return self._eval_fn(self.params, self.buffers, x)
+        return self.module(x).unsqueeze(0)
+
+    # --- per-seed state, for checkpoints -------------------------------------------------
+    def _take(self, t: torch.Tensor, k: int) -> torch.Tensor:
+        return t[k].detach().clone().cpu() if self.stacked else t.detach().clone().cpu()
+
+    def model_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Seed k's weights and buffers, with the same keys as the plain module's state_dict."""
+        return {n: self._take(t, k) for n, t in {**self.params, **self.buffers}.items()}
+
+    def load_model_states(self, states: list[dict[str, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for name, t in {**self.params, **self.buffers}.items():
+                if self.stacked:
+                    t.copy_(torch.stack([s[name] for s in states]))
+                else:
+                    t.copy_(states[0][name])
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer, k: int) -> dict[str, dict[str, torch.Tensor]]:
+        """Seed k's optimiser state keyed by parameter name (momentum, Adam moments, step)."""
+        out = {}
+        for name, p in self.params.items():
+            state = optimizer.state.get(p, {})
+            out[name] = {
+                key: (self._take(v, k) if _per_seed(v, p, self.stacked) else v.detach().clone().cpu())
+                for key, v in state.items() if torch.is_tensor(v)
+            }
+        return out
+
+    def load_optimizer_states(self, optimizer: torch.optim.Optimizer, states: list[dict]) -> None:
+        for name, p in self.params.items():
+            per_key = states[0].get(name, {})
+            if not per_key:
+                continue
+            new = {}
+            for key, first in per_key.items():
+                if self.stacked and first.dim() == p.dim() - 1 and first.shape == p.shape[1:]:
+                    new[key] = torch.stack([s[name][key] for s in states]).to(p.device)
+                else:
+                    new[key] = first.clone().to(p.device if first.dim() else "cpu")
+            optimizer.state[p] = new
+
+
+def _per_seed(v: torch.Tensor, p: torch.Tensor, stacked: bool) -> bool:
+    return not stacked or (v.dim() == p.dim() and v.shape == p.shape)

@@ -1,0 +1,225 @@
+"""The training loop: one variant, K seeds, data kept as tensors on the device.
+
+One readable loop in the spirit of airbench: per epoch, a `randperm` per seed
+gives the data order, batches are gathered from the cached uint8 tensor and
+normalised/augmented as whole-batch tensor ops, and K seeds step together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from nnstudy.config.schema import RunConfig
+from nnstudy.data.augment import BatchPipeline
+from nnstudy.models import build_model, count_parameters
+from nnstudy.store.results import EpochRow
+from nnstudy.training.losses import per_seed_loss
+from nnstudy.training.progress import EpochProgress
+from nnstudy.training.seed_stack import SeedStack
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainOptions:
+    """How to train (never what): results must not depend on these beyond float rounding."""
+
+    device: str = "cpu"
+    vectorize: bool = True
+    compile: bool = False
+    progress: bool = True
+    label: str = ""
+
+
+@dataclass
+class SeedState:
+    """What a run has done so far, beyond its weights."""
+
+    history: list[EpochRow] = field(default_factory=list)
+    diverged: bool = False
+
+
+def _data_seed(seed: int) -> int:
+    # Separate streams for initialisation and for data order/augmentation.
+    return (seed * 0x9E3779B1 + 0x5EED) % (2**63)
+
+
+class GroupTrainer:
+    """Trains the seeds of one variant together; see `SeedStack` for how."""
+
+    def __init__(self, cfg: RunConfig, data, seeds: list[int], options: TrainOptions):
+        self.cfg, self.data, self.seeds, self.options = cfg, data, list(seeds), options
+        self.device = torch.device(options.device)
+        t = cfg.train
+        input_shape = tuple(data.train_x.shape[1:])
+        n_classes = len(data.classes)
+        # Dropout draws from the global RNG, which vmap cannot split per seed:
+        # train such models one seed at a time so a seed still fixes its run.
+        vectorize = options.vectorize and cfg.model.dropout == 0
+        self.stack = SeedStack(lambda: build_model(cfg.model, input_shape, n_classes), self.seeds, self.device, vectorize)
+        self.n_params = count_parameters(build_model(cfg.model, input_shape, n_classes))
+        self.optimizer = _optimizer(t, self.stack.parameters())
+        self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
+        self.states = [SeedState() for _ in self.seeds]
+        mean, std = _normalisation(cfg, data)
+        self.pipeline = BatchPipeline(mean, std, cfg.dataset.crop_padding, cfg.dataset.flip, self.device)
+        # The dataset lives on the training device, as uint8: 4x smaller than float.
+        self.train_x = data.train_x.to(self.device)
+        self.train_y = data.train_y.to(self.device)
+        self.test_x = data.test_x.to(self.device)
+        self.test_y = data.test_y.to(self.device)
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16" else contextlib.nullcontext()
+        )
+        if options.compile:
+            self.stack.forward_train = torch.compile(self.stack.forward_train)
+
+    @property
+    def epoch(self) -> int:
+        return len(self.states[0].history)
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def checkpoint(self, k: int) -> dict:
+        """Everything needed to continue seed k exactly where it stands (an epoch boundary)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "seed": self.seeds[k],
+            "epoch": self.epoch,
+            "model": self.stack.model_state(k),
+            "optimizer": self.stack.optimizer_state(self.optimizer, k),
+            "data_rng": self.generators[k].get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": [vars(r) for r in self.states[k].history],
+            "diverged": self.states[k].diverged,
+        }
+
+    def restore(self, checkpoints: list[dict]) -> None:
+        """Continue from per-seed checkpoints, all at the same epoch."""
+        epochs = {c["epoch"] for c in checkpoints}
+        if len(epochs) != 1:
+            raise ValueError(f"checkpoints of one group must share an epoch, got {sorted(epochs)}")
+        self.stack.load_model_states([c["model"] for c in checkpoints])
+        self.stack.load_optimizer_states(self.optimizer, [c["optimizer"] for c in checkpoints])
+        for gen, c in zip(self.generators, checkpoints):
+            gen.set_state(c["data_rng"])
+        torch.set_rng_state(checkpoints[0]["torch_rng"])
+        self.states = [SeedState([EpochRow(**r) for r in c["history"]], c["diverged"]) for c in checkpoints]
+
+    # --- training ------------------------------------------------------------------------
+    def fit(self, on_epoch: Callable[["GroupTrainer", dict[int, torch.Tensor]], None], predict_epochs=()) -> None:
+        """Train to `train.epochs`; after each epoch call `on_epoch(self, predictions)`.
+
+        `predictions` maps seed index -> predicted test labels, filled on the
+        epochs listed in `predict_epochs` and on the last one.
+        """
+        total = self.cfg.train.epochs
+        while self.epoch < total:
+            epoch = self.epoch + 1
+            lr = self.cfg.train.lr * _lr_factor(self.cfg.train, epoch - 1)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            start = time.perf_counter()
+            train_loss, train_acc = self._train_epoch(epoch, total)
+            test_loss, test_acc, preds = self._evaluate()
+            seconds = time.perf_counter() - start
+            for k, state in enumerate(self.states):
+                row = EpochRow(epoch, float(train_loss[k]), float(train_acc[k]), float(test_loss[k]),
+                               float(test_acc[k]), lr, seconds)
+                state.history.append(row)
+                state.diverged = state.diverged or not math.isfinite(row.train_loss)
+            keep = epoch in predict_epochs or epoch == total
+            on_epoch(self, {k: preds[k] for k in range(len(self.seeds))} if keep else {})
+            if all(s.diverged for s in self.states):
+                break
+
+    def _train_epoch(self, epoch: int, total: int):
+        t, k, n = self.cfg.train, len(self.seeds), self.train_x.shape[0]
+        bs = t.batch_size
+        self.stack.train(True)
+        # One permutation per seed, drawn on the CPU from that seed's generator.
+        perms = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(self.device)
+        draws = [self.pipeline.draw(n, g) for g in self.generators] if self.pipeline.augments else None
+        loss_sum = torch.zeros(k, device=self.device)
+        correct = torch.zeros(k, device=self.device, dtype=torch.long)
+        steps = (n + bs - 1) // bs
+        bar = EpochProgress(self.options.label, epoch, total, steps, bs * k, enabled=self.options.progress)
+        for step in range(steps):
+            idx = perms[:, step * bs:(step + 1) * bs]
+            batch_draws = None
+            if draws is not None:
+                pos = slice(step * bs, (step + 1) * bs)
+                batch_draws = {key: torch.stack([d[key][pos] for d in draws]).to(self.device) for key in draws[0]}
+            x = self.pipeline.train_batch(self.train_x[idx], batch_draws)
+            y = self.train_y[idx]
+            with self.autocast:
+                logits = self.stack.forward_train(x)
+                losses = per_seed_loss(t.loss, logits.float(), y, t.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                loss_sum += losses.detach() * idx.shape[1]
+                correct += (logits.argmax(-1) == y).sum(1)
+            bar.step(losses)
+        bar.close()
+        return (loss_sum / n).tolist(), (correct.double() / n).tolist()
+
+    @torch.inference_mode()
+    def _evaluate(self):
+        t, m = self.cfg.train, self.test_x.shape[0]
+        self.stack.train(False)
+        loss_sum = torch.zeros(len(self.seeds), device=self.device)
+        preds = []
+        for i in range(0, m, t.eval_batch_size):
+            x = self.pipeline.normalise(self.test_x[i:i + t.eval_batch_size])
+            y = self.test_y[i:i + t.eval_batch_size]
+            with self.autocast:
+                logits = self.stack.forward_eval(x).float()
+            yk = y.expand(len(self.seeds), -1)
+            loss_sum += per_seed_loss(t.loss, logits, yk, t.label_smoothing) * y.shape[0]
+            preds.append(logits.argmax(-1))
+        preds = torch.cat(preds, 1).cpu()
+        acc = (preds == self.test_y.cpu()).double().mean(1)
+        return (loss_sum / m).tolist(), acc.tolist(), preds
+
+
+def _optimizer(t, params):
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay, foreach=True)
+    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=t.lr, weight_decay=t.weight_decay, foreach=True)
+
+
+def _lr_factor(t, epoch: int) -> float:
+    """Learning-rate multiplier for a 0-based epoch (set once per epoch)."""
+    if t.warmup_epochs and epoch < t.warmup_epochs:
+        return (epoch + 1) / (t.warmup_epochs + 1)
+    e, span = epoch - t.warmup_epochs, max(1, t.epochs - t.warmup_epochs)
+    if t.schedule == "step":
+        return t.gamma ** (e // t.step_size)
+    if t.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * e / span))
+    if t.schedule == "linear":
+        return 1 - e / span
+    return 1.0
+
+
+def _normalisation(cfg: RunConfig, data):
+    """The study's mean/std, or the train set's own per-channel statistics."""
+    c = data.train_x.shape[1]
+    ds = cfg.dataset
+    if ds.mean is not None and ds.std is not None:
+        if len(ds.mean) != c or len(ds.std) != c:
+            from nnstudy.errors import UserError
+            raise UserError(f"dataset.mean and dataset.std need {c} values (one per channel) for {ds.name}, got {len(ds.mean)} and {len(ds.std)}")
+        return ds.mean, ds.std
+    x = data.train_x.float().div_(255)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return mean.tolist(), std.tolist()
