@@ -24,6 +24,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}; check the output folder's permissions and free space") from exc
     tmp_path = Path(tmp)
