@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +23,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "baseline", "report_epochs", "dataset", "model", "train", "variants")
 BASELINE_VARIANT = "baseline"
 
@@ -88,6 +90,8 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
     base_cfg = _validate(RunConfig, base, source, prefix="")
     variants = {}
     for vname, vover in variants_raw.items():
+        if not _VARIANT_NAME.match(str(vname)):
+            raise UserError(f"{source}: variant name {vname!r} is not allowed; use letters, digits, '-', '_', '.' or '+' (it names a folder)")
         if not isinstance(vover, dict):
             raise UserError(f"{source}: variants.{vname} must be a table of overrides like model.norm = \"batch\"")
         bad = [k for k in vover if k not in ("dataset", "model", "train")]

@@ -1,18 +1,16 @@
-"""Safe extraction of tar archives (.tar, .tar.gz, .tgz) of image folders.
+"""Safe reading of tar archives (.tar, .tar.gz, .tgz) of image folders.
 
-Archives come from wherever the user found them, so every member is checked
-before anything is written: no absolute paths, no `..`, no device files, and
-no links that point outside the extraction folder. Python's own "data" filter
-is applied as well where available, but is not relied on alone (it is missing
-on older Pythons and its rules may change).
+Archives are read straight into memory rather than extracted: writing tens of
+thousands of small files took 15-55 s for CIFAR-10 on a slow disk, reading
+the members takes about 1 s, and nothing can ever be written outside the cache.
+Members are still checked as if they were to be extracted (no absolute paths,
+no `..`, no device files, no links leaving the archive), so an archive that
+would be unsafe to unpack is refused with a message naming the member.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import tarfile
-import uuid
 from pathlib import Path, PurePosixPath
 
 from nnstudy.errors import UserError
@@ -24,44 +22,50 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Extract `archive` into the folder `dest` and return `dest`.
+def read_archive(archive: Path) -> tuple[dict[str, bytes], set[str]]:
+    """Read every file of a tar archive into memory.
 
-    The archive is unpacked into a temporary sibling folder which is renamed
-    to `dest` only once complete, so an interrupted extraction is never taken
-    for a finished one. If `dest` already exists it is assumed complete.
+    Returns
+    -------
+    files : dict
+        Normalised member path ("train/cat/1.png") -> content. Links inside
+        the archive are resolved to their target's content.
+    dirs : set
+        Every folder path, including folders only implied by file paths.
 
     Raises
     ------
     UserError
-        If the archive cannot be read or any member is unsafe; nothing is left
-        behind in that case.
+        If the archive cannot be read or any member is unsafe.
     """
-    if dest.is_dir():
-        return dest
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    files: dict[str, bytes] = {}
+    dirs: set[str] = set()
     try:
-        tmp.mkdir(parents=True)
         with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
+            for member in tar:
                 check_member(archive, member)
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, members=members, filter="data")
-            else:
-                tar.extractall(tmp, members=members)
-        os.replace(tmp, dest)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        # tarfile's own filter errors (FilterError) are TarError subclasses.
-        raise UserError(f"cannot extract {archive}: {' '.join(str(exc).split()) or type(exc).__name__}; "
+                path = PurePosixPath(member.name)
+                key = path.as_posix()
+                if key in ("", "."):
+                    continue
+                dirs.update(p.as_posix() for p in path.parents if p.as_posix() != ".")
+                if member.isdir():
+                    dirs.add(key)
+                else:
+                    fh = tar.extractfile(member)  # follows links within the archive
+                    if fh is None:
+                        raise UserError(f"unsafe archive {archive}: member {member.name!r} is a link to a missing or non-file "
+                                        f"member {member.linkname!r}; repack the archive with plain files only")
+                    files[key] = fh.read()
+    except (tarfile.TarError, EOFError, OSError, ValueError, KeyError) as exc:
+        # KeyError: tarfile's answer to a link whose target is not in the archive.
+        raise UserError(f"cannot read archive {archive}: {' '.join(str(exc).split()) or type(exc).__name__}; "
                         f"check that it is a complete .tar/.tar.gz of train/ and test/ folders") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return files, dirs
 
 
 def check_member(archive: Path, member: tarfile.TarInfo) -> None:
-    """Raise UserError unless `member` stays inside the extraction folder."""
+    """Raise UserError unless `member` would stay inside the folder it is unpacked into."""
     name = member.name
     bad = None
     path = PurePosixPath(name.replace("\\", "/"))
@@ -80,7 +84,7 @@ def check_member(archive: Path, member: tarfile.TarInfo) -> None:
             bad = f"is a link to {member.linkname!r}, outside the archive"
     if bad:
         raise UserError(f"unsafe archive {archive}: member {name!r} {bad}; "
-                        f"refusing to extract it, repack the archive with plain files only")
+                        f"refusing to read it, repack the archive with plain files only")
 
 
 def _stays_inside(path: PurePosixPath) -> bool:

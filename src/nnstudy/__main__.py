@@ -1,0 +1,5 @@
+import sys
+
+from nnstudy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,196 @@
+"""The `nnstudy` command line: run, init, studies, list, show, report.
+
+User mistakes print one line (`nnstudy: error: ...`) and exit with status 2;
+Ctrl-C stops cleanly and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nnstudy.errors import UserError
+
+DEFAULT_OUT = "nnstudy-out"
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1,2")
+    return seeds
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other user mistake
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nnstudy", description="Reproducible neural-network design studies with an honest statistical verdict.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train every (variant, seed) run of a study and write its report")
+    run.add_argument("study", help="a built-in study name (see `nnstudy studies`) or a study .toml file")
+    run.add_argument("--out", default=DEFAULT_OUT, help=f"folder holding every study's results (default ./{DEFAULT_OUT})")
+    run.add_argument("--data-dir", help="dataset folder or archive (overrides dataset.data_dir)")
+    run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    run.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2 (overrides the study's seeds)")
+    run.add_argument("--force", action="store_true", help="rerun every run, even those already done")
+    run.add_argument("--retry-failed", action="store_true", help="rerun only the runs that failed")
+    run.add_argument("--executor", choices=["auto", "local", "process", "ray"], default="auto",
+                     help="where runs train: this process, a process pool, or a Ray cluster (default: auto)")
+    run.add_argument("--workers", type=_positive, help="process-pool size (default: one per CPU core on cpu)")
+    run.add_argument("--ray-address", help="Ray cluster address for --executor ray (default: start a local Ray)")
+    run.add_argument("--no-vectorize", action="store_true", help="train seeds one at a time instead of stacked")
+    run.add_argument("--precision", choices=["fp32", "bf16"], help="override train.precision (bf16: autocast; recorded in the run config)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
+    run.add_argument("--cache-dir", help="where decoded datasets are cached (default $NNSTUDY_CACHE or ~/.cache/nnstudy)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    init = sub.add_parser("init", help="copy a built-in study to a file you can edit")
+    init.add_argument("name")
+    init.add_argument("file")
+
+    sub.add_parser("studies", help="list the built-in studies")
+
+    for name, text in (("list", "studies in an output folder, with run counts per status"),
+                       ("show", "per-run table of one study"),
+                       ("report", "rebuild a study's report from the store, without training")):
+        sp = sub.add_parser(name, help=text)
+        if name != "list":
+            sp.add_argument("study")
+        sp.add_argument("--out", default=DEFAULT_OUT)
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"nnstudy: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nnnstudy: interrupted. Finished epochs are checkpointed; run the same command again to resume.", file=sys.stderr)
+        return 130
+
+
+def _cmd_run(args) -> int:
+    from nnstudy.config import load_study
+    from nnstudy.runner import RunOptions, run_study
+
+    overrides = {"seeds": args.seeds, "data_dir": args.data_dir, "precision": args.precision}
+    study = load_study(args.study, {k: v for k, v in overrides.items() if v is not None})
+    options = RunOptions(out=Path(args.out), device=args.device, executor=args.executor, workers=args.workers,
+                         vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
+                         retry_failed=args.retry_failed, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                         ray_address=args.ray_address, progress=not args.quiet)
+    results, paths = run_study(study, args.study, options)
+    failed = [r for r in results.runs if r.status == "failed"]
+    print(f"report: {paths['html']}")
+    if failed:
+        print(f"nnstudy: {len(failed)} run(s) failed; see the report's diagnostics, fix the cause, then rerun with --retry-failed",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_init(args) -> int:
+    from nnstudy.config import builtin_study_text
+    from nnstudy.store import files
+
+    text = builtin_study_text(args.name)
+    target = Path(args.file)
+    if target.exists():
+        raise UserError(f"{target} already exists; choose another file name (nnstudy init never overwrites)")
+    files.write_text(target, text)
+    print(f"wrote {target}; edit it, then: nnstudy run {target}")
+    return 0
+
+
+def _cmd_studies(args) -> int:
+    from nnstudy.config import builtin_studies
+
+    studies = builtin_studies()
+    width = max(map(len, studies))
+    for name, line in studies.items():
+        print(f"{name:<{width}}  {line}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from nnstudy.store import Store
+
+    rows = Store(args.out, create=False).study_counts()
+    if args.json:
+        print(json.dumps({"studies": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"no studies in {args.out}")
+    for r in rows:
+        counts = ", ".join(f"{r[s]} {s}" for s in ("done", "diverged", "failed", "running", "pending") if r[s])
+        print(f"{r['study']}: {r['runs']} runs ({counts or 'none'})")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from nnstudy.store import Store
+
+    store = Store(args.out, create=False)
+    store.study(args.study)  # a clear error for an unknown name
+    runs = []
+    for r in store.runs(args.study):
+        last = store.epochs(r.id)[-1:] or [None]
+        e = last[0]
+        runs.append({"id": r.id, "hash": r.config_hash, "variant": r.variant, "seed": r.seed, "status": r.status,
+                     "epochs": r.epochs_done, "test_acc": e and e.test_acc, "test_loss": e and e.test_loss,
+                     "train_acc": e and e.train_acc, "train_loss": e and e.train_loss, "error": r.error,
+                     "run_dir": str(r.run_dir)})
+    if args.json:
+        print(json.dumps({"study": args.study, "runs": runs}, indent=2))
+        return 0
+    print(f"{'id':>4}  {'variant':<16} {'seed':>4}  {'status':<9} {'epochs':>6}  {'test acc':>8}  {'test loss':>9}")
+    for r in runs:
+        acc = f"{r['test_acc']:.2%}" if r["test_acc"] is not None else "-"
+        loss = f"{r['test_loss']:.4f}" if r["test_loss"] is not None else "-"
+        print(f"{r['id']:>4}  {r['variant']:<16} {r['seed']:>4}  {r['status']:<9} {r['epochs']:>6}  {acc:>8}  {loss:>9}"
+              + (f"  {r['error']}" if r["error"] else ""))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from nnstudy.report import build_report
+    from nnstudy.store import Store, load_results
+
+    store = Store(args.out, create=False)
+    paths = build_report(load_results(store, args.study))
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in paths.items()}))
+    else:
+        print(f"report: {paths['html']}")
+    return 0
+
+
+_COMMANDS = {"run": _cmd_run, "init": _cmd_init, "studies": _cmd_studies, "list": _cmd_list, "show": _cmd_show,
+             "report": _cmd_report}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""One unit of work: the seeds of one variant, trained together, stored as they go.
+
+`execute_job` is what every executor (local, process pool, Ray) runs. It
+takes only plain, picklable data and talks to the store itself, so a worker
+process needs nothing from its parent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnstudy.config.schema import RunConfig
+from nnstudy.errors import UserError
+from nnstudy.store import files
+from nnstudy.store.db import Store
+from nnstudy.store.results import RunResult
+from nnstudy.training import GroupTrainer, TrainOptions
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Job:
+    out_dir: str
+    study: str
+    variant: str
+    config: dict  # RunConfig as a dict
+    run_ids: list[int]
+    seeds: list[int]
+    run_dirs: list[str]
+    report_epochs: list[int]
+    classes: list[str]
+    cache_dir: str
+    device: str = "cpu"
+    vectorize: bool = True
+    compile: bool = False
+    threads: int = 0  # 0: leave torch's default
+    progress: bool = True
+    position: int = 0
+
+    @property
+    def label(self) -> str:
+        seeds = ",".join(map(str, self.seeds))
+        return f"{self.variant} [seed {seeds}]"
+
+
+@dataclass
+class JobResult:
+    variant: str
+    seeds: list[int]
+    statuses: dict[int, str] = field(default_factory=dict)  # seed -> status
+    test_acc: dict[int, float] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def library_versions() -> dict:
+    import sklearn
+    import torchvision
+
+    import nnstudy
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "nnstudy": nnstudy.__version__}
+
+
+@lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str | None, cache_dir: str, subset: int | None, test_subset: int | None):
+    from nnstudy.data import load_dataset
+    return load_dataset(name, data_dir, cache_dir).subset(subset, test_subset)
+
+
+def load_study_data(cfg: RunConfig, cache_dir: str):
+    ds = cfg.dataset
+    return _dataset(ds.name, ds.data_dir, str(cache_dir), ds.subset, ds.test_subset)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """A run's last checkpoint, or None; a truncated or corrupt file is a clear error."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged zip/pickle
+        raise UserError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); delete it to restart that run from scratch, or rerun with --force") from None
+
+
+def execute_job(job: Job) -> JobResult:
+    start = time.perf_counter()
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    store = Store(job.out_dir)
+    result = JobResult(job.variant, job.seeds)
+    try:
+        cfg = RunConfig.model_validate(job.config)
+        data = load_study_data(cfg, job.cache_dir)
+        options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
+                               progress=job.progress, label=job.label)
+        trainer = GroupTrainer(cfg, data, job.seeds, options)
+        run_dirs = [Path(d) for d in job.run_dirs]
+        checkpoints = [load_checkpoint(d / CHECKPOINT) for d in run_dirs]
+        if any(c is not None for c in checkpoints):
+            trainer.restore(checkpoints)
+        store.mark_running(job.run_ids, job.device, library_versions())
+
+        def on_epoch(tr: GroupTrainer, predictions: dict[int, torch.Tensor]) -> None:
+            for k, d in enumerate(run_dirs):
+                if k in predictions:
+                    _save_npy(d / f"predictions-epoch{tr.epoch}.npy", predictions[k].numpy())
+                with files.atomic_path(d / CHECKPOINT) as tmp:
+                    torch.save(tr.checkpoint(k), tmp)
+            store.record_epochs({rid: tr.states[k].history for k, rid in enumerate(job.run_ids)})
+
+        trainer.fit(on_epoch, predict_epochs=job.report_epochs)
+        for k, (rid, d) in enumerate(zip(job.run_ids, run_dirs)):
+            status = _finish(store, trainer, k, rid, d, job, data, time.perf_counter() - start)
+            result.statuses[job.seeds[k]] = status
+            result.test_acc[job.seeds[k]] = trainer.states[k].history[-1].test_acc
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a failing run is recorded, and the study goes on
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not isinstance(exc, UserError):
+            message = f"{type(exc).__name__}: {message}"
+        tb = traceback.format_exc()
+        for seed, rid in zip(job.seeds, job.run_ids):
+            store.fail_run(rid, message, tb)
+            result.statuses[seed] = "failed"
+            result.errors[seed] = message
+    finally:
+        store.close()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _finish(store: Store, trainer: GroupTrainer, k: int, run_id: int, run_dir: Path, job: Job, data, wall: float) -> str:
+    """Write the run's folder, then mark it done in one transaction."""
+    from nnstudy.report import write_run_figures
+
+    state = trainer.states[k]
+    history = state.history
+    final = history[-1]
+    status = "diverged" if state.diverged or not math.isfinite(final.test_loss) else "done"
+    epochs = sorted({e for e in job.report_epochs if e <= len(history)} | {len(history)})
+    predictions = {e: np.load(run_dir / f"predictions-epoch{e}.npy") for e in epochs if (run_dir / f"predictions-epoch{e}.npy").exists()}
+    config = {"study": job.study, "variant": job.variant, "seed": job.seeds[k], **job.config,
+              "device": job.device, "vectorized": trainer.stack.stacked, "n_params": trainer.n_params}
+    artifacts = {
+        "config": files.write_json(run_dir / "config.json", config),
+        "history": files.write_text(run_dir / "history.csv", _history_csv(history)),
+        "metrics": files.write_json(run_dir / "metrics.json", _metrics(final, data, predictions.get(len(history)), job.classes)),
+        "checkpoint": run_dir / CHECKPOINT,
+    }
+    if len(history) in predictions:
+        artifacts["predictions"] = _save_npy(run_dir / "predictions.npy", predictions[len(history)])
+    run = RunResult(str(run_id), job.variant, job.seeds[k], status, config, trainer.n_params, history, predictions)
+    for path in write_run_figures(run, job.classes, data.test_y.numpy(), run_dir):
+        artifacts[path.stem] = path
+    store.finish_run(run_id, status, trainer.n_params, wall, {key: str(p) for key, p in artifacts.items()})
+    return status
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return files.write_bytes(path, buf.getvalue())
+
+
+def _history_csv(history) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"])
+    for r in history:
+        writer.writerow([r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, round(r.seconds, 3)])
+    return buf.getvalue()
+
+
+def _metrics(final, data, predictions, classes) -> dict:
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    out = {"epoch": final.epoch, "train_loss": final.train_loss, "train_acc": final.train_acc,
+           "test_loss": final.test_loss, "test_acc": final.test_acc}
+    if predictions is not None:
+        y = data.test_y.numpy()
+        labels = list(range(len(classes)))
+        out["classification_report"] = classification_report(y, predictions, labels=labels, target_names=classes,
+                                                              output_dict=True, zero_division=0)
+        out["confusion_matrix"] = confusion_matrix(y, predictions, labels=labels).tolist()
+    return out

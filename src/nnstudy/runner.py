@@ -1,0 +1,209 @@
+"""Run a study: plan every (variant, seed) run, skip what is done, train the rest, report.
+
+The plan is idempotent: a run's identity is the hash of its resolved config,
+seed and dataset fingerprint, so running a study again only trains what is
+missing or changed, and resumes interrupted runs from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nnstudy.config import StudyConfig, config_hash
+from nnstudy.errors import UserError
+from nnstudy.executors import Job, JobResult, default_workers, make_executor
+from nnstudy.executors.job import CHECKPOINT, load_checkpoint, load_study_data
+from nnstudy.store import Store, load_results
+from nnstudy.store import files
+from nnstudy.store.load import TEST_LABELS
+
+
+@dataclass
+class RunOptions:
+    out: Path = Path("nnstudy-out")
+    device: str | None = None  # None: CUDA when available, else CPU
+    executor: str = "auto"  # auto | local | process | ray
+    workers: int | None = None
+    vectorize: bool = True
+    compile: bool = False
+    force: bool = False
+    retry_failed: bool = False
+    cache_dir: Path | None = None
+    ray_address: str | None = None
+    progress: bool = True
+    log: object = field(default=sys.stderr, repr=False)
+
+
+def resolve_device(name: str | None) -> str:
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu (or leave --device out)")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device {name!r}: choose cpu or cuda")
+    return name
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("NNSTUDY_CACHE") or Path.home() / ".cache" / "nnstudy")
+
+
+@contextmanager
+def output_lock(out: Path):
+    """One nnstudy process per output folder; the OS frees the lock if we die."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks, rely on SQLite's
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fh = open(out / ".lock", "a")
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {out}: {exc.strerror}; fix its permissions or choose another --out") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UserError(f"another nnstudy process is using {out}; wait for it to finish or choose another --out") from None
+    try:
+        yield
+    finally:
+        fh.close()
+
+
+def run_study(study: StudyConfig, source: str, options: RunOptions):
+    """Train what is missing, then write the report. Returns (StudyResults, report paths)."""
+    from nnstudy.report import build_report, sample_grid
+
+    out = Path(options.out)
+    device = resolve_device(options.device)
+    cache_dir = Path(options.cache_dir or default_cache_dir())
+    study_dir = out / study.name
+    log = options.log
+    with output_lock(out):
+        store = Store(out)
+        base = study.variants[study.baseline_name]
+        data = load_study_data(base, str(cache_dir))
+        report_epochs = sorted({e for v in study.variants for e in study.epochs_to_report(v)})
+        info = {
+            "study_dir": str(study_dir.resolve()), "baseline": study.baseline_name, "report_epochs": report_epochs,
+            "classes": data.classes,
+            "dataset": {"name": base.dataset.name, "n_train": int(data.train_x.shape[0]), "n_test": int(data.test_x.shape[0]),
+                        "image_shape": list(data.train_x.shape[1:]), "fingerprint": data.fingerprint, "source": data.source,
+                        "split_note": "The train/test split is fixed: every variant and seed sees the same images; seeds change "
+                                      "initialisation, data order and augmentation only."},
+            "settings": {"device": device, "vectorized": options.vectorize, "compile": options.compile,
+                         "precision": sorted({v.train.precision for v in study.variants.values()})},
+        }
+        store.save_study(study.name, study.model_dump(mode="json"), info, source)
+        _save_study_files(study_dir, data, sample_grid)
+
+        rows = _plan(store, study, study_dir, cache_dir, options.force, log)
+        wanted = ("failed",) if options.retry_failed else ("pending", "running")
+        todo = [r for r in rows if r.status in wanted]
+        skipped = {s: sum(r.status == s for r in rows) for s in ("done", "diverged", "failed")}
+        print(f"{study.name}: {len(rows)} runs; {skipped['done'] + skipped['diverged']} already finished, "
+              f"{len(todo)} to train" + (f", {skipped['failed']} failed (rerun them with --retry-failed)"
+                                         if skipped["failed"] and not options.retry_failed else ""), file=log)
+        jobs = _jobs(todo, study, out, report_epochs, data.classes, cache_dir, device, options)
+        if jobs:
+            _execute(jobs, store, study.name, device, options, log)
+        results = load_results(store, study.name)
+        paths = build_report(results)
+        store.close()
+    return results, paths
+
+
+def _save_study_files(study_dir: Path, data, sample_grid) -> None:
+    buf = io.BytesIO()
+    np.save(buf, data.test_y.numpy())
+    files.write_bytes(study_dir / TEST_LABELS, buf.getvalue())
+    sample_grid(data.train_x, data.train_y, data.classes, study_dir / "figures" / "samples.png")
+
+
+def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, force: bool, log):
+    rows = []
+    for vname, cfg in study.variants.items():
+        data = load_study_data(cfg, str(cache_dir))
+        for seed in study.seeds:
+            run_dir = study_dir / "runs" / vname / f"seed-{seed}"
+            row, reset = store.sync_run(study.name, vname, seed, cfg.model_dump(mode="json"),
+                                        config_hash(cfg, seed, data.fingerprint), data.fingerprint, run_dir, force)
+            if reset and run_dir.exists():
+                shutil.rmtree(run_dir)  # stale results of an older config
+            rows.append(row)
+    dropped = store.drop_runs_except(study.name, {(v, s) for v in study.variants for s in study.seeds})
+    if dropped:
+        print(f"{study.name}: {dropped} stored runs are no longer in the study and were dropped from it", file=log)
+    return rows
+
+
+def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir: Path, device: str, options: RunOptions):
+    """Group runs of one variant that stand at the same epoch: they train as one stacked model."""
+    groups: dict[tuple, list] = {}
+    for row in todo:
+        ckpt = load_checkpoint(row.run_dir / CHECKPOINT)
+        epoch = ckpt["epoch"] if ckpt else 0
+        key = (row.variant, epoch) if options.vectorize else (row.variant, epoch, row.seed)
+        groups.setdefault(key, []).append(row)
+    jobs = []
+    for (variant, *_), rows in groups.items():
+        jobs.append(Job(
+            out_dir=str(out), study=study.name, variant=variant,
+            config=study.variants[variant].model_dump(mode="json"),
+            run_ids=[r.id for r in rows], seeds=[r.seed for r in rows], run_dirs=[str(r.run_dir) for r in rows],
+            report_epochs=report_epochs, classes=classes, cache_dir=str(cache_dir), device=device,
+            vectorize=options.vectorize, compile=options.compile, progress=options.progress,
+        ))
+    return jobs
+
+
+def _execute(jobs: list[Job], store: Store, name: str, device: str, options: RunOptions, log) -> None:
+    kind = options.executor
+    workers = options.workers or default_workers(len(jobs), device)
+    if kind == "auto":
+        kind = "process" if workers > 1 else "local"
+    executor = make_executor(kind, workers, options.ray_address, device)
+    if executor.name == "process":
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        for job in jobs:
+            job.threads = threads
+    total = sum(len(j.seeds) * j.config["train"]["epochs"] for j in jobs)
+    print(f"{name}: training {len(jobs)} job(s) on {device} with the {executor.name} executor"
+          + (f" ({workers} workers)" if executor.name == "process" else ""), file=log)
+    overall = None
+    if options.progress and executor.name != "local" and sys.stderr.isatty():
+        overall = tqdm(total=total, desc=f"{name} epochs", unit="epoch", position=workers, leave=False)
+    done_before = _epochs_done(store, name)
+
+    def tick():
+        if overall is not None:
+            overall.n = min(total, _epochs_done(store, name) - done_before)
+            overall.refresh()
+
+    def on_done(res: JobResult) -> None:
+        for seed in res.seeds:
+            status = res.statuses.get(seed, "?")
+            detail = f"test acc {res.test_acc[seed]:.2%}" if seed in res.test_acc else res.errors.get(seed, "")
+            print(f"  {res.variant} seed {seed}: {status} ({detail}, {res.seconds:.0f}s)", file=log)
+
+    try:
+        executor.run(jobs, on_done, tick)
+    finally:
+        if overall is not None:
+            overall.close()
+
+
+def _epochs_done(store: Store, name: str) -> int:
+    return sum(r.epochs_done for r in store.runs(name))
