@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -128,7 +129,11 @@ def _decode_tree(tree: _Tree):
         raise UserError(f"imagefolder data {tree.show(_join(root, 'test'))} has different class folders from {tree.show(_join(root, 'train'))} "
                         f"(only in train: {only_train or 'none'}; only in test: {only_test or 'none'}); make the two sets of class folders match")
     files = {s: [(f, i) for i, c in enumerate(classes) for f in listing[s][c]] for s in SPLITS}
-    images = {s: [_decode(tree, f) for f, _ in files[s]] for s in SPLITS}
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its image decoders in favour of TorchCodec;
+        # they still work and are the fastest option installed.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        images = {s: [_decode(tree, f) for f, _ in files[s]] for s in SPLITS}
 
     # One channel only if every image in both splits is greyscale.
     channels = 1 if all(im.shape[0] == 1 for s in SPLITS for im in images[s]) else 3
@@ -140,7 +145,9 @@ def _decode_tree(tree: _Tree):
                 raise UserError(f"imagefolder image {tree.show(path)} is {im.shape[2]}x{im.shape[1]} but {tree.show(first)} is "
                                 f"{size[1]}x{size[0]} (width x height); all images must have one size, resize them first")
             if im.shape[0] != channels:
-                images[s][k] = _decode(tree, path, rgb=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    images[s][k] = _decode(tree, path, rgb=True)
         tensors += [torch.stack(images[s]), torch.tensor([y for _, y in files[s]], dtype=torch.int64)]
         images[s] = None  # free the per-image tensors early
     return classes, tuple(tensors)
@@ -167,11 +174,11 @@ def _list_split(tree: _Tree, split: str) -> dict[str, list[str]]:
 
 def _decode(tree: _Tree, path: str, rgb: bool = False) -> torch.Tensor:
     """Decode one image to uint8 [C, H, W] (C = 1 or 3, or 3 when `rgb`)."""
-    from torchvision.io import ImageReadMode, decode_image
-
     raw = tree.read(path)
-    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
     try:
+        from torchvision.io import ImageReadMode, decode_image
+
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
         # torchvision's decoders are several times faster than PIL's on small images.
         im = decode_image(data, mode=ImageReadMode.RGB if rgb else ImageReadMode.UNCHANGED)
         if im.dtype != torch.uint8:  # 16-bit PNG: keep the high byte
@@ -180,8 +187,8 @@ def _decode(tree: _Tree, path: str, rgb: bool = False) -> torch.Tensor:
             return im
         if not rgb:  # grey+alpha or RGBA: drop alpha through an RGB decode
             return _decode(tree, path, rgb=True)
-    except RuntimeError:
-        pass  # formats torchvision lacks (BMP, TIFF...) or a corrupt file: try PIL
+    except (ImportError, RuntimeError):
+        pass  # formats torchvision lacks (BMP, TIFF...), a corrupt file, or no decoders at all: try PIL
     return _decode_pil(raw, tree.show(path), rgb)
 
 

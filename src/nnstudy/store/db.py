@@ -86,9 +86,8 @@ class Store:
                 self.conn.execute("PRAGMA foreign_keys=ON")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 if create:
-                    with self.transaction():
-                        c.executescript(_SCHEMA)
-                        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    self.conn.executescript(_SCHEMA)  # idempotent: IF NOT EXISTS
+                    self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise UserError(self._explain(exc)) from None
