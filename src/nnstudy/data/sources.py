@@ -68,10 +68,10 @@ def load_idx_dataset(name: str, data_dir: Path, cache_dir: str | os.PathLike, do
         try:
             tv_class(root=str(data_dir), train=True, download=True)
         except Exception as exc:  # network, permission and checksum errors alike
-            raise _not_found(name, data_dir, data_dir / folder / "raw" / _IDX_FILES[0], f"download failed: {_short(exc)}") from exc
+            raise _not_found(name, data_dir, data_dir / folder / "raw" / _IDX_FILES[0], f"download failed: {_short(exc)}", f"{folder}/raw/") from exc
         files = _find_idx_files(data_dir, folder)
     if files is None:
-        raise _not_found(name, data_dir, data_dir / folder / "raw" / _IDX_FILES[0], "download is off")
+        raise _not_found(name, data_dir, data_dir / folder / "raw" / _IDX_FILES[0], "download is off", f"{folder}/raw/")
 
     classes = list(tv_class.classes)
 
@@ -137,11 +137,11 @@ def load_cifar(name: str, data_dir: Path, cache_dir: str | os.PathLike, download
     batches = data_dir / folder
     if not batches.is_dir() or not any(batches.iterdir()):
         if not download:
-            raise _not_found(name, data_dir, batches, "download is off")
+            raise _not_found(name, data_dir, batches, "download is off", f"{folder}/")
         try:
             tv_class(root=str(data_dir), train=True, download=True)
         except Exception as exc:
-            raise _not_found(name, data_dir, batches, f"download failed: {_short(exc)}") from exc
+            raise _not_found(name, data_dir, batches, f"download failed: {_short(exc)}", f"{folder}/") from exc
     files = sorted(p for p in batches.iterdir() if p.is_file())
 
     def build():
@@ -160,9 +160,9 @@ def load_cifar(name: str, data_dir: Path, cache_dir: str | os.PathLike, download
 
 # ----------------------------------------------------------------- helpers
 
-def _not_found(name: str, data_dir: Path, looked_for: Path, why: str) -> UserError:
+def _not_found(name: str, data_dir: Path, looked_for: Path, why: str, holds: str) -> UserError:
     return UserError(f"{name} not found in {data_dir} (looked for {looked_for}) and {why}; "
-                     f"pass --data-dir pointing at a folder that holds the {name} files, or allow the download on a machine with internet")
+                     f"pass --data-dir pointing at a folder that holds {holds}, or allow the download on a machine with internet")
 
 
 def _short(exc: BaseException) -> str:
