@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _crash_hook(path)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -39,6 +41,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+_CRASH_COUNTS: dict[str, int] = {}
+
+
+def _crash_hook(path: Path) -> None:
+    """Test hook: NNSTUDY_CRASH_AT="SUBSTRING:N" SIGKILLs this process just before the rename
+    of the N-th file (counted per process) whose name contains SUBSTRING: the temp file is
+    written, the target is not. Used by tests/test_resume.py to crash at exact points."""
+    spec = os.environ.get("NNSTUDY_CRASH_AT")
+    if spec and spec.rpartition(":")[0] in path.name:
+        key = spec.rpartition(":")[0]
+        _CRASH_COUNTS[key] = _CRASH_COUNTS.get(key, 0) + 1
+        if str(_CRASH_COUNTS[key]) == spec.rpartition(":")[2]:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
