@@ -22,7 +22,7 @@ from tqdm import tqdm
 from nnstudy.config import StudyConfig, config_hash
 from nnstudy.errors import UserError
 from nnstudy.executors import Job, JobResult, default_workers, make_executor
-from nnstudy.executors.job import CHECKPOINT, load_checkpoint, load_study_data
+from nnstudy.executors.job import align_checkpoints, load_checkpoint, load_study_data, resume_checkpoint
 from nnstudy.store import Store, load_results
 from nnstudy.store import files
 from nnstudy.store.load import TEST_LABELS
@@ -93,6 +93,8 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
     log = options.log
     with output_lock(out):
         store = Store(out)
+        for stale in study_dir.rglob(".*.tmp") if study_dir.is_dir() else ():
+            stale.unlink(missing_ok=True)  # temp files of writes cut short by a crash (we hold the lock)
         base = study.variants[study.baseline_name]
         data = load_study_data(base, str(cache_dir))
         report_epochs = sorted({e for v in study.variants for e in study.epochs_to_report(v)})
@@ -152,8 +154,11 @@ def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, fo
 def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir: Path, device: str, options: RunOptions):
     """Group runs of one variant that stand at the same epoch: they train as one stacked model."""
     groups: dict[tuple, list] = {}
+    if options.vectorize:
+        for variant in {r.variant for r in todo}:
+            align_checkpoints([r.run_dir for r in todo if r.variant == variant])
     for row in todo:
-        ckpt = load_checkpoint(row.run_dir / CHECKPOINT)
+        ckpt = load_checkpoint(resume_checkpoint(row.run_dir))
         epoch = ckpt["epoch"] if ckpt else 0
         key = (row.variant, epoch) if options.vectorize else (row.variant, epoch, row.seed)
         groups.setdefault(key, []).append(row)

@@ -154,7 +154,7 @@ def _one_line(exc: ValidationError, model, source: str, prefix: str) -> str:
     got = err.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {json.dumps(got, default=str)})"
     msg = err["msg"].replace("Value error, ", "")
-    return f"{source}: {key}: {msg}{got_text}"
+    return f"{source}: {key}: {msg}{got_text}" if key else f"{source}: {msg}"  # no key: a cross-field check
 
 
 def _allowed_keys(model, loc) -> list[str]:

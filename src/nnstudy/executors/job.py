@@ -29,6 +29,10 @@ from nnstudy.store.results import RunResult
 from nnstudy.training import GroupTrainer, TrainOptions
 
 CHECKPOINT = "checkpoint.pt"
+# The checkpoint one epoch earlier, kept so that a crash between two seeds' checkpoint writes
+# can be rolled back and the seeds of a variant resume together, as the same stacked group
+# (a different grouping changes the last bits of float results).
+PREVIOUS_CHECKPOINT = "checkpoint-prev.pt"
 
 
 @dataclass
@@ -96,6 +100,34 @@ def load_checkpoint(path: Path) -> dict | None:
         raise UserError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); delete it to restart that run from scratch, or rerun with --force") from None
 
 
+def resume_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run resumes from: the latest, or the previous one if a crash came between their renames."""
+    latest = run_dir / CHECKPOINT
+    return latest if latest.exists() or not (run_dir / PREVIOUS_CHECKPOINT).exists() else run_dir / PREVIOUS_CHECKPOINT
+
+
+def align_checkpoints(run_dirs: list[Path]) -> None:
+    """Roll runs of one variant back to a common epoch where their checkpoints allow it.
+
+    A crash between two seeds' checkpoint writes leaves some seeds one epoch ahead; resuming
+    them apart would train them in a different stacked group than an uninterrupted run.
+    """
+    epochs = {}
+    for d in run_dirs:
+        ckpt = load_checkpoint(resume_checkpoint(d))
+        epochs[d] = ckpt["epoch"] if ckpt else 0
+    low = min(epochs.values(), default=0)
+    for d, e in epochs.items():
+        prev = d / PREVIOUS_CHECKPOINT
+        if e > low and prev.exists() and (load_checkpoint(prev) or {}).get("epoch") == low:
+            os.replace(prev, d / CHECKPOINT)
+        elif e > low == 0:  # the others have not finished one epoch: start this one afresh too
+            (d / CHECKPOINT).unlink(missing_ok=True)
+            prev.unlink(missing_ok=True)
+        elif e == low and not (d / CHECKPOINT).exists() and prev.exists():
+            os.replace(prev, d / CHECKPOINT)
+
+
 def execute_job(job: Job) -> JobResult:
     start = time.perf_counter()
     if job.threads:
@@ -109,7 +141,7 @@ def execute_job(job: Job) -> JobResult:
                                progress=job.progress, label=job.label)
         trainer = GroupTrainer(cfg, data, job.seeds, options)
         run_dirs = [Path(d) for d in job.run_dirs]
-        checkpoints = [load_checkpoint(d / CHECKPOINT) for d in run_dirs]
+        checkpoints = [load_checkpoint(resume_checkpoint(d)) for d in run_dirs]
         if any(c is not None for c in checkpoints):
             trainer.restore(checkpoints)
         store.mark_running(job.run_ids, job.device, library_versions())
@@ -120,6 +152,8 @@ def execute_job(job: Job) -> JobResult:
                     _save_npy(d / f"predictions-epoch{tr.epoch}.npy", predictions[k].numpy())
                 with files.atomic_path(d / CHECKPOINT) as tmp:
                     torch.save(tr.checkpoint(k), tmp)
+                    if (d / CHECKPOINT).exists():
+                        os.replace(d / CHECKPOINT, d / PREVIOUS_CHECKPOINT)
             store.record_epochs({rid: tr.states[k].history for k, rid in enumerate(job.run_ids)})
 
         trainer.fit(on_epoch, predict_epochs=job.report_epochs)
@@ -168,6 +202,7 @@ def _finish(store: Store, trainer: GroupTrainer, k: int, run_id: int, run_dir: P
     for path in write_run_figures(run, job.classes, data.test_y.numpy(), run_dir):
         artifacts[path.stem] = path
     store.finish_run(run_id, status, trainer.n_params, wall, {key: str(p) for key, p in artifacts.items()})
+    (run_dir / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
     return status
 
 

@@ -1,0 +1,72 @@
+"""Training speed of model A on CIFAR-10: the PyTorch tutorial's loop vs nnstudy's engine.
+
+(a) the "Training a classifier" tutorial as written: ImageFolder over the
+    extracted JPEGs with ToTensor + Normalize, DataLoader(shuffle=True,
+    num_workers=2), Net(), CrossEntropyLoss, SGD(lr=0.001, momentum=0.9),
+    zero_grad/forward/backward/step;
+(b) nnstudy: GroupTrainer on variant A of the built-in cifar10-cnn study,
+    one seed. Timed: `GroupTrainer._train_epoch` only (training; no test-set
+    evaluation, no dataset decode, which is cached).
+
+One epoch each (or --limit images, the same images on both sides), at batch 4
+(the tutorial's) and batch 128. Headline: nnstudy images/s / tutorial images/s
+at batch 4.
+
+    python bench/tutorial_vs_nnstudy.py                  # full: one epoch per measurement
+    python bench/tutorial_vs_nnstudy.py --limit 2000     # quick check
+"""
+
+from __future__ import annotations
+
+import _common as C
+import torch
+
+BATCH_SIZES = (4, 128)
+
+
+def main() -> None:
+    p = C.base_parser(__doc__.split("\n\n")[0], "train on only this many images per measurement (default: the whole epoch, 50,000)")
+    C.add_extract_dir(p)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES),
+                   help="batch sizes to compare; the first gives the headline ratio")
+    args = p.parse_args()
+    device = C.setup(args)
+    data = C.load_cifar(args)
+    train_idx = C.subset_indices(len(data.train_y), args.limit)
+    engine_data = C.limit_data(data, train_idx)
+
+    rows, ratios = [], []
+    with C.extracted_cifar(args) as root:
+        trainset, testset = C.tutorial_datasets(root)
+        C.check_same_order(trainset, testset, data)
+        for bs in args.batch_sizes:
+            # (a) the tutorial loop
+            C.warm_up_tutorial(device, bs)
+            torch.manual_seed(0)
+            net = C.Net().to(device)
+            criterion, optimizer = C.tutorial_optimizer(net)
+            loader = C.tutorial_loader(trainset, bs, shuffle=True, indices=train_idx)
+            t_tut, n_tut = C.tutorial_train_epoch(net, loader, criterion, optimizer, device, log=C.log_stderr)
+
+            # (b) nnstudy's engine, same images, same batch size
+            cfg = C.run_config(args, batch_size=bs)
+            C.warm_up_engine(cfg, data, device)
+            trainer = C.make_trainer(cfg, engine_data, [0], device)
+            assert trainer.n_params == C.MODEL_A_PARAMS, trainer.n_params
+            t_nn = C.time_train_epoch(trainer)
+            n_nn = len(engine_data.train_y)
+
+            tut_rate, nn_rate = n_tut / t_tut, n_nn / t_nn
+            ratios.append(nn_rate / tut_rate)
+            rows.append([bs, n_nn, t_tut, t_nn, tut_rate, nn_rate, nn_rate / tut_rate])
+            print(f"# batch {bs}: tutorial {tut_rate:,.0f} img/s, nnstudy {nn_rate:,.0f} img/s", flush=True)
+
+    C.print_table(["batch", "images", "tutorial s", "nnstudy s", "tutorial img/s", "nnstudy img/s", "nnstudy/tutorial"], rows,
+                  title="Model A training speed, one seed (nnstudy timed over GroupTrainer._train_epoch; "
+                        "tutorial timed from DataLoader iteration start, incl. worker start-up)")
+    print(f"\nheadline: batch {args.batch_sizes[0]} ratio (goal at batch 4: >= 6)")
+    C.finish(ratios[0])
+
+
+if __name__ == "__main__":
+    main()

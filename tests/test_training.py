@@ -1,0 +1,129 @@
+"""The training engine: seeds stacked with vmap must equal seeds trained alone."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from nnstudy.config import RunConfig
+from nnstudy.data import load_dataset
+from nnstudy.data.augment import BatchPipeline
+from nnstudy.training import GroupTrainer, TrainOptions
+from nnstudy.training.losses import per_seed_loss
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return load_dataset("digits", None, tmp_path_factory.mktemp("cache")).subset(400, 150)
+
+
+def _cfg(**train):
+    model = train.pop("model", {})
+    dataset = train.pop("dataset", {})
+    return RunConfig.model_validate({
+        "dataset": {"name": "digits", **dataset},
+        "model": {"kind": "cnn", "channels": [8, 8], "kernel": 3, "padding": 1, "hidden": [32], "norm": "batch", **model},
+        "train": {"lr": 0.05, "batch_size": 32, "epochs": 2, **train},
+    })
+
+
+def _fit(cfg, data, seeds, vectorize=True):
+    trainer = GroupTrainer(cfg, data, seeds, TrainOptions(vectorize=vectorize, progress=False))
+    preds = {}
+    trainer.fit(lambda tr, p: preds.update(p))
+    return trainer, preds
+
+
+@pytest.mark.parametrize("train", [
+    {},                                                         # SGD + momentum, BatchNorm
+    {"optimizer": "adam", "lr": 0.003, "weight_decay": 1e-4},   # Adam + weight decay
+    {"dataset": {"crop_padding": 1, "flip": True}, "loss": "margin"},
+])
+def test_stacked_seeds_match_seeds_trained_alone(digits, train):
+    cfg = _cfg(**train)
+    stacked, stacked_preds = _fit(cfg, digits, [0, 1, 2])
+    assert stacked.stack.stacked
+    for k, seed in enumerate([0, 1, 2]):
+        alone, alone_preds = _fit(cfg, digits, [seed], vectorize=False)
+        assert not alone.stack.stacked
+        assert torch.equal(stacked_preds[k], alone_preds[0]), f"seed {seed}: predictions differ"
+        for a, b in zip(stacked.states[k].history, alone.states[0].history):
+            for field in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                assert math.isclose(getattr(a, field), getattr(b, field), rel_tol=1e-4, abs_tol=1e-5), (seed, field)
+        # Each seed keeps its own BatchNorm running statistics.
+        mean_k = stacked.stack.model_state(k)["1.running_mean"]
+        alone_mean = alone.stack.model_state(0)["1.running_mean"]
+        other = stacked.stack.model_state((k + 1) % 3)["1.running_mean"]
+        # Equal up to float rounding (which Adam amplifies a little), far from another seed's.
+        assert (mean_k - alone_mean).abs().max() < 0.01 * (other - alone_mean).abs().max()
+    # ...and seeds really differ from each other (init, data order).
+    assert stacked.states[0].history[-1].train_loss != stacked.states[1].history[-1].train_loss
+
+
+def test_same_seed_gives_identical_numbers(digits):
+    a, pa = _fit(_cfg(), digits, [3, 4])
+    b, pb = _fit(_cfg(), digits, [3, 4])
+    assert [vars(r) | {"seconds": 0} for r in a.states[1].history] == [vars(r) | {"seconds": 0} for r in b.states[1].history]
+    assert torch.equal(pa[1], pb[1])
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(digits):
+    cfg = _cfg(epochs=3, dataset={"crop_padding": 1, "flip": True})
+    straight, straight_preds = _fit(cfg, digits, [0, 1])
+
+    first = GroupTrainer(cfg, digits, [0, 1], TrainOptions(progress=False))
+    saved = []
+
+    def stop_after_one(tr, _):
+        saved[:] = [tr.checkpoint(k) for k in range(2)]
+        raise KeyboardInterrupt  # as if killed right after the epoch-1 checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(stop_after_one)
+    resumed = GroupTrainer(cfg, digits, [0, 1], TrainOptions(progress=False))
+    resumed.restore(saved)
+    preds = {}
+    resumed.fit(lambda tr, p: preds.update(p))
+    for k in range(2):
+        strip = lambda rows: [(r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc) for r in rows]
+        assert strip(resumed.states[k].history) == strip(straight.states[k].history)
+        assert torch.equal(preds[k], straight_preds[k])
+
+
+def test_per_seed_losses_equal_torch_losses():
+    torch.manual_seed(0)
+    logits, y = torch.randn(3, 5, 4), torch.randint(0, 4, (3, 5))
+    ce = per_seed_loss("cross_entropy", logits, y)
+    mse = per_seed_loss("mse", logits, y)
+    margin = per_seed_loss("margin", logits, y)
+    for k in range(3):
+        torch.testing.assert_close(ce[k], nn.CrossEntropyLoss()(logits[k], y[k]))
+        torch.testing.assert_close(mse[k], nn.MSELoss()(logits[k], F.one_hot(y[k], 4).float()))
+        torch.testing.assert_close(margin[k], nn.MultiMarginLoss()(logits[k], y[k]))
+
+
+def test_batch_pipeline_normalises_crops_and_flips():
+    x = torch.randint(0, 256, (2, 3, 1, 5, 5), dtype=torch.uint8)
+    pipe = BatchPipeline([0.5], [0.25], crop_padding=2, flip=True)
+    norm = (x.float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(pipe.normalise(x), norm)
+    draws = {"dy": torch.tensor([[0, 2, 4], [1, 3, 2]]), "dx": torch.tensor([[4, 2, 0], [2, 1, 3]]),
+             "flip": torch.tensor([[True, False, False], [False, False, True]])}
+    out = pipe.train_batch(x, draws)
+    padded = F.pad(norm, (2, 2, 2, 2))
+    for k in range(2):
+        for b in range(3):
+            dy, dx = int(draws["dy"][k, b]), int(draws["dx"][k, b])
+            ref = padded[k, b, :, dy:dy + 5, dx:dx + 5]
+            if draws["flip"][k, b]:
+                ref = ref.flip(-1)
+            torch.testing.assert_close(out[k, b], ref)
+
+
+def test_divergence_is_flagged(digits):
+    cfg = _cfg(lr=10.0, loss="mse", epochs=2, model={"kind": "mlp", "norm": "none", "hidden": [64], "init": "normal", "init_value": 10.0})
+    trainer, _ = _fit(cfg, digits, [0, 1])
+    assert all(s.diverged for s in trainer.states)
+    assert not math.isfinite(trainer.states[0].history[0].train_loss)
