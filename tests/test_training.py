@@ -127,3 +127,37 @@ def test_divergence_is_flagged(digits):
     trainer, _ = _fit(cfg, digits, [0, 1])
     assert all(s.diverged for s in trainer.states)
     assert not math.isfinite(trainer.states[0].history[0].train_loss)
+
+
+@pytest.mark.parametrize("model", [
+    {"norm": "batch", "pool": "max"},
+    {"norm": "none", "pool": "min", "activation": "gelu"},
+    {"pool": "l2", "activation": "leaky_relu"},
+    {"pool": "avg", "kernel": 5, "padding": 2},
+    {"kind": "mlp", "hidden": [16, 8], "norm": "batch", "activation": "tanh"},
+])
+def test_stacked_forward_equals_vmap_over_functional_call(model):
+    from torch.func import functional_call, stack_module_state, vmap
+    from nnstudy.models import build_model
+    from nnstudy.training.stacked_forward import stacked_forward, supports
+
+    cfg = _cfg(model=model).model
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(build_model(cfg, (1, 8, 8), 10))
+    base = models[0]
+    assert supports(base)
+    params, buffers = stack_module_state(models)
+    vparams, vbuffers = {n: t.clone() for n, t in params.items()}, {n: t.clone() for n, t in buffers.items()}
+    x = torch.randn(3, 5, 1, 8, 8)
+    for training in (True, False):
+        base.train(training)
+        ours = stacked_forward(base, params, buffers, x, 3)
+        ref = vmap(lambda p, b, xx: functional_call(base, (p, b), (xx,)))(vparams, vbuffers, x)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+        for name in buffers:  # running statistics updated identically, per seed
+            torch.testing.assert_close(buffers[name], vbuffers[name])
+    shared = torch.randn(5, 1, 8, 8)
+    torch.testing.assert_close(stacked_forward(base, params, buffers, shared, 3, shared_input=True),
+                               stacked_forward(base, params, buffers, shared.expand(3, -1, -1, -1, -1), 3))

@@ -41,7 +41,7 @@ class RunOptions:
     cache_dir: Path | None = None
     ray_address: str | None = None
     progress: bool = True
-    log: object = field(default=sys.stderr, repr=False)
+    log: object = field(default=None, repr=False)  # None: sys.stderr at run time (not at import)
 
 
 def resolve_device(name: str | None) -> str:
@@ -90,7 +90,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
     device = resolve_device(options.device)
     cache_dir = Path(options.cache_dir or default_cache_dir())
     study_dir = out / study.name
-    log = options.log
+    log = options.log or sys.stderr
     with output_lock(out):
         store = Store(out)
         for stale in study_dir.rglob(".*.tmp") if study_dir.is_dir() else ():

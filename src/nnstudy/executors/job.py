@@ -8,6 +8,7 @@ process needs nothing from its parent.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 import os
@@ -29,6 +30,7 @@ from nnstudy.store.results import RunResult
 from nnstudy.training import GroupTrainer, TrainOptions
 
 CHECKPOINT = "checkpoint.pt"
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 # The checkpoint one epoch earlier, kept so that a crash between two seeds' checkpoint writes
 # can be rolled back and the seeds of a variant resume together, as the same stacked group
 # (a different grouping changes the last bits of float results).
@@ -97,7 +99,8 @@ def load_checkpoint(path: Path) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged zip/pickle
-        raise UserError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); delete it to restart that run from scratch, or rerun with --force") from None
+        detail = " ".join(str(exc).split())[:200]
+        raise UserError(f"checkpoint {path} is damaged ({type(exc).__name__}: {detail}); delete it to restart that run from scratch, or rerun with --force") from None
 
 
 def resume_checkpoint(run_dir: Path) -> Path:
@@ -135,6 +138,7 @@ def execute_job(job: Job) -> JobResult:
     store = Store(job.out_dir)
     result = JobResult(job.variant, job.seeds)
     try:
+        store.mark_running(job.run_ids, job.device, library_versions())  # counts the attempt even if setup fails
         cfg = RunConfig.model_validate(job.config)
         data = load_study_data(cfg, job.cache_dir)
         options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
@@ -144,7 +148,6 @@ def execute_job(job: Job) -> JobResult:
         checkpoints = [load_checkpoint(resume_checkpoint(d)) for d in run_dirs]
         if any(c is not None for c in checkpoints):
             trainer.restore(checkpoints)
-        store.mark_running(job.run_ids, job.device, library_versions())
 
         def on_epoch(tr: GroupTrainer, predictions: dict[int, torch.Tensor]) -> None:
             for k, d in enumerate(run_dirs):
@@ -164,6 +167,8 @@ def execute_job(job: Job) -> JobResult:
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a failing run is recorded, and the study goes on
+        if isinstance(exc, UserError) and isinstance(exc.__cause__, OSError) and exc.__cause__.errno in _OUTPUT_ERRNOS:
+            raise  # a full disk or unwritable folder is not the run's fault: stop; a rerun resumes
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not isinstance(exc, UserError):
             message = f"{type(exc).__name__}: {message}"

@@ -27,12 +27,14 @@ class LocalExecutor:
             tick()
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int | None = None) -> None:
     # Die with the parent (Linux), so a killed study leaves no orphan writing to the store.
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:  # the parent died while we started: PDEATHSIG came too late
+        os._exit(1)
     # Ctrl-C is handled once, by the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -47,7 +49,8 @@ class ProcessExecutor:
 
     def run(self, jobs: list[Job], on_done: Callable[[JobResult], None], tick: Callable[[], None] = lambda: None) -> None:
         ctx = mp.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init)
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(os.getpid(),))
         try:
             pending = set()
             for i, job in enumerate(jobs):

@@ -1,8 +1,10 @@
 """K copies of one network, one per seed, trained as a single model.
 
 With `vectorize=True` the K parameter sets are stacked along a new leading
-axis (`torch.func.stack_module_state`) and the forward pass is `vmap`-ed over
-it, so K small models cost about one bigger model's kernel launches. Buffers
+axis (`torch.func.stack_module_state`) and the forward pass runs all K at once
+(`stacked_forward`: grouped convolutions and batched matmuls; `vmap` for
+layers it does not know), so K small models cost about one bigger model's
+kernel launches. Buffers
 (BatchNorm running statistics) are stacked too, so each seed keeps its own.
 Optimisers (SGD, momentum, Adam, weight decay) act element-wise, so a
 standard optimiser over the stacked tensors updates each seed exactly as if
@@ -21,6 +23,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from nnstudy.training import stacked_forward
+
 
 class SeedStack:
     def __init__(self, build: Callable[[], nn.Module], seeds: list[int], device: torch.device, vectorize: bool = True):
@@ -37,8 +41,13 @@ class SeedStack:
             self.buffers = buffers
             # Only the structure is needed: weights come in through functional_call.
             self.module = copy.deepcopy(models[0]).to("meta")
-            self._train_fn = vmap(self._call, in_dims=(0, 0, 0))
-            self._eval_fn = vmap(self._call, in_dims=(0, 0, None))
+            if stacked_forward.supports(self.module):
+                k = self.k
+                self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k)
+                self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, shared_input=True)
+            else:  # any other architecture: the generic vmap route
+                self._train_fn = vmap(self._call, in_dims=(0, 0, 0))
+                self._eval_fn = vmap(self._call, in_dims=(0, 0, None))
         else:
             if self.k != 1:
                 raise ValueError("a non-vectorised stack holds exactly one seed")

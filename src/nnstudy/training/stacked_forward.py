@@ -1,0 +1,87 @@
+"""The forward pass of K stacked copies of a `Sequential`, without vmap.
+
+Same arithmetic as `vmap(functional_call(...))`, written out per layer type so
+each layer is one kernel call over all seeds with no per-op batching overhead
+(which dominates at the reference protocol's batch size of 4):
+
+- convolutions run as one grouped convolution (groups = K) on activations laid
+  out as [B, K*C, H, W]; BatchNorm, pooling and activations act per channel,
+  so they work on that layout unchanged, each seed's channels apart;
+- linear layers are one batched matmul over [K, B, F].
+
+Parameters and buffers keep the `stack_module_state` layout [K, ...], so a
+seed's state is simply index k (the views below share their storage, which
+is how BatchNorm running statistics are updated in place per seed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from nnstudy.models.layers import MinPool2d
+
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.Identity,
+                nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d, MinPool2d)
+
+
+def supports(module: nn.Module) -> bool:
+    """True when every layer has a stacked form here (else fall back to vmap)."""
+    if not isinstance(module, nn.Sequential):
+        return False
+    known = _ELEMENTWISE + (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.Flatten)
+    return all(isinstance(m, known) for m in module)
+
+
+def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch.Tensor, k: int,
+                    shared_input: bool = False) -> torch.Tensor:
+    """x: [K, B, C, H, W] (or [B, C, H, W] with `shared_input`) -> logits [K, B, classes]."""
+    b = x.shape[1] if not shared_input else x.shape[0]
+    if shared_input:
+        grouped = x.repeat(1, k, 1, 1) if x.dim() == 4 else None  # [B, K*C, H, W]
+        flat = x.flatten(1).unsqueeze(0).expand(k, -1, -1)
+    else:
+        grouped = x.transpose(0, 1).reshape(b, -1, *x.shape[3:]) if x.dim() == 5 else None
+        flat = x.flatten(2)
+    h, is_flat = (grouped, False) if isinstance(module[0], nn.Conv2d) else (flat, True)
+    if is_flat and not isinstance(module[0], nn.Flatten):
+        raise ValueError("an MLP must start with Flatten")
+    for name, layer in module.named_children():
+        def p(key: str) -> torch.Tensor:
+            return params[f"{name}.{key}"] if f"{name}.{key}" in params else buffers[f"{name}.{key}"]
+
+        if isinstance(layer, nn.Conv2d):
+            w = p("weight")  # [K, O, C, kh, kw]
+            bias = p("bias").reshape(-1) if layer.bias is not None else None
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias, layer.stride, layer.padding, layer.dilation, groups=k)
+        elif isinstance(layer, nn.BatchNorm2d):
+            h = _batch_norm(layer, p, name, buffers, h)
+        elif isinstance(layer, nn.Flatten):
+            if not is_flat:
+                # [K, B, C*H*W], each seed's features in order; contiguous so the
+                # batched matmuls (and their gradients) take the BLAS path.
+                h = h.reshape(b, k, -1).transpose(0, 1).contiguous()
+                is_flat = True
+        elif isinstance(layer, nn.Linear):
+            # out^T = W @ h^T: the weight gradient then comes out in W's own layout
+            # (no transposing copy); the transposed views are free.
+            h = torch.baddbmm(p("bias").unsqueeze(2), p("weight"), h.transpose(1, 2)).transpose(1, 2)
+        elif isinstance(layer, nn.BatchNorm1d):
+            f = h.shape[-1]
+            h = _batch_norm(layer, p, name, buffers, h.transpose(0, 1).reshape(b, k * f)).reshape(b, k, f).transpose(0, 1)
+        else:
+            h = layer(h)
+    return h
+
+
+def _batch_norm(layer, p, name, buffers, h):
+    """BatchNorm over channels laid out seed-major: per seed, per channel, as alone."""
+    training = layer.training
+    if training and layer.track_running_stats:
+        with torch.no_grad():
+            buffers[f"{name}.num_batches_tracked"].add_(1)
+    return F.batch_norm(
+        h, p("running_mean").view(-1), p("running_var").view(-1), p("weight").reshape(-1), p("bias").reshape(-1),
+        training, layer.momentum if layer.momentum is not None else 0.1, layer.eps,
+    )

@@ -1,0 +1,152 @@
+"""Crash and resume: SIGKILL a study at chosen and at random points, rerun, and get exactly the clean results.
+
+Crash points: mid-checkpoint write and mid-report via the NNSTUDY_CRASH_AT test hook in
+nnstudy.store.files (the process kills itself just before renaming the N-th such file into
+place), and mid-epoch via a kill after a seeded random delay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY = """\
+name = "tiny"
+seeds = [0, 1]
+report_epochs = [2]
+
+[dataset]
+name = "digits"
+subset = 300
+test_subset = 100
+
+[model]
+kind = "mlp"
+hidden = [16]
+
+[train]
+lr = 0.05
+batch_size = 32
+epochs = 4
+
+[variants.a]
+
+[variants.b]
+model.hidden = [24]
+"""
+
+
+def command(study: Path, out: Path, cache: Path, executor: str = "local") -> list[str]:
+    return [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(out), "--cache-dir", str(cache),
+            "--quiet", "--executor", executor]
+
+
+def results(out: Path) -> dict:
+    """(variant, seed) -> (status, per-epoch metrics without timings, final predictions)."""
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        runs = conn.execute("SELECT id, variant, seed, status, run_dir FROM runs WHERE study='tiny'").fetchall()
+        got = {}
+        for rid, variant, seed, status, run_dir in runs:
+            epochs = conn.execute("SELECT epoch, train_loss, train_acc, test_loss, test_acc, lr FROM epochs "
+                                  "WHERE run=? ORDER BY epoch", (rid,)).fetchall()
+            preds = np.load(Path(run_dir) / "predictions.npy")
+            got[(variant, seed)] = (status, epochs, preds.tolist())
+    return got
+
+
+def check_like_clean(out: Path, clean: dict) -> None:
+    got = results(out)
+    assert set(got) == set(clean)
+    for key, (status, epochs, preds) in got.items():
+        assert status == "done", key
+        assert epochs == clean[key][1], f"{key}: resumed metrics differ from the uninterrupted run"
+        assert preds == clean[key][2], key
+    show = subprocess.run([sys.executable, "-m", "nnstudy", "show", "tiny", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert show.returncode == 0, show.stderr
+    listed = [(r["variant"], r["seed"]) for r in json.loads(show.stdout)["runs"]]
+    assert sorted(listed) == sorted(clean)  # each (variant, seed) exactly once
+    assert all(r["status"] == "done" for r in json.loads(show.stdout)["runs"])
+    assert not list(out.rglob("*.tmp")), "temp files of cut-short writes are cleaned up on resume"
+    assert (out / "tiny" / "report.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    study = root / "tiny.toml"
+    study.write_text(TINY)
+    cache = root / "cache"
+    proc = subprocess.run(command(study, root / "clean", cache), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return study, cache, results(root / "clean")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _kill_after(cmd: list[str], delay: float) -> int:
+    """Start cmd, SIGKILL it after `delay` seconds (unless it ended); its worker processes must die too."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + delay
+    kids: set[int] = set()
+    while time.monotonic() < deadline and proc.poll() is None:
+        kids.update(_children(proc.pid))
+        time.sleep(0.05)
+    kids.update(_children(proc.pid))
+    proc.kill()
+    rc = proc.wait()
+    end = time.monotonic() + 30  # a worker still importing torch exits once its start-up ends
+    while any(Path(f"/proc/{k}").exists() and "zombie" not in Path(f"/proc/{k}/status").read_text() for k in kids):
+        assert time.monotonic() < end, f"worker processes {kids} outlived their killed parent"
+        time.sleep(0.1)
+    return rc
+
+
+def test_sigkill_at_chosen_and_random_points_then_resume(setup, tmp_path):
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    cmd = command(study, out, cache)
+    # Chosen points; after each kill the study is partly done, and the next crash lands later.
+    for at in ("checkpoint.pt:2",   # first epoch: seed 0 checkpointed, seed 1 not (the group is split)
+               "checkpoint.pt:3",   # mid-checkpoint write: temp file written, not renamed
+               "checkpoint.pt:4",   # between two seeds' checkpoints of one epoch
+               ):
+        proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": at}, capture_output=True, timeout=300)
+        assert proc.returncode == -signal.SIGKILL, (at, proc.stderr[-2000:])
+    # Mid-epoch, at seeded random moments (start-up takes a few seconds, training a few more).
+    rng = random.Random(20240611)
+    for _ in range(2):
+        _kill_after(cmd, rng.uniform(3.0, 7.0))
+    proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": "report.html:1"}, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL  # every run done, report not yet renamed into place
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    check_like_clean(out, clean)
+
+
+def test_sigkill_process_executor_then_resume(setup, tmp_path):
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    cmd = command(study, out, cache, executor="process")
+    rng = random.Random(7)
+    for _ in range(2):
+        _kill_after(cmd, rng.uniform(5.0, 9.0))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    check_like_clean(out, clean)

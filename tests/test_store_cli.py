@@ -1,0 +1,183 @@
+"""Idempotent reruns, failed runs, Ctrl-C, and the list/show/report commands on a stored study."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nnstudy.cli import main
+
+TINY = """\
+name = "tiny"
+seeds = [0, 1]
+
+[dataset]
+name = "digits"
+subset = 300
+test_subset = 100
+
+[model]
+kind = "mlp"
+hidden = [16]
+
+[train]
+lr = 0.05
+batch_size = 32
+epochs = 3
+
+[variants.a]
+
+[variants.b]
+model.hidden = [24]
+"""
+
+
+def run(capsys, study, out, cache, *extra) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", "local", *extra])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def runs(out: Path) -> dict:
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT variant, seed, id, status, started, attempts, error, traceback FROM runs").fetchall()
+        epochs = {r[2]: conn.execute("SELECT epoch, train_loss, test_loss, test_acc FROM epochs WHERE run=? ORDER BY epoch",
+                                     (r[2],)).fetchall() for r in rows}
+    return {(r[0], r[1]): {"id": r[2], "status": r[3], "started": r[4], "attempts": r[5], "error": r[6],
+                           "traceback": r[7], "epochs": epochs[r[2]]} for r in rows}
+
+
+def test_rerun_change_and_force(capsys, tmp_path):
+    study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
+    study.write_text(TINY)
+    assert run(capsys, study, out, cache)[0] == 0
+    first = runs(out)
+    assert {r["status"] for r in first.values()} == {"done"} and len(first) == 4
+
+    rc, _, err = run(capsys, study, out, cache)
+    assert rc == 0 and "0 to train" in err and "training" not in err
+    assert runs(out) == first
+
+    study.write_text(TINY.replace("model.hidden = [24]", "model.hidden = [20]"))
+    rc, _, err = run(capsys, study, out, cache)
+    assert rc == 0 and "2 to train" in err
+    second = runs(out)
+    for key, row in second.items():
+        assert row["status"] == "done"
+        if key[0] == "a":
+            assert row == first[key]  # untouched
+        else:
+            assert row["id"] == first[key]["id"] and row["started"] > first[key]["started"]
+            assert row["epochs"] != first[key]["epochs"]
+
+    rc, _, err = run(capsys, study, out, cache, "--force")
+    assert rc == 0 and "4 to train" in err
+    forced = runs(out)
+    assert all(forced[k]["started"] > second[k]["started"] for k in forced)
+    assert all(forced[k]["epochs"] == second[k]["epochs"] for k in forced)  # same config, same numbers
+
+
+def test_failed_runs_and_retry(capsys, tmp_path):
+    # A CNN whose default kernel-5 blocks shrink 8x8 digits to nothing: valid config, fails when the model is built.
+    study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
+    study.write_text(TINY + '\n[variants.cnn]\nmodel.kind = "cnn"\n')
+    rc, stdout, err = run(capsys, study, out, cache)
+    assert rc == 1
+    assert "2 run(s) failed" in err and "--retry-failed" in err and "Traceback" not in err
+    assert "report:" in stdout
+    first = runs(out)
+    for key, row in first.items():
+        if key[0] == "cnn":
+            assert row["status"] == "failed"
+            assert "shrink 8x8 images to nothing" in row["error"]
+            assert "Traceback" in row["traceback"]
+        else:
+            assert row["status"] == "done" and row["error"] is None
+    assert (out / "tiny" / "report.html").is_file()
+
+    rc, _, err = run(capsys, study, out, cache)  # a plain rerun leaves failed runs alone
+    assert rc == 1 and "0 to train" in err and "2 failed" in err
+    assert runs(out) == first
+
+    rc, _, err = run(capsys, study, out, cache, "--retry-failed")
+    assert rc == 1 and "2 to train" in err
+    retried = runs(out)
+    for key, row in retried.items():
+        if key[0] == "cnn":
+            assert row["attempts"] == first[key]["attempts"] + 1 and row["status"] == "failed"
+        else:
+            assert row == first[key]
+
+    study.write_text(TINY + '\n[variants.cnn]\nmodel.kind = "cnn"\nmodel.padding = 2\n')  # the fix
+    rc, _, err = run(capsys, study, out, cache)
+    assert rc == 0, err
+    assert {r["status"] for r in runs(out).values()} == {"done"}
+
+
+def test_list_show_report(capsys, tmp_path):
+    study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
+    study.write_text(TINY)
+    assert run(capsys, study, out, cache)[0] == 0
+    stored = runs(out)
+
+    capsys.readouterr()
+    assert main(["list", "--out", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["studies"]
+    assert [(r["study"], r["runs"], r["done"]) for r in rows] == [("tiny", 4, 4)]
+    assert main(["list", "--out", str(out)]) == 0
+    assert "tiny: 4 runs (4 done)" in capsys.readouterr().out
+
+    assert main(["show", "tiny", "--out", str(out), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["study"] == "tiny" and len(shown["runs"]) == 4
+    for r in shown["runs"]:
+        row = stored[(r["variant"], r["seed"])]
+        assert r["status"] == "done" and r["epochs"] == 3 and r["test_acc"] == row["epochs"][-1][3]
+    assert main(["show", "tiny", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count(" done ") == 4
+
+    report = out / "tiny" / "report.html"
+    report.unlink()
+    assert main(["report", "tiny", "--out", str(out), "--json"]) == 0
+    paths = json.loads(capsys.readouterr().out)
+    assert Path(paths["html"]) == report.resolve() or Path(paths["html"]) == report
+    assert report.is_file() and report.stat().st_size > 1000
+    assert runs(out) == stored  # nothing trained
+
+
+def test_ctrl_c_then_resume(tmp_path):
+    study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
+    study.write_text(TINY.replace("epochs = 3", "epochs = 12"))
+    cmd = [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = out / "nnstudy.db"
+    deadline = time.monotonic() + 120
+    while True:  # wait until training is under way: some epoch is stored
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                try:
+                    if conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    done = subprocess.run(cmd + ["--executor", "local"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {r["status"] for r in runs(out).values()} == {"done"}
