@@ -27,7 +27,8 @@ from nnstudy.training import stacked_forward
 
 
 class SeedStack:
-    def __init__(self, build: Callable[[], nn.Module], seeds: list[int], device: torch.device, vectorize: bool = True):
+    def __init__(self, build: Callable[[], nn.Module], seeds: list[int], device: torch.device, vectorize: bool = True,
+                 channels_last: bool = False):
         self.seeds = list(seeds)
         self.k = len(self.seeds)
         models = []
@@ -35,6 +36,7 @@ class SeedStack:
             torch.manual_seed(seed)  # a seed drives its own initialisation
             models.append(build().to(device))
         self.stacked = vectorize and self.k > 1
+        self.channels_last = channels_last
         if self.stacked:
             params, buffers = stack_module_state(models)
             self.params = {n: p.detach().requires_grad_() for n, p in params.items()}
@@ -42,9 +44,9 @@ class SeedStack:
             # Only the structure is needed: weights come in through functional_call.
             self.module = copy.deepcopy(models[0]).to("meta")
             if stacked_forward.supports(self.module):
-                k = self.k
-                self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k)
-                self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, shared_input=True)
+                k, cl = self.k, channels_last
+                self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, channels_last=cl)
+                self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, True, cl)
             else:  # any other architecture: the generic vmap route
                 self._train_fn = vmap(self._call, in_dims=(0, 0, 0))
                 self._eval_fn = vmap(self._call, in_dims=(0, 0, None))
@@ -52,6 +54,8 @@ class SeedStack:
             if self.k != 1:
                 raise ValueError("a non-vectorised stack holds exactly one seed")
             self.module = models[0]
+            if channels_last:
+                self.module.to(memory_format=torch.channels_last)
             self.params = dict(self.module.named_parameters())
             self.buffers = dict(self.module.named_buffers())
 
@@ -68,17 +72,21 @@ class SeedStack:
         """x: [K, B, ...], one batch per seed -> logits [K, B, classes]."""
         if self.stacked:
             return self._train_fn(self.params, self.buffers, x)
-        return self.module(x[0]).unsqueeze(0)
+        return self.module(self._layout(x[0])).unsqueeze(0)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, ...], the same batch for every seed -> logits [K, B, classes]."""
         if self.stacked:
             return self._eval_fn(self.params, self.buffers, x)
-        return self.module(x).unsqueeze(0)
+        return self.module(self._layout(x)).unsqueeze(0)
 
     # --- per-seed state, for checkpoints -------------------------------------------------
     def _take(self, t: torch.Tensor, k: int) -> torch.Tensor:
-        return t[k].detach().clone().cpu() if self.stacked else t.detach().clone().cpu()
+        t = t[k] if self.stacked else t
+        return t.detach().cpu().clone(memory_format=torch.contiguous_format)
 
     def model_state(self, k: int) -> dict[str, torch.Tensor]:
         """Seed k's weights and buffers, with the same keys as the plain module's state_dict."""

@@ -35,6 +35,7 @@ class TrainOptions:
     compile: bool = False
     progress: bool = True
     label: str = ""
+    channels_last: bool | None = None  # None: on for CNNs on CPU, where it is measured faster
 
 
 @dataclass
@@ -62,7 +63,11 @@ class GroupTrainer:
         # Dropout draws from the global RNG, which vmap cannot split per seed:
         # train such models one seed at a time so a seed still fixes its run.
         vectorize = options.vectorize and cfg.model.dropout == 0
-        self.stack = SeedStack(lambda: build_model(cfg.model, input_shape, n_classes), self.seeds, self.device, vectorize)
+        channels_last = options.channels_last
+        if channels_last is None:
+            channels_last = cfg.model.kind == "cnn" and self.device.type == "cpu"
+        self.stack = SeedStack(lambda: build_model(cfg.model, input_shape, n_classes), self.seeds, self.device, vectorize,
+                               channels_last)
         self.n_params = count_parameters(build_model(cfg.model, input_shape, n_classes))
         self.optimizer = _optimizer(t, self.stack.parameters())
         self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
@@ -190,10 +195,18 @@ class GroupTrainer:
 
 
 def _optimizer(t, params):
+    # The fused kernels are the fastest path on CPU and CUDA; older torch lacks them on CPU.
+    fast = {"fused": True}
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay, foreach=True)
-    cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=t.lr, weight_decay=t.weight_decay, foreach=True)
+        make = lambda **kw: torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                                           weight_decay=t.weight_decay, **kw)
+    else:
+        cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
+        make = lambda **kw: cls(params, lr=t.lr, weight_decay=t.weight_decay, **kw)
+    try:
+        return make(**fast)
+    except (RuntimeError, TypeError, ValueError):
+        return make(foreach=True)
 
 
 def _lr_factor(t, epoch: int) -> float:
