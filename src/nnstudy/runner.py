@@ -106,7 +106,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
                         "split_note": "The train/test split is fixed: every variant and seed sees the same images; seeds change "
                                       "initialisation, data order and augmentation only."},
             "settings": {"device": device, "vectorized": options.vectorize, "compile": options.compile,
-                         "precision": sorted({v.train.precision for v in study.variants.values()})},
+                         "precision": ", ".join(sorted({v.train.precision for v in study.variants.values()}))},
         }
         store.save_study(study.name, study.model_dump(mode="json"), info, source)
         _save_study_files(study_dir, data, sample_grid)

@@ -1,0 +1,61 @@
+"""Executors: the same study gives the same runs in-process, in a process pool and on Ray."""
+
+import json
+
+import pytest
+
+from nnstudy.cli import main
+
+STUDY = """
+name = "tiny"
+seeds = [0, 1]
+[dataset]
+name = "digits"
+subset = 300
+test_subset = 100
+[model]
+kind = "mlp"
+hidden = [16]
+[train]
+lr = 0.05
+batch_size = 32
+epochs = 2
+[variants.a]
+[variants.b]
+model.activation = "tanh"
+"""
+
+
+def _run(tmp_path, executor, capsys):
+    study = tmp_path / "tiny.toml"
+    study.write_text(STUDY)
+    out = tmp_path / f"out-{executor}"
+    argv = ["run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", executor]
+    if executor == "process":
+        argv += ["--workers", "2"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["show", "tiny", "--out", str(out), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    return {(r["variant"], r["seed"]): r for r in runs}
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key]["status"] == b[key]["status"] == "done"
+        for metric in ("test_acc", "test_loss", "train_acc", "train_loss"):
+            assert a[key][metric] == pytest.approx(b[key][metric], rel=1e-4, abs=1e-6), (key, metric)
+
+
+def test_process_pool_gives_the_local_results(tmp_path, capsys):
+    _same(_run(tmp_path, "local", capsys), _run(tmp_path, "process", capsys))
+
+
+def test_ray_gives_the_local_results(tmp_path, capsys):
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        _same(_run(tmp_path, "local", capsys), _run(tmp_path, "ray", capsys))
+    finally:
+        ray.shutdown()
