@@ -16,14 +16,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    return load_dataset("digits", None, tmp_path_factory.mktemp("cache")).subset(400, 150)
+    return load_dataset("digits", None, tmp_path_factory.mktemp("cache")).subset(1000, 300)
 
 
 def _cfg(**train):
     return RunConfig.model_validate({
         "dataset": {"name": "digits", "crop_padding": 1, "flip": True},
         "model": {"kind": "cnn", "channels": [8, 8], "kernel": 3, "padding": 1, "hidden": [32], "norm": "batch"},
-        "train": {"lr": 0.05, "batch_size": 32, "epochs": 2, **train},
+        "train": {"lr": 0.05, "batch_size": 32, "epochs": 4, **train},
     })
 
 
@@ -39,10 +39,13 @@ def test_stacked_seeds_match_seeds_alone_on_cuda(digits):
     stacked, sp = _fit(cfg, digits, [0, 1, 2], "cuda")
     for k, seed in enumerate([0, 1, 2]):
         alone, ap = _fit(cfg, digits, [seed], "cuda", vectorize=False)
+        # cuDNN picks different kernels for the grouped and the plain convolution, so
+        # float rounding differs and grows with training: compare the first epoch
+        # tightly and the final predictions loosely.
+        first_a, first_b = stacked.states[k].history[0], alone.states[0].history[0]
+        assert math.isclose(first_a.train_loss, first_b.train_loss, rel_tol=1e-3), (seed, first_a, first_b)
         agree = (sp[k] == ap[0]).float().mean().item()
-        assert agree > 0.98, (seed, agree)
-        a, b = stacked.states[k].history[-1], alone.states[0].history[-1]
-        assert math.isclose(a.train_loss, b.train_loss, rel_tol=1e-3, abs_tol=1e-4)
+        assert agree > 0.95, (seed, agree, stacked.states[k].history[-1], alone.states[0].history[-1])
 
 
 def test_cuda_matches_cpu_closely(digits):
@@ -54,9 +57,12 @@ def test_cuda_matches_cpu_closely(digits):
 
 
 def test_bf16_autocast_trains_on_cuda(digits):
-    trainer, _ = _fit(_cfg(precision="bf16"), digits, [0, 1], "cuda")
-    assert all(math.isfinite(s.history[-1].train_loss) for s in trainer.states)
-    assert trainer.states[0].history[-1].test_acc > 0.5
+    bf16, _ = _fit(_cfg(precision="bf16"), digits, [0, 1], "cuda")
+    fp32, _ = _fit(_cfg(), digits, [0, 1], "cuda")
+    for k in range(2):
+        low, full = bf16.states[k].history, fp32.states[k].history
+        assert low[-1].train_loss < low[0].train_loss, [r.train_loss for r in low]
+        assert low[-1].test_acc > full[-1].test_acc - 0.1, (low[-1], full[-1])
 
 
 def test_cli_runs_a_study_on_cuda(tmp_path, capsys):
