@@ -28,8 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from nnstudy.models.reference import TutorialNet
+from nnstudy.training.threads import default_cpu_threads
 
 ARCHIVE_NAME = "cifar10-jpeg.tar.gz"
 STUDY = "cifar10-cnn"
@@ -37,6 +39,7 @@ VARIANT = "A"
 MODEL_A_PARAMS = 62_006
 # Marker written once an archive is fully extracted into --extract-dir.
 _EXTRACTED_MARKER = ".nnstudy-bench-extracted"
+_THREADS_SET = False  # --threads given: both sides use it
 
 
 # --- command line ------------------------------------------------------------------------
@@ -54,7 +57,9 @@ def base_parser(description: str, limit_help: str, limit_default: int | None = N
     p.add_argument("--cache-dir", default=os.environ.get("NNSTUDY_CACHE") or "~/.cache/nnstudy",
                    help="nnstudy's decoded-tensor cache (the archive is decoded once, then read from here)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available, else cpu)")
-    p.add_argument("--threads", type=int, default=all_cores(), help="torch intra-op threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for both sides (default: the tutorial gets torch's default, "
+                        "all cores; nnstudy gets the count it picks for a run, see nnstudy/training/threads.py)")
     p.add_argument("--limit", type=int, default=limit_default, help=limit_help)
     return p
 
@@ -67,11 +72,14 @@ def add_extract_dir(p: argparse.ArgumentParser) -> None:
 
 def setup(args) -> torch.device:
     """Apply --threads, resolve --device and print what the run is measured on."""
-    if args.threads < 1:
+    global _THREADS_SET
+    if args.threads is not None and args.threads < 1:
         sys.exit("--threads must be >= 1")
     if args.limit is not None and args.limit < 1:
         sys.exit("--limit must be >= 1")
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        _THREADS_SET = True
     dev = args.device
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -206,9 +214,15 @@ def time_train_epoch(trainer) -> float:
     `_train_epoch` ends with `.tolist()` on device tensors, so the time includes
     every queued device kernel.
     """
-    start = time.perf_counter()
-    trainer._train_epoch(1, 1)
-    return time.perf_counter() - start
+    threads = torch.get_num_threads()
+    if not _THREADS_SET and trainer.device.type == "cpu":  # what `nnstudy run` would use
+        torch.set_num_threads(default_cpu_threads(trainer.cfg.train.batch_size * len(trainer.seeds)))
+    try:
+        start = time.perf_counter()
+        trainer._train_epoch(1, 1)
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
 
 
 def warm_up_engine(cfg, data, device: torch.device, n_seeds: int = 1, images: int = 256) -> None:
@@ -218,26 +232,7 @@ def warm_up_engine(cfg, data, device: torch.device, n_seeds: int = 1, images: in
 
 
 # --- the tutorial's side ---------------------------------------------------------------------
-class Net(nn.Module):
-    """The PyTorch CIFAR-10 tutorial's network, as the tutorial writes it (62,006 parameters)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)  # flatten all dimensions except batch
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        x = self.fc3(x)
-        return x
+Net = TutorialNet  # the tutorial's own class, kept in nnstudy.models.reference
 
 
 @contextlib.contextmanager

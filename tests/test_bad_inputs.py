@@ -20,31 +20,9 @@ from PIL import Image
 
 from nnstudy.cli import main
 from nnstudy.store import files
+from studies import tiny_study
 
-TINY = """\
-name = "tiny"
-seeds = [0, 1]
-report_epochs = [1]
-
-[dataset]
-name = "digits"
-subset = 300
-test_subset = 100
-
-[model]
-kind = "mlp"
-hidden = [16]
-
-[train]
-lr = 0.05
-batch_size = 32
-epochs = 3
-
-[variants.a]
-
-[variants.b]
-model.hidden = [24]
-"""
+TINY = tiny_study(epochs=3, report_epochs=[1])
 
 
 def cli(capsys, *argv) -> tuple[int, str]:

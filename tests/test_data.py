@@ -361,3 +361,14 @@ def test_real_cifar10_archive(tmp_path):
     assert data.train_x.shape == (50000, 3, 32, 32) and data.test_x.shape == (10000, 3, 32, 32)
     assert data.classes[0] == "airplane" and data.train_y.bincount().tolist() == [5000] * 10
     assert load_dataset("imagefolder", SHARED / "cifar10-jpeg.tar.gz", tmp_path).fingerprint == data.fingerprint
+
+
+def test_failed_download_leaves_no_new_folders(tmp_path, monkeypatch):
+    import torchvision
+
+    # Offline, whatever the machine: the only mirror is a closed local port.
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    target = tmp_path / "not-yet" / "data"
+    with pytest.raises(UserError, match="MNIST"):
+        load_dataset("mnist", target, tmp_path / "cache", download=True)
+    assert not (tmp_path / "not-yet").exists()

@@ -5,25 +5,9 @@ import json
 import pytest
 
 from nnstudy.cli import main
+from studies import tiny_study
 
-STUDY = """
-name = "tiny"
-seeds = [0, 1]
-[dataset]
-name = "digits"
-subset = 300
-test_subset = 100
-[model]
-kind = "mlp"
-hidden = [16]
-[train]
-lr = 0.05
-batch_size = 32
-epochs = 2
-[variants.a]
-[variants.b]
-model.activation = "tanh"
-"""
+STUDY = tiny_study(epochs=2, variant_b='model.activation = "tanh"')
 
 
 def _run(tmp_path, executor, capsys):

@@ -9,26 +9,7 @@ from nnstudy.config import ModelConfig, load_study
 from nnstudy.errors import UserError
 from nnstudy.models import build_model, count_parameters
 from nnstudy.models.layers import MinPool2d
-
-
-class TutorialNet(nn.Module):
-    """The PyTorch CIFAR-10 tutorial network, written as the tutorial does."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
-
+from nnstudy.models.reference import TutorialNet
 
 @pytest.fixture(scope="module")
 def cifar_variants():

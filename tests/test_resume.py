@@ -19,31 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from studies import tiny_study
 
-TINY = """\
-name = "tiny"
-seeds = [0, 1]
-report_epochs = [2]
-
-[dataset]
-name = "digits"
-subset = 300
-test_subset = 100
-
-[model]
-kind = "mlp"
-hidden = [16]
-
-[train]
-lr = 0.05
-batch_size = 32
-epochs = 4
-
-[variants.a]
-
-[variants.b]
-model.hidden = [24]
-"""
+TINY = tiny_study(epochs=4, report_epochs=[2])
 
 
 def command(study: Path, out: Path, cache: Path, executor: str = "local") -> list[str]:

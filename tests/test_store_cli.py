@@ -13,30 +13,9 @@ from pathlib import Path
 import pytest
 
 from nnstudy.cli import main
+from studies import tiny_study
 
-TINY = """\
-name = "tiny"
-seeds = [0, 1]
-
-[dataset]
-name = "digits"
-subset = 300
-test_subset = 100
-
-[model]
-kind = "mlp"
-hidden = [16]
-
-[train]
-lr = 0.05
-batch_size = 32
-epochs = 3
-
-[variants.a]
-
-[variants.b]
-model.hidden = [24]
-"""
+TINY = tiny_study(epochs=3)
 
 
 def run(capsys, study, out, cache, *extra) -> tuple[int, str, str]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +68,8 @@ def load_idx_dataset(name: str, data_dir: Path, cache_dir: str | os.PathLike, do
     files = _find_idx_files(data_dir, folder)
     if files is None and download:
         try:
-            tv_class(root=str(data_dir), train=True, download=True)
+            with _remove_new_folders_on_failure(data_dir / folder / "raw"):
+                tv_class(root=str(data_dir), train=True, download=True)
         except Exception as exc:  # network, permission and checksum errors alike
             raise _not_found(name, data_dir, data_dir / folder / "raw" / _IDX_FILES[0], f"download failed: {_short(exc)}", f"{folder}/raw/") from exc
         files = _find_idx_files(data_dir, folder)
@@ -139,7 +142,8 @@ def load_cifar(name: str, data_dir: Path, cache_dir: str | os.PathLike, download
         if not download:
             raise _not_found(name, data_dir, batches, "download is off", f"{folder}/")
         try:
-            tv_class(root=str(data_dir), train=True, download=True)
+            with _remove_new_folders_on_failure(batches):
+                tv_class(root=str(data_dir), train=True, download=True)
         except Exception as exc:
             raise _not_found(name, data_dir, batches, f"download failed: {_short(exc)}", f"{folder}/") from exc
     files = sorted(p for p in batches.iterdir() if p.is_file())
@@ -159,6 +163,22 @@ def load_cifar(name: str, data_dir: Path, cache_dir: str | os.PathLike, download
 
 
 # ----------------------------------------------------------------- helpers
+
+@contextmanager
+def _remove_new_folders_on_failure(target: Path):
+    """A failed download leaves no folders behind that were not there before it."""
+    top = None
+    for p in [target, *target.parents]:
+        if p.exists():
+            break
+        top = p
+    try:
+        yield
+    except BaseException:
+        if top is not None and top.exists():
+            shutil.rmtree(top, ignore_errors=True)
+        raise
+
 
 def _not_found(name: str, data_dir: Path, looked_for: Path, why: str, holds: str) -> UserError:
     return UserError(f"{name} not found in {data_dir} (looked for {looked_for}) and {why}; "

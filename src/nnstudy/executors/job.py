@@ -28,6 +28,7 @@ from nnstudy.store import files
 from nnstudy.store.db import Store
 from nnstudy.store.results import RunResult
 from nnstudy.training import GroupTrainer, TrainOptions
+from nnstudy.training.threads import default_cpu_threads
 
 CHECKPOINT = "checkpoint.pt"
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -52,7 +53,7 @@ class Job:
     device: str = "cpu"
     vectorize: bool = True
     compile: bool = False
-    threads: int = 0  # 0: leave torch's default
+    threads: int = 0  # 0: nnstudy's choice for the job's size (training/threads.py)
     progress: bool = True
     position: int = 0
 
@@ -135,6 +136,8 @@ def execute_job(job: Job) -> JobResult:
     start = time.perf_counter()
     if job.threads:
         torch.set_num_threads(job.threads)
+    elif job.device == "cpu":
+        torch.set_num_threads(default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds)))
     store = Store(job.out_dir)
     result = JobResult(job.variant, job.seeds)
     try:
@@ -142,7 +145,7 @@ def execute_job(job: Job) -> JobResult:
         cfg = RunConfig.model_validate(job.config)
         data = load_study_data(cfg, job.cache_dir)
         options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
-                               progress=job.progress, label=job.label)
+                               progress=job.progress, label=job.label, position=job.position)
         trainer = GroupTrainer(cfg, data, job.seeds, options)
         run_dirs = [Path(d) for d in job.run_dirs]
         checkpoints = [load_checkpoint(resume_checkpoint(d)) for d in run_dirs]

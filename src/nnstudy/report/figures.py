@@ -146,7 +146,10 @@ def study_curves_figure(runs_by_variant: dict[str, list[RunResult]]) -> Figure:
             n_runs = sum(1 for r in runs if r.history)
             ax.plot(epochs, scale * mean, "-", marker="." if len(epochs) < 30 else None,
                     color=colour, label=plain(f"{variant} (n={n_runs})"))
-            ax.fill_between(epochs, scale * low, scale * high, color=colour, alpha=0.2, linewidth=0)
+            # A t-band can reach past what the metric can be (few seeds): show only the possible part.
+            top = scale if attr.endswith("_acc") else None
+            ax.fill_between(epochs, np.clip(scale * low, 0, top), np.clip(scale * high, 0, top),
+                            color=colour, alpha=0.2, linewidth=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)

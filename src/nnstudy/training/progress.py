@@ -12,13 +12,15 @@ _REFRESH_STEPS = 50
 
 
 class EpochProgress:
-    def __init__(self, label: str, epoch: int, epochs: int, steps: int, images_per_step: int, enabled: bool = True):
+    def __init__(self, label: str, epoch: int, epochs: int, steps: int, images_per_step: int, enabled: bool = True,
+                 position: int = 0):
         self.images_per_step = images_per_step
         self.start = time.perf_counter()
         self.count = 0
         self.bar = None
         if enabled and sys.stderr.isatty():
-            self.bar = tqdm(total=steps, desc=f"{label} epoch {epoch}/{epochs}", leave=False, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=steps, desc=f"{label} epoch {epoch}/{epochs}", leave=False, unit="step", dynamic_ncols=True,
+                            position=position)
 
     def step(self, losses) -> None:
         self.count += 1

@@ -35,6 +35,7 @@ class TrainOptions:
     compile: bool = False
     progress: bool = True
     label: str = ""
+    position: int = 0  # progress-bar line, one per parallel worker
     channels_last: bool | None = None  # None: on for CNNs on CPU, where it is measured faster
 
 
@@ -153,7 +154,7 @@ class GroupTrainer:
         loss_sum = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         steps = (n + bs - 1) // bs
-        bar = EpochProgress(self.options.label, epoch, total, steps, bs * k, enabled=self.options.progress)
+        bar = EpochProgress(self.options.label, epoch, total, steps, bs * k, self.options.progress, self.options.position)
         for step in range(steps):
             idx = perms[:, step * bs:(step + 1) * bs]
             batch_draws = None
