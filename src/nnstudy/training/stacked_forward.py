@@ -41,18 +41,19 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
     `channels_last` runs the convolutions in NHWC layout: on CPU the grouped
     convolution is then 2-3x faster (measured: bench/roofline.py).
     """
-    b = x.shape[1] if not shared_input else x.shape[0]
+    b = x.shape[0] if shared_input else x.shape[1]
     if shared_input:
-        grouped = x.repeat(1, k, 1, 1) if x.dim() == 4 else None  # [B, K*C, H, W]
-        flat = x.flatten(1).unsqueeze(0).expand(k, -1, -1)
+        x = x.unsqueeze(0).expand(k, *x.shape)
+    if isinstance(module[0], nn.Conv2d):  # activations as [B, K*C, H, W], seed-major channels
+        is_flat = False
+        if channels_last:  # one copy straight into NHWC: [B, H, W, K*C], seen as NCHW
+            h = x.permute(1, 3, 4, 0, 2).reshape(b, x.shape[3], x.shape[4], -1).permute(0, 3, 1, 2)
+        else:
+            h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
+    elif isinstance(module[0], nn.Flatten):
+        h, is_flat = x.flatten(2), True
     else:
-        grouped = x.transpose(0, 1).reshape(b, -1, *x.shape[3:]) if x.dim() == 5 else None
-        flat = x.flatten(2)
-    if channels_last and grouped is not None:
-        grouped = grouped.contiguous(memory_format=torch.channels_last)
-    h, is_flat = (grouped, False) if isinstance(module[0], nn.Conv2d) else (flat, True)
-    if is_flat and not isinstance(module[0], nn.Flatten):
-        raise ValueError("an MLP must start with Flatten")
+        raise ValueError("a stacked model starts with Conv2d or Flatten")
     for name, layer in module.named_children():
         def p(key: str) -> torch.Tensor:
             return params[f"{name}.{key}"] if f"{name}.{key}" in params else buffers[f"{name}.{key}"]

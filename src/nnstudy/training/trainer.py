@@ -76,7 +76,11 @@ class GroupTrainer:
         mean, std = _normalisation(cfg, data)
         self.pipeline = BatchPipeline(mean, std, cfg.dataset.crop_padding, cfg.dataset.flip, self.device)
         # The dataset lives on the training device, as uint8: 4x smaller than float.
+        # Stored channels-last when the convolutions run so: gathered batches then
+        # arrive in that layout and normalising keeps it, with no per-step copy.
         self.train_x = data.train_x.to(self.device)
+        if channels_last and self.train_x.dim() == 4:
+            self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
         self.train_y = data.train_y.to(self.device)
         self.test_x = data.test_x.to(self.device)
         self.test_y = data.test_y.to(self.device)
