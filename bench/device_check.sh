@@ -9,7 +9,7 @@ export PYTHONPATH=$PWD/src NNSTUDY_CACHE=/tmp/nnstudy-cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available())"
 echo "== tests on CUDA"
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_training.py tests/test_models.py 2>&1 | tail -4
+timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_training.py tests/test_models.py 2>&1 | tail -25
 echo "== seeds: 5 seeds stacked vs one at a time (cuda)"
 timeout 150 python3 bench/seeds.py --device cuda --data-dir "$DATA" --limit 1500 2>&1 | tail -14
 echo "== tutorial loop vs nnstudy (cuda)"
