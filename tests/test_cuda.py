@@ -35,17 +35,25 @@ def _fit(cfg, data, seeds, device, vectorize=True):
 
 
 def test_stacked_seeds_match_seeds_alone_on_cuda(digits):
-    cfg = _cfg()
+    # cuDNN runs the grouped and the plain convolution with different kernels, so float
+    # rounding differs; over many epochs that grows chaotically. So: one epoch of training
+    # compared closely, and the same weights evaluated both ways compared exactly.
+    cfg = _cfg(epochs=1)
     stacked, sp = _fit(cfg, digits, [0, 1, 2], "cuda")
     for k, seed in enumerate([0, 1, 2]):
         alone, ap = _fit(cfg, digits, [seed], "cuda", vectorize=False)
-        # cuDNN picks different kernels for the grouped and the plain convolution, so
-        # float rounding differs and grows with training: compare the first epoch
-        # tightly and the final predictions loosely.
-        first_a, first_b = stacked.states[k].history[0], alone.states[0].history[0]
-        assert math.isclose(first_a.train_loss, first_b.train_loss, rel_tol=1e-3), (seed, first_a, first_b)
-        agree = (sp[k] == ap[0]).float().mean().item()
-        assert agree > 0.95, (seed, agree, stacked.states[k].history[-1], alone.states[0].history[-1])
+        a, b = stacked.states[k].history[0], alone.states[0].history[0]
+        for field in ("train_loss", "test_loss"):
+            assert math.isclose(getattr(a, field), getattr(b, field), rel_tol=1e-3), (seed, field, a, b)
+        for field in ("train_acc", "test_acc"):  # a few images may flip
+            assert abs(getattr(a, field) - getattr(b, field)) <= 0.01, (seed, field, a, b)
+        assert (sp[k] == ap[0]).float().mean().item() > 0.95, seed
+        # The stacked forward itself: seed k's weights in a plain model give the same outputs.
+        alone.restore([stacked.checkpoint(k)])
+        loss_a, acc_a, preds_a = alone._evaluate()
+        loss_s, acc_s, preds_s = stacked._evaluate()
+        assert torch.equal(preds_a[0], preds_s[k]), seed
+        assert math.isclose(loss_a[0], loss_s[k], rel_tol=1e-4), seed
 
 
 def test_cuda_matches_cpu_closely(digits):

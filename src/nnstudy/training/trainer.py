@@ -84,6 +84,11 @@ class GroupTrainer:
         self.train_y = data.train_y.to(self.device)
         self.test_x = data.test_x.to(self.device)
         self.test_y = data.test_y.to(self.device)
+        if self.device.type == "cuda" and t.precision == "fp32":
+            # "fp32" means fp32: TF32 convolutions (cuDNN's default) round to 10-bit
+            # mantissas, enough to make a seed's run depend on the kernel picked.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16" else contextlib.nullcontext()
         )
