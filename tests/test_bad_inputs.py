@@ -80,6 +80,8 @@ BAD_STUDIES = {
     "variant-name-slash": (TINY + '\n[variants."x/y"]\n', ["variant name 'x/y'"]),
     "baseline-unknown": ('baseline = "nope"\n' + TINY, ["baseline 'nope' is not a variant"]),
     "report-epoch-too-big": (TINY.replace("report_epochs = [1]", "report_epochs = [99]"), ["report_epochs entry 99"]),
+    "variant-changes-test-set": (TINY + '\n[variants.c]\ndataset.test_subset = 50\n',
+                                 ["variants.c.dataset.test_subset", "same data"]),
 }
 
 

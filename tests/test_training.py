@@ -161,3 +161,21 @@ def test_stacked_forward_equals_vmap_over_functional_call(model):
     shared = torch.randn(5, 1, 8, 8)
     torch.testing.assert_close(stacked_forward(base, params, buffers, shared, 3, shared_input=True),
                                stacked_forward(base, params, buffers, shared.expand(3, -1, -1, -1, -1), 3))
+
+
+def test_dropout_models_train_one_seed_at_a_time_and_stay_reproducible(tmp_path, capsys):
+    from nnstudy.cli import main
+
+    study = tmp_path / "d.toml"
+    study.write_text('name = "drop"\nseeds = [0, 1]\n[dataset]\nname = "digits"\nsubset = 300\ntest_subset = 100\n'
+                     '[model]\nkind = "mlp"\nhidden = [32]\ndropout = 0.5\n[train]\nepochs = 2\nbatch_size = 32\nlr = 0.05\n')
+    results = []
+    for out in ("a", "b"):
+        assert main(["run", str(study), "--out", str(tmp_path / out), "--cache-dir", str(tmp_path / "c"),
+                     "--quiet", "--executor", "local"]) == 0
+        capsys.readouterr()
+        assert main(["show", "drop", "--out", str(tmp_path / out), "--json"]) == 0
+        import json
+        results.append({r["seed"]: (r["status"], r["test_loss"]) for r in json.loads(capsys.readouterr().out)["runs"]})
+    assert results[0] == results[1]  # a seed fixes its dropout masks too
+    assert results[0][0][0] == "done" and results[0][0][1] != results[0][1][1]

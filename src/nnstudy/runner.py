@@ -26,6 +26,7 @@ from nnstudy.executors.job import align_checkpoints, load_checkpoint, load_study
 from nnstudy.store import Store, load_results
 from nnstudy.store import files
 from nnstudy.store.load import TEST_LABELS
+from nnstudy.training.trainer import can_stack
 
 
 @dataclass
@@ -160,7 +161,8 @@ def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir
     for row in todo:
         ckpt = load_checkpoint(resume_checkpoint(row.run_dir))
         epoch = ckpt["epoch"] if ckpt else 0
-        key = (row.variant, epoch) if options.vectorize else (row.variant, epoch, row.seed)
+        stack = options.vectorize and can_stack(study.variants[row.variant])
+        key = (row.variant, epoch) if stack else (row.variant, epoch, row.seed)
         groups.setdefault(key, []).append(row)
     jobs = []
     for (variant, *_), rows in groups.items():

@@ -134,6 +134,19 @@ class StudyConfig(_Strict):
                 raise ValueError(f"report_epochs entry {e} must be between 1 and train.epochs ({min(epochs)})")
         return self
 
+    @model_validator(mode="after")
+    def _one_test_set(self):
+        # Comparisons pair runs on the same test images: variants may change how the
+        # training data is fed (subset, normalisation, augmentation), not the test set.
+        first_name, first = next(iter(self.variants.items()))
+        for name, v in self.variants.items():
+            for key in ("name", "data_dir", "test_subset"):
+                if getattr(v.dataset, key) != getattr(first.dataset, key):
+                    raise ValueError(f"variants.{name}.dataset.{key} differs from variant {first_name}'s; every variant "
+                                     f"must be tested on the same data (a variant may change subset, mean, std, "
+                                     f"crop_padding and flip)")
+        return self
+
     @property
     def baseline_name(self) -> str:
         return self.baseline or next(iter(self.variants))

@@ -47,6 +47,16 @@ class SeedState:
     diverged: bool = False
 
 
+def can_stack(cfg: RunConfig) -> bool:
+    """Whether several seeds of this config can train as one stacked model.
+
+    Dropout draws its masks from the global RNG, which cannot be split per seed
+    inside one stacked step: such models train one seed at a time, so a seed
+    still fixes its whole run.
+    """
+    return cfg.model.dropout == 0
+
+
 def _data_seed(seed: int) -> int:
     # Separate streams for initialisation and for data order/augmentation.
     return (seed * 0x9E3779B1 + 0x5EED) % (2**63)
@@ -61,9 +71,9 @@ class GroupTrainer:
         t = cfg.train
         input_shape = tuple(data.train_x.shape[1:])
         n_classes = len(data.classes)
-        # Dropout draws from the global RNG, which vmap cannot split per seed:
-        # train such models one seed at a time so a seed still fixes its run.
-        vectorize = options.vectorize and cfg.model.dropout == 0
+        vectorize = options.vectorize and can_stack(cfg)
+        if len(self.seeds) > 1 and not vectorize:
+            raise ValueError("seeds train together only when stacked; pass one seed at a time")
         channels_last = options.channels_last
         if channels_last is None:
             channels_last = cfg.model.kind == "cnn" and self.device.type == "cpu"
