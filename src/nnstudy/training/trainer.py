@@ -167,21 +167,23 @@ class GroupTrainer:
         t, k, n = self.cfg.train, len(self.seeds), self.train_x.shape[0]
         bs = t.batch_size
         self.stack.train(True)
-        # One permutation per seed, drawn on the CPU from that seed's generator.
+        # One permutation per seed, drawn on the CPU from that seed's generator;
+        # augmentation choices are drawn per epoch too, so a step only slices them.
         perms = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(self.device)
-        draws = [self.pipeline.draw(n, g) for g in self.generators] if self.pipeline.augments else None
+        draws = {}
+        if self.pipeline.augments:
+            per_seed = [self.pipeline.draw(n, g) for g in self.generators]
+            draws = {key: torch.stack([d[key] for d in per_seed]).to(self.device) for key in per_seed[0]}
         loss_sum = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         steps = (n + bs - 1) // bs
         bar = EpochProgress(self.options.label, epoch, total, steps, bs * k, self.options.progress, self.options.position)
-        for step in range(steps):
-            idx = perms[:, step * bs:(step + 1) * bs]
-            batch_draws = None
-            if draws is not None:
-                pos = slice(step * bs, (step + 1) * bs)
-                batch_draws = {key: torch.stack([d[key][pos] for d in draws]).to(self.device) for key in draws[0]}
-            x = self.pipeline.train_batch(self.train_x[idx], batch_draws)
+        for start in range(0, n, bs):
+            idx = perms[:, start:start + bs]
+            # Gathered per step: a strided slice of per-epoch labels made the stacked step ~30% slower.
             y = self.train_y[idx]
+            batch_draws = {key: d[:, start:start + bs] for key, d in draws.items()}
+            x = self.pipeline.train_batch(self.train_x[idx], batch_draws)
             with self.autocast:
                 logits = self.stack.forward_train(x)
                 losses = per_seed_loss(t.loss, logits.float(), y, t.label_smoothing)
@@ -189,8 +191,8 @@ class GroupTrainer:
             losses.sum().backward()
             self.optimizer.step()
             with torch.no_grad():
-                loss_sum += losses.detach() * idx.shape[1]
-                correct += (logits.argmax(-1) == y).sum(1)
+                loss_sum.add_(losses.detach(), alpha=idx.shape[1])
+                correct.add_((logits.argmax(-1) == y).sum(1))
             bar.step(losses)
         bar.close()
         return (loss_sum / n).tolist(), (correct.double() / n).tolist()
