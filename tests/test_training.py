@@ -139,7 +139,7 @@ def test_divergence_is_flagged(digits):
 def test_stacked_forward_equals_vmap_over_functional_call(model):
     from torch.func import functional_call, stack_module_state, vmap
     from nnstudy.models import build_model
-    from nnstudy.training.stacked_forward import stacked_forward, supports
+    from nnstudy.training.stacked_forward import stacked_forward, supports, transposed_weights
 
     cfg = _cfg(model=model).model
     models = []
@@ -150,6 +150,8 @@ def test_stacked_forward_equals_vmap_over_functional_call(model):
     assert supports(base)
     params, buffers = stack_module_state(models)
     vparams, vbuffers = {n: t.clone() for n, t in params.items()}, {n: t.clone() for n, t in buffers.items()}
+    flipped = transposed_weights(base)  # the stack keeps Linear weights as [K, in, out]
+    params = {n: t.transpose(1, 2).contiguous() if n in flipped else t for n, t in params.items()}
     x = torch.randn(3, 5, 1, 8, 8)
     for training in (True, False):
         base.train(training)

@@ -37,13 +37,16 @@ class SeedStack:
             models.append(build().to(device))
         self.stacked = vectorize and self.k > 1
         self.channels_last = channels_last
+        self.transposed: set[str] = set()  # stacked parameters stored as [K, in, out]
         if self.stacked:
             params, buffers = stack_module_state(models)
-            self.params = {n: p.detach().requires_grad_() for n, p in params.items()}
-            self.buffers = buffers
             # Only the structure is needed: weights come in through functional_call.
             self.module = copy.deepcopy(models[0]).to("meta")
-            if stacked_forward.supports(self.module):
+            fast = stacked_forward.supports(self.module)
+            self.transposed = stacked_forward.transposed_weights(self.module) if fast else set()
+            self.params = {n: self._to_stack(n, p).detach().requires_grad_() for n, p in params.items()}
+            self.buffers = buffers
+            if fast:
                 k, cl = self.k, channels_last
                 self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, channels_last=cl)
                 self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, True, cl)
@@ -84,19 +87,25 @@ class SeedStack:
         return self.module(self._layout(x)).unsqueeze(0)
 
     # --- per-seed state, for checkpoints -------------------------------------------------
-    def _take(self, t: torch.Tensor, k: int) -> torch.Tensor:
-        t = t[k] if self.stacked else t
+    def _to_stack(self, name: str, stacked: torch.Tensor) -> torch.Tensor:
+        """[K, ...] in the plain module's layout -> the stack's layout."""
+        return stacked.transpose(1, 2).contiguous() if name in self.transposed else stacked
+
+    def _take(self, name: str, t: torch.Tensor, k: int) -> torch.Tensor:
+        """Seed k's slice of a stacked tensor, in the plain module's layout, on the CPU."""
+        if self.stacked:
+            t = t[k].t() if name in self.transposed else t[k]
         return t.detach().cpu().clone(memory_format=torch.contiguous_format)
 
     def model_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Seed k's weights and buffers, with the same keys as the plain module's state_dict."""
-        return {n: self._take(t, k) for n, t in {**self.params, **self.buffers}.items()}
+        """Seed k's weights and buffers, with the same keys and shapes as the plain module's state_dict."""
+        return {n: self._take(n, t, k) for n, t in {**self.params, **self.buffers}.items()}
 
     def load_model_states(self, states: list[dict[str, torch.Tensor]]) -> None:
         with torch.no_grad():
             for name, t in {**self.params, **self.buffers}.items():
                 if self.stacked:
-                    t.copy_(torch.stack([s[name] for s in states]))
+                    t.copy_(self._to_stack(name, torch.stack([s[name] for s in states])))
                 else:
                     t.copy_(states[0][name])
 
@@ -106,7 +115,7 @@ class SeedStack:
         for name, p in self.params.items():
             state = optimizer.state.get(p, {})
             out[name] = {
-                key: (self._take(v, k) if _per_seed(v, p, self.stacked) else v.detach().clone().cpu())
+                key: (self._take(name, v, k) if _per_seed(v, p, self.stacked) else v.detach().clone().cpu())
                 for key, v in state.items() if torch.is_tensor(v)
             }
         return out
@@ -118,9 +127,9 @@ class SeedStack:
                 continue
             new = {}
             for key, first in per_key.items():
-                if self.stacked and first.dim() == p.dim() - 1 and first.shape == p.shape[1:]:
-                    new[key] = torch.stack([s[name][key] for s in states]).to(p.device)
-                else:
+                if self.stacked and first.dim() == p.dim() - 1:  # per seed: stack it like the parameter
+                    new[key] = self._to_stack(name, torch.stack([s[name][key] for s in states])).to(p.device)
+                else:  # shared (Adam's step count), or the plain module's own layout
                     new[key] = first.clone().to(p.device if first.dim() else "cpu")
             optimizer.state[p] = new
 
