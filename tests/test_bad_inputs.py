@@ -80,6 +80,7 @@ BAD_STUDIES = {
     "variant-name-slash": (TINY + '\n[variants."x/y"]\n', ["variant name 'x/y'"]),
     "baseline-unknown": ('baseline = "nope"\n' + TINY, ["baseline 'nope' is not a variant"]),
     "report-epoch-too-big": (TINY.replace("report_epochs = [1]", "report_epochs = [99]"), ["report_epochs entry 99"]),
+    "mean-without-std": (TINY.replace('name = "digits"', 'name = "digits"\nmean = [0.5]'), ["dataset", "mean and dataset.std"]),
     "variant-changes-test-set": (TINY + '\n[variants.c]\ndataset.test_subset = 50\n',
                                  ["variants.c.dataset.test_subset", "same data"]),
 }

@@ -38,6 +38,12 @@ class DatasetConfig(_Strict):
             raise ValueError("every std must be > 0")
         return v
 
+    @model_validator(mode="after")
+    def _mean_with_std(self):
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give dataset.mean and dataset.std together (or neither, to use the train set's own)")
+        return self
+
 
 class ModelConfig(_Strict):
     """A CNN (conv blocks then a fully connected head) or an MLP.

@@ -17,6 +17,7 @@ import torch
 
 from nnstudy.config.schema import RunConfig
 from nnstudy.data.augment import BatchPipeline
+from nnstudy.errors import UserError
 from nnstudy.models import build_model, count_parameters
 from nnstudy.store.results import EpochRow
 from nnstudy.training.losses import per_seed_loss
@@ -79,7 +80,7 @@ class GroupTrainer:
             channels_last = cfg.model.kind == "cnn" and self.device.type == "cpu"
         self.stack = SeedStack(lambda: build_model(cfg.model, input_shape, n_classes), self.seeds, self.device, vectorize,
                                channels_last)
-        self.n_params = count_parameters(build_model(cfg.model, input_shape, n_classes))
+        self.n_params = count_parameters(self.stack.module)  # one seed's network (a meta copy when stacked)
         self.optimizer = _optimizer(t, self.stack.parameters())
         self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
         self.states = [SeedState() for _ in self.seeds]
@@ -251,7 +252,6 @@ def _normalisation(cfg: RunConfig, data):
     ds = cfg.dataset
     if ds.mean is not None and ds.std is not None:
         if len(ds.mean) != c or len(ds.std) != c:
-            from nnstudy.errors import UserError
             raise UserError(f"dataset.mean and dataset.std need {c} values (one per channel) for {ds.name}, got {len(ds.mean)} and {len(ds.std)}")
         return ds.mean, ds.std
     x = data.train_x.float().div_(255)
