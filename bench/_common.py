@@ -225,6 +225,41 @@ def time_train_epoch(trainer) -> float:
         torch.set_num_threads(threads)
 
 
+def in_memory_train_epoch(data, batch_size: int, device: torch.device, seed: int = 0) -> float:
+    """Seconds for one epoch of the leanest plain PyTorch loop over model A: a ceiling.
+
+    The train set is normalised to float once and every batch is sliced from a
+    pre-shuffled copy, so a step is only forward, backward and a fused SGD
+    step (channels-last on CPU, no metrics, no host syncs). Whatever this loop
+    reaches at a batch size is what PyTorch's own kernels allow on this
+    machine; nnstudy's engine cannot beat it for one seed, only approach it.
+    Threads: the count nnstudy would pick (or --threads), as on nnstudy's side.
+    """
+    threads = torch.get_num_threads()
+    if not _THREADS_SET and device.type == "cpu":
+        torch.set_num_threads(default_cpu_threads(batch_size))
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    try:
+        torch.manual_seed(seed)
+        net = Net().to(device, memory_format=layout)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, fused=True)
+        criterion = nn.CrossEntropyLoss()
+        order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed))
+        x = data.train_x[order].to(device).float().div_(127.5).sub_(1).contiguous(memory_format=layout)
+        y = data.train_y[order].to(device)
+        batches = list(zip(x.split(batch_size), y.split(batch_size)))
+        sync(device)
+        start = time.perf_counter()
+        for inputs, labels in batches:
+            optimizer.zero_grad(set_to_none=True)
+            criterion(net(inputs), labels).backward()
+            optimizer.step()
+        sync(device)
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+
+
 def warm_up_engine(cfg, data, device: torch.device, n_seeds: int = 1, images: int = 256) -> None:
     """A throwaway short epoch, so library start-up (oneDNN/cuDNN/vmap) is not timed."""
     small = limit_data(data, torch.arange(min(images, len(data.train_y))))

@@ -4,13 +4,18 @@
     extracted JPEGs with ToTensor + Normalize, DataLoader(shuffle=True,
     num_workers=2), Net(), CrossEntropyLoss, SGD(lr=0.001, momentum=0.9),
     zero_grad/forward/backward/step;
-(b) nnstudy: GroupTrainer on variant A of the built-in cifar10-cnn study,
+(b) the leanest plain PyTorch loop over the same images held in memory as
+    normalised, pre-shuffled float tensors (no metrics, fused SGD): the
+    ceiling PyTorch's kernels set for one seed on this machine;
+(c) nnstudy: GroupTrainer on variant A of the built-in cifar10-cnn study,
     one seed. Timed: `GroupTrainer._train_epoch` only (training; no test-set
     evaluation, no dataset decode, which is cached).
 
 One epoch each (or --limit images, the same images on both sides), at batch 4
 (the tutorial's) and batch 128. Headline: nnstudy images/s / tutorial images/s
-at batch 4.
+at batch 4. The table also shows how close nnstudy comes to the ceiling (b)
+and how far (b) itself is above the tutorial, so a missed goal can be told
+apart from an engine that wastes time.
 
     python bench/tutorial_vs_nnstudy.py                  # full: one epoch per measurement
     python bench/tutorial_vs_nnstudy.py --limit 2000     # quick check
@@ -48,7 +53,11 @@ def main() -> None:
             loader = C.tutorial_loader(trainset, bs, shuffle=True, indices=train_idx)
             t_tut, n_tut = C.tutorial_train_epoch(net, loader, criterion, optimizer, device, log=C.log_stderr)
 
-            # (b) nnstudy's engine, same images, same batch size
+            # (b) the in-memory ceiling, same images, same batch size
+            C.in_memory_train_epoch(C.limit_data(data, torch.arange(256)), bs, device)  # warm-up
+            t_mem = C.in_memory_train_epoch(engine_data, bs, device)
+
+            # (c) nnstudy's engine, same images, same batch size
             cfg = C.run_config(args, batch_size=bs)
             C.warm_up_engine(cfg, data, device)
             trainer = C.make_trainer(cfg, engine_data, [0], device)
@@ -56,14 +65,17 @@ def main() -> None:
             t_nn = C.time_train_epoch(trainer)
             n_nn = len(engine_data.train_y)
 
-            tut_rate, nn_rate = n_tut / t_tut, n_nn / t_nn
+            tut_rate, mem_rate, nn_rate = n_tut / t_tut, n_nn / t_mem, n_nn / t_nn
             ratios.append(nn_rate / tut_rate)
-            rows.append([bs, n_nn, t_tut, t_nn, tut_rate, nn_rate, nn_rate / tut_rate])
-            print(f"# batch {bs}: tutorial {tut_rate:,.0f} img/s, nnstudy {nn_rate:,.0f} img/s", flush=True)
+            rows.append([bs, n_nn, tut_rate, mem_rate, nn_rate, nn_rate / tut_rate, mem_rate / tut_rate, nn_rate / mem_rate])
+            print(f"# batch {bs}: tutorial {tut_rate:,.0f} img/s, in-memory ceiling {mem_rate:,.0f} img/s, "
+                  f"nnstudy {nn_rate:,.0f} img/s", flush=True)
 
-    C.print_table(["batch", "images", "tutorial s", "nnstudy s", "tutorial img/s", "nnstudy img/s", "nnstudy/tutorial"], rows,
+    C.print_table(["batch", "images", "tutorial img/s", "ceiling img/s", "nnstudy img/s", "nnstudy/tutorial",
+                   "ceiling/tutorial", "nnstudy/ceiling"], rows,
                   title="Model A training speed, one seed (nnstudy timed over GroupTrainer._train_epoch; "
-                        "tutorial timed from DataLoader iteration start, incl. worker start-up)")
+                        "tutorial timed from DataLoader iteration start, incl. worker start-up; "
+                        "ceiling: the leanest in-memory PyTorch loop)")
     print(f"\nheadline: batch {args.batch_sizes[0]} ratio (goal at batch 4: >= 6)")
     C.finish(ratios[0])
 
