@@ -372,3 +372,20 @@ def test_failed_download_leaves_no_new_folders(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="MNIST"):
         load_dataset("mnist", target, tmp_path / "cache", download=True)
     assert not (tmp_path / "not-yet").exists()
+
+
+def test_channel_stats_match_torch_over_several_chunks_and_follow_subsets():
+    gen = torch.Generator().manual_seed(0)
+    # 5000 images: more than one float64 chunk; channels with different spreads.
+    x = torch.randint(0, 256, (5000, 3, 4, 4), generator=gen, dtype=torch.uint8)
+    x[:, 1] //= 4
+    y = torch.arange(5000) % 2
+    data = ImageData("synthetic", ["a", "b"], x, y, x[:10].clone(), y[:10].clone(), "f" * 64, "test")
+    mean, std = data.channel_stats()
+    ref = x.double().div(255)
+    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), ref.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), ref.std(dim=(0, 2, 3)))
+    assert std[1] < std[0] / 2
+    sub = data.subset(100, None)
+    torch.testing.assert_close(torch.tensor(sub.channel_stats()[0], dtype=torch.float64),
+                               sub.train_x.double().div(255).mean(dim=(0, 2, 3)))

@@ -128,3 +128,37 @@ def test_sigkill_process_executor_then_resume(setup, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
+
+
+def test_a_worker_killed_alone_is_retried_from_its_checkpoint(setup, tmp_path):
+    """The OS kills one worker (as the OOM killer would): its runs continue in a fresh pool, nothing is lost."""
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    env = {**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:3", "NNSTUDY_CRASH_ONCE": str(tmp_path / "crashed")}
+    proc = subprocess.run(command(study, out, cache, executor="process"), env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert (tmp_path / "crashed").exists(), "the hook must have killed a worker"
+    assert proc.returncode == 0, proc.stderr
+    assert "a worker process died" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    check_like_clean(out, clean)
+
+
+def test_runs_whose_worker_dies_twice_are_failed_then_retried(setup, tmp_path):
+    """A worker that dies every time (a model too big for memory) fails its runs instead of looping."""
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    cmd = command(study, out, cache, executor="process")
+    proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:3"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "worker process died twice" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        errors = [e for (e,) in conn.execute("SELECT error FROM runs WHERE status='failed'")]
+    assert errors and all("died twice" in e for e in errors)
+    for extra in (["--retry-failed"], []):  # failed runs resume from their checkpoints; any never started run too
+        proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    check_like_clean(out, clean)

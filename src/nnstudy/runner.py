@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from nnstudy.config import StudyConfig, config_hash
 from nnstudy.errors import UserError
-from nnstudy.executors import Job, JobResult, default_workers, make_executor
-from nnstudy.executors.job import align_checkpoints, load_checkpoint, load_study_data, resume_checkpoint
+from nnstudy.executors import Job, JobResult, WorkerDied, default_workers, make_executor
+from nnstudy.executors.job import align_checkpoints, load_study_data
 from nnstudy.store import Store, load_results
 from nnstudy.store import files
 from nnstudy.store.load import TEST_LABELS
@@ -94,8 +94,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
     log = options.log or sys.stderr
     with output_lock(out):
         store = Store(out)
-        for stale in study_dir.rglob(".*.tmp") if study_dir.is_dir() else ():
-            stale.unlink(missing_ok=True)  # temp files of writes cut short by a crash (we hold the lock)
+        _remove_stale_temp_files(study_dir)
         base = study.variants[study.baseline_name]
         data = load_study_data(base, str(cache_dir))
         report_epochs = sorted({e for v in study.variants for e in study.epochs_to_report(v)})
@@ -119,13 +118,20 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         print(f"{study.name}: {len(rows)} runs; {skipped['done'] + skipped['diverged']} already finished, "
               f"{len(todo)} to train" + (f", {skipped['failed']} failed (rerun them with --retry-failed)"
                                          if skipped["failed"] and not options.retry_failed else ""), file=log)
-        jobs = _jobs(todo, study, out, report_epochs, data.classes, cache_dir, device, options)
+        plan = lambda runs: _jobs(runs, study, out, report_epochs, data.classes, cache_dir, device, options)
+        jobs = plan(todo)
         if jobs:
-            _execute(jobs, store, study.name, device, options, log)
+            _execute(jobs, plan, store, study.name, device, options, log, on_worker_death=lambda: _remove_stale_temp_files(study_dir))
         results = load_results(store, study.name)
         paths = build_report(results)
         store.close()
     return results, paths
+
+
+def _remove_stale_temp_files(study_dir: Path) -> None:
+    """Temp files of writes cut short by a crash. Only while we hold the lock and no worker runs."""
+    for stale in study_dir.rglob(".*.tmp") if study_dir.is_dir() else ():
+        stale.unlink(missing_ok=True)
 
 
 def _save_study_files(study_dir: Path, data, sample_grid) -> None:
@@ -155,14 +161,13 @@ def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, fo
 def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir: Path, device: str, options: RunOptions):
     """Group runs of one variant that stand at the same epoch: they train as one stacked model."""
     groups: dict[tuple, list] = {}
+    epochs: dict[Path, int] = {}
     if options.vectorize:
         for variant in {r.variant for r in todo}:
-            align_checkpoints([r.run_dir for r in todo if r.variant == variant])
+            epochs.update(align_checkpoints([r.run_dir for r in todo if r.variant == variant]))
     for row in todo:
-        ckpt = load_checkpoint(resume_checkpoint(row.run_dir))
-        epoch = ckpt["epoch"] if ckpt else 0
         stack = options.vectorize and can_stack(study.variants[row.variant])
-        key = (row.variant, epoch) if stack else (row.variant, epoch, row.seed)
+        key = (row.variant, epochs[row.run_dir]) if stack else (row.variant, row.seed)
         groups.setdefault(key, []).append(row)
     jobs = []
     for (variant, *_), rows in groups.items():
@@ -176,12 +181,51 @@ def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir
     return jobs
 
 
-def _execute(jobs: list[Job], store: Store, name: str, device: str, options: RunOptions, log) -> None:
-    kind = options.executor
+# A run whose worker died this many times (in this invocation) is failed instead of retried.
+_WORKER_DEATHS_TO_FAIL = 2
+
+
+def _execute(jobs: list[Job], plan, store: Store, name: str, device: str, options: RunOptions, log,
+             on_worker_death=lambda: None) -> None:
+    """Run the jobs; when a worker process dies, retry its runs from their checkpoints once, in a fresh pool.
+
+    A dying worker takes the whole pool down, so every run in flight is a
+    suspect; one that was in flight at two deaths is failed with a message
+    saying so (e.g. a model that does not fit in memory), and the study goes on.
+    """
     workers = options.workers or default_workers(len(jobs), device)
+    kind = options.executor
     if kind == "auto":
         kind = "process" if workers > 1 else "local"
+    # Chosen once: retries after a worker died stay in (fresh) worker processes.
     executor = make_executor(kind, workers, options.ray_address, device)
+    deaths: dict[int, int] = {}
+    while jobs:
+        try:
+            _execute_once(executor, workers, jobs, store, name, device, options, log)
+            return
+        except WorkerDied:
+            ids = {rid for job in jobs for rid in job.run_ids}
+            runs = [r for r in store.runs(name) if r.id in ids and r.status in ("pending", "running")]
+            for r in runs:
+                if r.status == "running":  # it had started: in flight when the worker died
+                    deaths[r.id] = deaths.get(r.id, 0) + 1
+            on_worker_death()
+            failed = {r.id for r in runs if deaths.get(r.id, 0) >= _WORKER_DEATHS_TO_FAIL}
+            for r in (r for r in runs if r.id in failed):
+                store.fail_run(r.id, "its worker process died twice while training it (killed by the operating system, "
+                                     "often for running out of memory, or a crash in native code); rerun with "
+                                     "--retry-failed, with fewer --workers if memory is short", "")
+                print(f"  {r.variant} seed {r.seed}: failed (its worker process died twice)", file=log)
+            retry = [r for r in runs if r.id not in failed]
+            if retry:
+                print(f"{name}: a worker process died; {len(retry)} unfinished run(s) continue from their last "
+                      "checkpoint in a fresh pool", file=log)
+            jobs = plan(retry)
+
+
+def _execute_once(executor, workers: int, jobs: list[Job], store: Store, name: str, device: str, options: RunOptions,
+                  log) -> None:
     if executor.name == "process":
         threads = max(1, (os.cpu_count() or 1) // workers)
         for job in jobs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -43,6 +43,7 @@ class ImageData:
     test_y: torch.Tensor
     fingerprint: str
     source: str
+    _stats: tuple | None = field(default=None, init=False, repr=False, compare=False)  # see channel_stats
 
     def subset(self, n_train: int | None, n_test: int | None) -> "ImageData":
         """Return a fixed, class-stratified subset of each split.
@@ -75,6 +76,30 @@ class ImageData:
         key = f"{self.fingerprint}:subset:v1:{len(out.train_y)}:{len(out.test_y)}"
         out.fingerprint = hashlib.sha256(key.encode()).hexdigest()
         return out
+
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation of the train images, scaled to [0, 1].
+
+        Summed in float64 over chunks, so no float copy of the whole train set
+        is made (4x its uint8 size); remembered, as every job of a study asks.
+        """
+        if self._stats is None:
+            x = self.train_x
+            total = torch.zeros(x.shape[1], dtype=torch.float64)
+            squares = torch.zeros(x.shape[1], dtype=torch.float64)
+            for i in range(0, len(x), _STATS_CHUNK):
+                chunk = x[i:i + _STATS_CHUNK].to(torch.float64).div_(255)
+                total += chunk.sum(dim=(0, 2, 3))
+                squares += chunk.square().sum(dim=(0, 2, 3))
+            n = x.shape[0] * x.shape[2] * x.shape[3]
+            mean = total / n
+            var = (squares - n * mean.square()) / max(n - 1, 1)
+            self._stats = (mean.tolist(), var.clamp_min(0).sqrt().clamp_min(1e-6).tolist())
+        return self._stats
+
+
+_STATS_CHUNK = 4096  # images per float64 chunk when computing channel statistics
 
 
 def _pick(y: torch.Tensor, n: int | None, what: str) -> torch.Tensor | None:

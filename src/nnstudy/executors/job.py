@@ -93,15 +93,25 @@ def load_study_data(cfg: RunConfig, cache_dir: str):
     return _dataset(ds.name, ds.data_dir, str(cache_dir), ds.subset, ds.test_subset)
 
 
-def load_checkpoint(path: Path) -> dict | None:
-    """A run's last checkpoint, or None; a truncated or corrupt file is a clear error."""
+def load_checkpoint(path: Path, mmap: bool = False) -> dict | None:
+    """A run's last checkpoint, or None; a truncated or corrupt file is a clear error.
+
+    `mmap=True` maps the tensors instead of reading them: cheap when only the
+    metadata (the epoch) is wanted.
+    """
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for a damaged zip/pickle
         detail = " ".join(str(exc).split())[:200]
         raise UserError(f"checkpoint {path} is damaged ({type(exc).__name__}: {detail}); delete it to restart that run from scratch, or rerun with --force") from None
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint was written at (0 without one)."""
+    ckpt = load_checkpoint(path, mmap=True)
+    return ckpt["epoch"] if ckpt else 0
 
 
 def resume_checkpoint(run_dir: Path) -> Path:
@@ -110,26 +120,27 @@ def resume_checkpoint(run_dir: Path) -> Path:
     return latest if latest.exists() or not (run_dir / PREVIOUS_CHECKPOINT).exists() else run_dir / PREVIOUS_CHECKPOINT
 
 
-def align_checkpoints(run_dirs: list[Path]) -> None:
+def align_checkpoints(run_dirs: list[Path]) -> dict[Path, int]:
     """Roll runs of one variant back to a common epoch where their checkpoints allow it.
 
     A crash between two seeds' checkpoint writes leaves some seeds one epoch ahead; resuming
     them apart would train them in a different stacked group than an uninterrupted run.
+    Returns the epoch each run now resumes from.
     """
-    epochs = {}
-    for d in run_dirs:
-        ckpt = load_checkpoint(resume_checkpoint(d))
-        epochs[d] = ckpt["epoch"] if ckpt else 0
+    epochs = {d: checkpoint_epoch(resume_checkpoint(d)) for d in run_dirs}
     low = min(epochs.values(), default=0)
     for d, e in epochs.items():
         prev = d / PREVIOUS_CHECKPOINT
-        if e > low and prev.exists() and (load_checkpoint(prev) or {}).get("epoch") == low:
+        if e > low and prev.exists() and checkpoint_epoch(prev) == low:
             os.replace(prev, d / CHECKPOINT)
+            epochs[d] = low
         elif e > low == 0:  # the others have not finished one epoch: start this one afresh too
             (d / CHECKPOINT).unlink(missing_ok=True)
             prev.unlink(missing_ok=True)
+            epochs[d] = 0
         elif e == low and not (d / CHECKPOINT).exists() and prev.exists():
             os.replace(prev, d / CHECKPOINT)
+    return epochs
 
 
 def execute_job(job: Job) -> JobResult:

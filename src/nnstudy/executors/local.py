@@ -13,9 +13,15 @@ import multiprocessing as mp
 import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 from nnstudy.executors.job import Job, JobResult, execute_job
+
+
+class WorkerDied(Exception):
+    """A worker process died without reporting (killed by the OS, e.g. out of memory, or a crash
+    in native code). The pool is gone with it; the runner decides what to retry."""
 
 
 class LocalExecutor:
@@ -59,7 +65,11 @@ class ProcessExecutor:
             while pending:
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    on_done(fut.result())
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as exc:  # the pool stops every worker when one dies
+                        raise WorkerDied(str(exc)) from None
+                    on_done(result)
                 tick()
         except BaseException:
             for proc in list(getattr(pool, "_processes", {}).values()):

@@ -49,12 +49,19 @@ _CRASH_COUNTS: dict[str, int] = {}
 def _crash_hook(path: Path) -> None:
     """Test hook: NNSTUDY_CRASH_AT="SUBSTRING:N" SIGKILLs this process just before the rename
     of the N-th file (counted per process) whose name contains SUBSTRING: the temp file is
-    written, the target is not. Used by tests/test_resume.py to crash at exact points."""
+    written, the target is not. Used by tests/test_resume.py to crash at exact points.
+    With NNSTUDY_CRASH_ONCE=MARKER only the first process to get there dies (it creates MARKER)."""
     spec = os.environ.get("NNSTUDY_CRASH_AT")
     if spec and spec.rpartition(":")[0] in path.name:
         key = spec.rpartition(":")[0]
         _CRASH_COUNTS[key] = _CRASH_COUNTS.get(key, 0) + 1
         if str(_CRASH_COUNTS[key]) == spec.rpartition(":")[2]:
+            marker = os.environ.get("NNSTUDY_CRASH_ONCE")
+            if marker:
+                try:
+                    open(marker, "x").close()
+                except FileExistsError:
+                    return
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -254,7 +254,4 @@ def _normalisation(cfg: RunConfig, data):
         if len(ds.mean) != c or len(ds.std) != c:
             raise UserError(f"dataset.mean and dataset.std need {c} values (one per channel) for {ds.name}, got {len(ds.mean)} and {len(ds.std)}")
         return ds.mean, ds.std
-    x = data.train_x.float().div_(255)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    return mean.tolist(), std.tolist()
+    return data.channel_stats()
