@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from nnstudy.models.reference import TutorialNet
+from nnstudy.training.cpu_memory import keep_freed_memory
 from nnstudy.training.threads import default_cpu_threads
 
 ARCHIVE_NAME = "cifar10-jpeg.tar.gz"
@@ -77,6 +78,7 @@ def setup(args) -> torch.device:
         sys.exit("--threads must be >= 1")
     if args.limit is not None and args.limit < 1:
         sys.exit("--limit must be >= 1")
+    keep_freed_memory()  # for both sides, as every CPU job of `nnstudy run` does (nnstudy/training/cpu_memory.py)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
         _THREADS_SET = True

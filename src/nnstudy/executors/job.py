@@ -28,6 +28,7 @@ from nnstudy.store import files
 from nnstudy.store.db import Store
 from nnstudy.store.results import RunResult
 from nnstudy.training import GroupTrainer, TrainOptions
+from nnstudy.training.cpu_memory import keep_freed_memory
 from nnstudy.training.threads import default_cpu_threads
 
 CHECKPOINT = "checkpoint.pt"
@@ -145,6 +146,8 @@ def align_checkpoints(run_dirs: list[Path]) -> dict[Path, int]:
 
 def execute_job(job: Job) -> JobResult:
     start = time.perf_counter()
+    if job.device == "cpu":
+        keep_freed_memory()
     if job.threads:
         torch.set_num_threads(job.threads)
     elif job.device == "cpu":
