@@ -65,6 +65,12 @@ def base_parser(description: str, limit_help: str, limit_default: int | None = N
     return p
 
 
+def add_repeat(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--repeat", type=int, default=default,
+                   help="measure each side this many times, interleaved, and keep each side's fastest "
+                        "(on a shared or virtual machine the slower repeats measure interference, not the code)")
+
+
 def add_extract_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extract-dir", default=None,
                    help="for the tutorial side: extract the archive here and reuse it on later runs "
@@ -78,6 +84,8 @@ def setup(args) -> torch.device:
         sys.exit("--threads must be >= 1")
     if args.limit is not None and args.limit < 1:
         sys.exit("--limit must be >= 1")
+    if getattr(args, "repeat", 1) < 1:
+        sys.exit("--repeat must be >= 1")
     keep_freed_memory()  # for both sides, as every CPU job of `nnstudy run` does (nnstudy/training/cpu_memory.py)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

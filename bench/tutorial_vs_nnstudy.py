@@ -32,6 +32,7 @@ BATCH_SIZES = (4, 128)
 def main() -> None:
     p = C.base_parser(__doc__.split("\n\n")[0], "train on only this many images per measurement (default: the whole epoch, 50,000)")
     C.add_extract_dir(p)
+    C.add_repeat(p, default=1)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES),
                    help="batch sizes to compare; the first gives the headline ratio")
     args = p.parse_args()
@@ -45,24 +46,27 @@ def main() -> None:
         trainset, testset = C.tutorial_datasets(root)
         C.check_same_order(trainset, testset, data)
         for bs in args.batch_sizes:
-            # (a) the tutorial loop
-            C.warm_up_tutorial(device, bs)
-            torch.manual_seed(0)
-            net = C.Net().to(device)
-            criterion, optimizer = C.tutorial_optimizer(net)
-            loader = C.tutorial_loader(trainset, bs, shuffle=True, indices=train_idx)
-            t_tut, n_tut = C.tutorial_train_epoch(net, loader, criterion, optimizer, device, log=C.log_stderr)
+            t_tut = t_mem = t_nn = float("inf")
+            for _ in range(args.repeat):  # interleaved; each side keeps its fastest
+                # (a) the tutorial loop
+                C.warm_up_tutorial(device, bs)
+                torch.manual_seed(0)
+                net = C.Net().to(device)
+                criterion, optimizer = C.tutorial_optimizer(net)
+                loader = C.tutorial_loader(trainset, bs, shuffle=True, indices=train_idx)
+                seconds, n_tut = C.tutorial_train_epoch(net, loader, criterion, optimizer, device, log=C.log_stderr)
+                t_tut = min(t_tut, seconds)
 
-            # (b) the in-memory ceiling, same images, same batch size
-            C.in_memory_train_epoch(C.limit_data(data, torch.arange(256)), bs, device)  # warm-up
-            t_mem = C.in_memory_train_epoch(engine_data, bs, device)
+                # (b) the in-memory ceiling, same images, same batch size
+                C.in_memory_train_epoch(C.limit_data(data, torch.arange(256)), bs, device)  # warm-up
+                t_mem = min(t_mem, C.in_memory_train_epoch(engine_data, bs, device))
 
-            # (c) nnstudy's engine, same images, same batch size
-            cfg = C.run_config(args, batch_size=bs)
-            C.warm_up_engine(cfg, data, device)
-            trainer = C.make_trainer(cfg, engine_data, [0], device)
-            assert trainer.n_params == C.MODEL_A_PARAMS, trainer.n_params
-            t_nn = C.time_train_epoch(trainer)
+                # (c) nnstudy's engine, same images, same batch size
+                cfg = C.run_config(args, batch_size=bs)
+                C.warm_up_engine(cfg, data, device)
+                trainer = C.make_trainer(cfg, engine_data, [0], device)
+                assert trainer.n_params == C.MODEL_A_PARAMS, trainer.n_params
+                t_nn = min(t_nn, C.time_train_epoch(trainer))
             n_nn = len(engine_data.train_y)
 
             tut_rate, mem_rate, nn_rate = n_tut / t_tut, n_nn / t_mem, n_nn / t_nn
