@@ -4,13 +4,14 @@ FLOPs of one training step come from `torch.utils.flop_counter.FlopCounterMode`
 over one forward + backward of model A (conv/linear/matmul multiply-adds x 2;
 elementwise ops, pooling and the optimiser are not counted), divided by the
 batch size. nnstudy's images/s (GroupTrainer, 1 seed, batch 128, timed over
-`_train_epoch`, one epoch or --limit images) x FLOP per image = achieved
-GFLOP/s. The reference is an N x N @ N x N fp32 matmul (best of --reps) on the
-same device and threads. Headline: model GFLOP/s / matmul GFLOP/s.
+`_train_epoch`, one epoch or --limit images, fastest of --repeat epochs) x FLOP
+per image = achieved GFLOP/s. The reference is an N x N @ N x N fp32 matmul
+(best of --reps) on the same device and threads. Headline: model GFLOP/s / matmul GFLOP/s.
 
 Extra table: channels_last vs the default (contiguous NCHW) memory format, on
 a plain model-A module with random tensors at batch 128 and 4 (train steps:
-forward, backward, SGD step), since nnstudy has no channels_last option yet.
+forward, backward, SGD step): the measurement behind nnstudy's choice of
+channels-last convolutions on CPU.
 
     python bench/roofline.py                 # one epoch for the engine rate
     python bench/roofline.py --limit 2560    # quick check
@@ -94,6 +95,7 @@ def main() -> None:
                       "images for the engine measurement and per channels_last measurement (default: one epoch / 12,800)")
     p.add_argument("--matmul-size", type=int, default=4096, help="N of the N x N fp32 matmul")
     p.add_argument("--reps", type=int, default=5, help="matmul repetitions (best of)")
+    C.add_repeat(p, default=3)
     p.add_argument("--rounds", type=int, default=3, help="channels_last: alternating rounds per setting (best of)")
     args = p.parse_args()
     device = C.setup(args)
@@ -108,16 +110,16 @@ def main() -> None:
 
     # nnstudy's engine at batch 128, one seed.
     C.warm_up_engine(cfg, data, device, images=4 * BATCH)
-    trainer = C.make_trainer(cfg, C.limit_data(data, C.subset_indices(len(data.train_y), args.limit)), [0], device)
-    seconds = C.time_train_epoch(trainer)
-    images = len(trainer.train_y)
+    subset = C.limit_data(data, C.subset_indices(len(data.train_y), args.limit))
+    seconds = min(C.time_train_epoch(C.make_trainer(cfg, subset, [0], device)) for _ in range(args.repeat))
+    images = len(subset.train_y)
     img_s = images / seconds
     model_gflops = img_s * train_flops / 1e9
 
     mm_gflops = matmul_gflops(args.matmul_size, args.reps, device)
     ratio = model_gflops / mm_gflops
     C.print_table(["what", "rate", "GFLOP/s", "share of matmul"], [
-        [f"nnstudy model A training, batch {BATCH} ({images:,} images in {seconds:.2f} s)", f"{img_s:,.0f} img/s", model_gflops, ratio],
+        [f"nnstudy model A training, batch {BATCH} ({images:,} images in {seconds:.2f} s, best of {args.repeat})", f"{img_s:,.0f} img/s", model_gflops, ratio],
         [f"fp32 matmul {args.matmul_size}x{args.matmul_size} @ {args.matmul_size}x{args.matmul_size} (best of {args.reps})",
          "", mm_gflops, 1.0],
     ], title=f"Achieved GFLOP/s, {C.describe_device(device)}, {torch.get_num_threads()} threads")

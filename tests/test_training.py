@@ -126,6 +126,19 @@ def test_batch_pipeline_normalises_crops_and_flips():
             torch.testing.assert_close(out[k, b], ref)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_normalise_is_per_channel_in_either_memory_layout(channels_last):
+    x = torch.randint(0, 256, (6, 3, 4, 5), dtype=torch.uint8)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, std = [0.1, 0.5, 0.9], [0.2, 0.3, 0.4]
+    pipe = BatchPipeline(mean, std)
+    ref = torch.stack([(x[:, c].float() / 255 - mean[c]) / std[c] for c in range(3)], 1)
+    for batch in (x, x.unsqueeze(0)):  # alone, and with a seed axis
+        out = pipe.normalise(batch)
+        torch.testing.assert_close(out.reshape(ref.shape), ref)
+
+
 def test_divergence_is_flagged(digits):
     cfg = _cfg(lr=10.0, loss="mse", epochs=2, model={"kind": "mlp", "norm": "none", "hidden": [64], "init": "normal", "init_value": 10.0})
     trainer, _ = _fit(cfg, digits, [0, 1])

@@ -25,13 +25,33 @@ class BatchPipeline:
         self.shift = -mean / std
         self.crop_padding = crop_padding
         self.flip = flip
+        self._cached_key, self._cached = None, None
 
     @property
     def augments(self) -> bool:
         return self.crop_padding > 0 or self.flip
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x.float(), self.scale)
+        shift, scale = self._per_pixel(x)
+        return torch.addcmul(shift, x.float(), scale)
+
+    def _per_pixel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """shift and scale spelled out over [C, H, W] in x's memory layout.
+
+        Broadcasting [C, 1, 1] over channels-last images makes the innermost
+        loop C (3) long; a full tensor in the same layout makes the op one flat
+        vectorised loop (batch 128 CIFAR: 23 instead of 140 us a step).
+        """
+        c, h, w = x.shape[-3:]
+        channels_last = x.dim() >= 4 and c > 1 and x.stride(-3) == 1
+        key = (c, h, w, channels_last)
+        if self._cached_key != key:
+            def spell_out(t):
+                full = t.expand(c, h, w)
+                return full.permute(1, 2, 0).contiguous().permute(2, 0, 1) if channels_last else full.contiguous()
+            self._cached = (spell_out(self.shift), spell_out(self.scale))
+            self._cached_key = key
+        return self._cached
 
     def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Random choices for `n` images (one epoch of one seed), drawn up front."""
