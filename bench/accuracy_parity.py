@@ -22,6 +22,7 @@ import math
 import time
 
 import _common as C
+import _tutorial as T
 import torch
 from scipy import stats
 
@@ -31,7 +32,7 @@ EQUAL_MEANS_RATIO = 1e6
 
 def main() -> None:
     p = C.base_parser(__doc__.split("\n\n")[0], "train images per epoch on both sides (the same fixed subset; default: all 50,000)")
-    C.add_extract_dir(p)
+    T.add_extract_dir(p)
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1), at least 2")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
@@ -50,19 +51,19 @@ def main() -> None:
 
     # The tutorial, one seed after another.
     tutorial_acc, t_tut = [], 0.0
-    with C.extracted_cifar(args) as root:
-        trainset, testset = C.tutorial_datasets(root)
-        C.check_same_order(trainset, testset, data)
-        testloader = C.tutorial_loader(testset, args.batch_size, shuffle=False, indices=test_idx)
+    with T.extracted_cifar(args) as root:
+        trainset, testset = T.tutorial_datasets(root)
+        T.check_same_order(trainset, testset, data)
+        testloader = T.tutorial_loader(testset, args.batch_size, shuffle=False, indices=test_idx)
         for seed in seeds:
             start = time.perf_counter()
             torch.manual_seed(seed)
-            net = C.Net().to(device)
-            criterion, optimizer = C.tutorial_optimizer(net)
-            trainloader = C.tutorial_loader(trainset, args.batch_size, shuffle=True, indices=train_idx)
+            net = T.Net().to(device)
+            criterion, optimizer = T.tutorial_optimizer(net)
+            trainloader = T.tutorial_loader(trainset, args.batch_size, shuffle=True, indices=train_idx)
             for epoch in range(args.epochs):
-                C.tutorial_train_epoch(net, trainloader, criterion, optimizer, device, epoch=epoch, log=C.log_stderr)
-            tutorial_acc.append(C.tutorial_test_accuracy(net, testloader, device))
+                T.tutorial_train_epoch(net, trainloader, criterion, optimizer, device, epoch=epoch, log=C.log_stderr)
+            tutorial_acc.append(T.tutorial_test_accuracy(net, testloader, device))
             t_tut += time.perf_counter() - start
             print(f"# tutorial seed {seed}: test accuracy {tutorial_acc[-1]:.4f}", flush=True)
 

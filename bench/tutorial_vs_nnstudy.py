@@ -24,6 +24,7 @@ apart from an engine that wastes time.
 from __future__ import annotations
 
 import _common as C
+import _tutorial as T
 import torch
 
 BATCH_SIZES = (4, 128)
@@ -31,7 +32,7 @@ BATCH_SIZES = (4, 128)
 
 def main() -> None:
     p = C.base_parser(__doc__.split("\n\n")[0], "train on only this many images per measurement (default: the whole epoch, 50,000)")
-    C.add_extract_dir(p)
+    T.add_extract_dir(p)
     C.add_repeat(p, default=1)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES),
                    help="batch sizes to compare; the first gives the headline ratio")
@@ -42,24 +43,24 @@ def main() -> None:
     engine_data = C.limit_data(data, train_idx)
 
     rows, ratios = [], []
-    with C.extracted_cifar(args) as root:
-        trainset, testset = C.tutorial_datasets(root)
-        C.check_same_order(trainset, testset, data)
+    with T.extracted_cifar(args) as root:
+        trainset, testset = T.tutorial_datasets(root)
+        T.check_same_order(trainset, testset, data)
         for bs in args.batch_sizes:
             t_tut = t_mem = t_nn = float("inf")
             for _ in range(args.repeat):  # interleaved; each side keeps its fastest
                 # (a) the tutorial loop
-                C.warm_up_tutorial(device, bs)
+                T.warm_up_tutorial(device, bs)
                 torch.manual_seed(0)
-                net = C.Net().to(device)
-                criterion, optimizer = C.tutorial_optimizer(net)
-                loader = C.tutorial_loader(trainset, bs, shuffle=True, indices=train_idx)
-                seconds, n_tut = C.tutorial_train_epoch(net, loader, criterion, optimizer, device, log=C.log_stderr)
+                net = T.Net().to(device)
+                criterion, optimizer = T.tutorial_optimizer(net)
+                loader = T.tutorial_loader(trainset, bs, shuffle=True, indices=train_idx)
+                seconds, n_tut = T.tutorial_train_epoch(net, loader, criterion, optimizer, device, log=C.log_stderr)
                 t_tut = min(t_tut, seconds)
 
                 # (b) the in-memory ceiling, same images, same batch size
-                C.in_memory_train_epoch(C.limit_data(data, torch.arange(256)), bs, device)  # warm-up
-                t_mem = min(t_mem, C.in_memory_train_epoch(engine_data, bs, device))
+                T.in_memory_train_epoch(C.limit_data(data, torch.arange(256)), bs, device)  # warm-up
+                t_mem = min(t_mem, T.in_memory_train_epoch(engine_data, bs, device))
 
                 # (c) nnstudy's engine, same images, same batch size
                 cfg = C.run_config(args, batch_size=bs)
