@@ -34,7 +34,7 @@ def make_study(tmp_path, seeds=(0, 1, 2, 3), variants=VARIANTS, statuses=None, n
             run = RunResult(run_id=f"{vi}-{seed}", variant=variant, seed=seed, status=status,
                             config={}, n_params=1000 * (vi + 1))
             if status == "failed":
-                run.error = "RuntimeError: CUDA out of memory <b>bold</b>"
+                run.error = "RuntimeError: CUDA out of memory <b>bold</b> in 'conv1' (p < 0.05 & \"x\")"
             elif status != "pending":
                 for epoch in (1, 2, 3):
                     acc = 0.4 + 0.1 * epoch + 0.03 * vi + 0.02 * rng.standard_normal()
@@ -75,11 +75,19 @@ def test_html_escapes_user_strings(built):
     _, _, html, md = built
     for text in (html, md):
         assert "<script>alert" not in text
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-        assert "<b>bold" not in text and "&lt;b&gt;bold" in text  # the failed run's error
-        assert "a&amp;b" in text
+        assert "<b>bold" not in text  # the failed run's error
         assert "<i>width" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;b&gt;bold" in html and "a&amp;b" in html
     assert "<script" not in html  # no JavaScript at all
+
+
+def test_markdown_keeps_tags_inert_but_reads_as_typed(built):
+    _, _, _, md = built
+    # a tag cannot start: its "<" stays escaped; everything else is plain text
+    assert "&lt;script>alert(1)&lt;/script>" in md and "&lt;b>bold" in md and "&lt;i>width&lt;/i>" in md
+    assert "a&b" in md and "a&amp;b" not in md
+    assert "in 'conv1' (p < 0.05 & \"x\")" in md
+    assert "&#39;" not in md and "&#34;" not in md and "&gt;" not in md
 
 
 def test_html_is_self_contained(built):

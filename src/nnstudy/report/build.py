@@ -25,7 +25,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 # autoescape on for both files: class names, variant names and error messages
 # come from users (folder names, study files, exceptions) and must never become
-# markup. Markdown renderers turn the entities back into plain characters.
+# markup. The Markdown file then drops the escapes it does not need (_plain_markdown).
 _ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
     autoescape=True,
@@ -80,8 +80,21 @@ def build_report(results: StudyResults) -> dict[str, Path]:
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     html = write_text(out / "report.html", _ENV.get_template("report.html.j2").render(**page))
-    md = write_text(out / "report.md", _ENV.get_template("report.md.j2").render(**page))
+    md = write_text(out / "report.md", _plain_markdown(_ENV.get_template("report.md.j2").render(**page)))
     return {"html": html, "md": md}
+
+
+# In Markdown, raw HTML can only start with "<" before a letter, "/", "!" or "?", and a
+# character reference only as "&name;" or "&#...;": every other escape is noise in the file.
+_HARMLESS_LT = re.compile(r"&lt;(?![A-Za-z/!?])")
+_HARMLESS_AMP = re.compile(r"&amp;(?!#?\w+;)")
+
+
+def _plain_markdown(text: str) -> str:
+    """Undo the HTML escapes Markdown does not need, so user text reads as typed
+    (quotes, "p < 0.05", "a&b") while tags and entities in it stay inert."""
+    text = text.replace("&#39;", "'").replace("&#34;", '"').replace("&gt;", ">")
+    return _HARMLESS_AMP.sub("&", _HARMLESS_LT.sub("<", text))
 
 
 def _figure(path: Path, out: Path, title: str) -> dict:
