@@ -10,10 +10,10 @@ from studies import tiny_study
 STUDY = tiny_study(epochs=2, variant_b='model.activation = "tanh"')
 
 
-def _run(tmp_path, executor, capsys):
+def _run(tmp_path, executor, capsys, out_name=None):
     study = tmp_path / "tiny.toml"
     study.write_text(STUDY)
-    out = tmp_path / f"out-{executor}"
+    out = tmp_path / (out_name or f"out-{executor}")
     argv = ["run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", executor]
     if executor == "process":
         argv += ["--workers", "2"]
@@ -43,3 +43,18 @@ def test_ray_gives_the_local_results(tmp_path, capsys):
         _same(_run(tmp_path, "local", capsys), _run(tmp_path, "ray", capsys))
     finally:
         ray.shutdown()
+
+
+def test_ray_task_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
+    local = _run(tmp_path, "local", capsys)
+    # Ray workers inherit this environment: the first worker to write its 3rd checkpoint is SIGKILLed.
+    monkeypatch.setenv("NNSTUDY_CRASH_AT", "checkpoint.pt:3")
+    monkeypatch.setenv("NNSTUDY_CRASH_ONCE", str(tmp_path / "crashed"))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        retried = _run(tmp_path, "ray", capsys, out_name="out-ray-crash")
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "crashed").exists(), "the hook must have killed a Ray worker"
+    _same(local, retried)

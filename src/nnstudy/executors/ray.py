@@ -13,6 +13,7 @@ from typing import Callable
 
 from nnstudy.errors import UserError
 from nnstudy.executors.job import Job, JobResult, execute_job
+from nnstudy.executors.local import WorkerDied
 
 
 class RayExecutor:
@@ -29,14 +30,28 @@ class RayExecutor:
         self.remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=0)(execute_job)
 
     def run(self, jobs: list[Job], on_done: Callable[[JobResult], None], tick: Callable[[], None] = lambda: None) -> None:
+        """Run every job; a job whose worker or node died is reported at the end as `WorkerDied`.
+
+        Unlike a process pool, the other tasks are unaffected, so they finish first.
+        """
+        errors = self.ray.exceptions
+        died = (errors.WorkerCrashedError, errors.OutOfMemoryError, errors.NodeDiedError)
         refs = [self.remote.remote(job) for job in jobs]
+        lost = []
         try:
             while refs:
                 done, refs = self.ray.wait(refs, num_returns=1, timeout=1.0)
                 for ref in done:
-                    on_done(self.ray.get(ref))
+                    try:
+                        result = self.ray.get(ref)
+                    except died as exc:
+                        lost.append(type(exc).__name__)
+                        continue
+                    on_done(result)
                 tick()
         except BaseException:
             for ref in refs:
                 self.ray.cancel(ref, force=True)
             raise
+        if lost:
+            raise WorkerDied(f"{len(lost)} Ray task(s) lost their worker: {', '.join(sorted(set(lost)))}")
