@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from nnstudy.cli import main
 from studies import tiny_study
 

@@ -194,7 +194,6 @@ def test_dropout_models_train_one_seed_at_a_time_and_stay_reproducible(tmp_path,
                      "--quiet", "--executor", "local"]) == 0
         capsys.readouterr()
         assert main(["show", "drop", "--out", str(tmp_path / out), "--json"]) == 0
-        import json
         results.append({r["seed"]: (r["status"], r["test_loss"]) for r in json.loads(capsys.readouterr().out)["runs"]})
     assert results[0] == results[1]  # a seed fixes its dropout masks too
     assert results[0][0][0] == "done" and results[0][0][1] != results[0][1][1]
