@@ -121,7 +121,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         plan = lambda runs: _jobs(runs, study, out, report_epochs, data.classes, cache_dir, device, options)
         jobs = plan(todo)
         if jobs:
-            _execute(jobs, plan, store, study.name, device, options, log, on_worker_death=lambda: _remove_stale_temp_files(study_dir))
+            _execute(jobs, plan, store, study_dir, device, options, log)
         results = load_results(store, study.name)
         paths = build_report(results)
         store.close()
@@ -185,12 +185,11 @@ def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir
 _WORKER_DEATHS_TO_FAIL = 2
 
 
-def _execute(jobs: list[Job], plan, store: Store, name: str, device: str, options: RunOptions, log,
-             on_worker_death=lambda: None) -> None:
-    """Run the jobs; when a worker process dies, retry its runs from their checkpoints once, in a fresh pool.
+def _execute(jobs: list[Job], plan, store: Store, study_dir: Path, device: str, options: RunOptions, log) -> None:
+    """Run the jobs; when a worker process dies, retry the unfinished runs from their checkpoints.
 
-    A dying worker takes the whole pool down, so every run in flight is a
-    suspect; one that was in flight at two deaths is failed with a message
+    A dying worker takes a whole process pool down, so every run in flight is
+    a suspect; one that was in flight at two deaths is failed with a message
     saying so (e.g. a model that does not fit in memory), and the study goes on.
     """
     workers = options.workers or default_workers(len(jobs), device)
@@ -199,6 +198,7 @@ def _execute(jobs: list[Job], plan, store: Store, name: str, device: str, option
         kind = "process" if workers > 1 else "local"
     # Chosen once: retries after a worker died stay in (fresh) worker processes.
     executor = make_executor(kind, workers, options.ray_address, device)
+    name = study_dir.name
     deaths: dict[int, int] = {}
     while jobs:
         try:
@@ -210,7 +210,7 @@ def _execute(jobs: list[Job], plan, store: Store, name: str, device: str, option
             for r in runs:
                 if r.status == "running":  # it had started: in flight when the worker died
                     deaths[r.id] = deaths.get(r.id, 0) + 1
-            on_worker_death()
+            _remove_stale_temp_files(study_dir)  # the dead worker's cut-short writes
             failed = {r.id for r in runs if deaths.get(r.id, 0) >= _WORKER_DEATHS_TO_FAIL}
             for r in (r for r in runs if r.id in failed):
                 store.fail_run(r.id, "its worker process died twice while training it (killed by the operating system, "
@@ -220,7 +220,7 @@ def _execute(jobs: list[Job], plan, store: Store, name: str, device: str, option
             retry = [r for r in runs if r.id not in failed]
             if retry:
                 print(f"{name}: a worker process died; {len(retry)} unfinished run(s) continue from their last "
-                      "checkpoint in a fresh pool", file=log)
+                      "checkpoint", file=log)
             jobs = plan(retry)
 
 

@@ -77,7 +77,6 @@ class ImageData:
         out.fingerprint = hashlib.sha256(key.encode()).hexdigest()
         return out
 
-
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and standard deviation of the train images, scaled to [0, 1].
 
