@@ -205,21 +205,28 @@ def make_trainer(cfg, data, seeds: list[int], device: torch.device, vectorize: b
     return GroupTrainer(cfg, data, seeds, TrainOptions(device=str(device), vectorize=vectorize, progress=False))
 
 
+@contextlib.contextmanager
+def nnstudy_threads(device: torch.device, images_per_step: int):
+    """The intra-op threads `nnstudy run` would use for this step size (unless --threads was given)."""
+    threads = torch.get_num_threads()
+    if not _THREADS_SET and device.type == "cpu":
+        torch.set_num_threads(default_cpu_threads(images_per_step))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def time_train_epoch(trainer) -> float:
     """Seconds for one `GroupTrainer._train_epoch`: training only, no evaluation.
 
     `_train_epoch` ends with `.tolist()` on device tensors, so the time includes
     every queued device kernel.
     """
-    threads = torch.get_num_threads()
-    if not _THREADS_SET and trainer.device.type == "cpu":  # what `nnstudy run` would use
-        torch.set_num_threads(default_cpu_threads(trainer.cfg.train.batch_size * len(trainer.seeds)))
-    try:
+    with nnstudy_threads(trainer.device, trainer.cfg.train.batch_size * len(trainer.seeds)):
         start = time.perf_counter()
         trainer._train_epoch(1, 1)
         return time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
 
 
 def warm_up_engine(cfg, data, device: torch.device, n_seeds: int = 1, images: int = 256) -> None:

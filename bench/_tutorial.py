@@ -22,7 +22,6 @@ from torch import nn
 
 import _common as C
 from nnstudy.models.reference import TutorialNet
-from nnstudy.training.threads import default_cpu_threads
 
 # Marker written once an archive is fully extracted into --extract-dir.
 _EXTRACTED_MARKER = ".nnstudy-bench-extracted"
@@ -171,7 +170,6 @@ def warm_up_tutorial(device: torch.device, batch_size: int, steps: int = 20) -> 
     C.sync(device)
 
 
-
 def in_memory_train_epoch(data, batch_size: int, device: torch.device, seed: int = 0) -> float:
     """Seconds for one epoch of the leanest plain PyTorch loop over model A: a ceiling.
 
@@ -182,11 +180,8 @@ def in_memory_train_epoch(data, batch_size: int, device: torch.device, seed: int
     machine; nnstudy's engine cannot beat it for one seed, only approach it.
     Threads: the count nnstudy would pick (or --threads), as on nnstudy's side.
     """
-    threads = torch.get_num_threads()
-    if not C._THREADS_SET and device.type == "cpu":
-        torch.set_num_threads(default_cpu_threads(batch_size))
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    try:
+    with C.nnstudy_threads(device, batch_size):
         torch.manual_seed(seed)
         net = Net().to(device, memory_format=layout)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, fused=True)
@@ -203,5 +198,3 @@ def in_memory_train_epoch(data, batch_size: int, device: torch.device, seed: int
             optimizer.step()
         C.sync(device)
         return time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
