@@ -162,3 +162,19 @@ def test_runs_whose_worker_dies_twice_are_failed_then_retried(setup, tmp_path):
         proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
+
+
+def test_workers_that_die_on_start_up_stop_the_study_with_one_line(setup, tmp_path):
+    """Workers that die before any run starts (no run to blame) must not be restarted forever."""
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    cmd = command(study, out, cache, executor="process")
+    proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": "job-start:1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("nnstudy: error:")]
+    assert len(errors) == 1 and "die before they start any run" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    check_like_clean(out, clean)

@@ -200,16 +200,21 @@ def _execute(jobs: list[Job], plan, store: Store, study_dir: Path, device: str, 
     executor = make_executor(kind, workers, options.ray_address, device)
     name = study_dir.name
     deaths: dict[int, int] = {}
+    idle_deaths = 0  # deaths with no run started: workers that die on start-up would loop forever
     while jobs:
         try:
             _execute_once(executor, workers, jobs, store, name, device, options, log)
             return
-        except WorkerDied:
+        except WorkerDied as exc:
             ids = {rid for job in jobs for rid in job.run_ids}
             runs = [r for r in store.runs(name) if r.id in ids and r.status in ("pending", "running")]
             for r in runs:
                 if r.status == "running":  # it had started: in flight when the worker died
                     deaths[r.id] = deaths.get(r.id, 0) + 1
+            idle_deaths = 0 if any(r.status == "running" for r in runs) else idle_deaths + 1
+            if idle_deaths >= _WORKER_DEATHS_TO_FAIL:
+                raise UserError(f"worker processes die before they start any run ({exc}); run with --executor local "
+                                "to see why, or check free memory") from None
             _remove_stale_temp_files(study_dir)  # the dead worker's cut-short writes
             failed = {r.id for r in runs if deaths.get(r.id, 0) >= _WORKER_DEATHS_TO_FAIL}
             for r in (r for r in runs if r.id in failed):

@@ -152,6 +152,7 @@ def execute_job(job: Job) -> JobResult:
         torch.set_num_threads(job.threads)
     elif job.device == "cpu":
         torch.set_num_threads(default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds)))
+    files.crash_point("job-start")
     store = Store(job.out_dir)
     result = JobResult(job.variant, job.seeds)
     try:

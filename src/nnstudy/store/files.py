@@ -33,7 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        _crash_hook(path)
+        crash_point(path.name)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -46,13 +46,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 _CRASH_COUNTS: dict[str, int] = {}
 
 
-def _crash_hook(path: Path) -> None:
-    """Test hook: NNSTUDY_CRASH_AT="SUBSTRING:N" SIGKILLs this process just before the rename
-    of the N-th file (counted per process) whose name contains SUBSTRING: the temp file is
-    written, the target is not. Used by tests/test_resume.py to crash at exact points.
+def crash_point(name: str) -> None:
+    """Test hook: NNSTUDY_CRASH_AT="SUBSTRING:N" SIGKILLs this process at the N-th crash point
+    (counted per process) whose name contains SUBSTRING. Every atomic write is one, just before
+    its rename (the temp file is written, the target is not); a job's start is another
+    ("job-start"). Used by tests/test_resume.py to crash at exact points.
     With NNSTUDY_CRASH_ONCE=MARKER only the first process to get there dies (it creates MARKER)."""
     spec = os.environ.get("NNSTUDY_CRASH_AT")
-    if spec and spec.rpartition(":")[0] in path.name:
+    if spec and spec.rpartition(":")[0] in name:
         key = spec.rpartition(":")[0]
         _CRASH_COUNTS[key] = _CRASH_COUNTS.get(key, 0) + 1
         if str(_CRASH_COUNTS[key]) == spec.rpartition(":")[2]:
