@@ -130,17 +130,22 @@ def test_sigkill_process_executor_then_resume(setup, tmp_path):
     check_like_clean(out, clean)
 
 
+def run_cli(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+    """Run nnstudy with extra environment (the crash hooks); a crash it survives never shows a traceback."""
+    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
 def test_a_worker_killed_alone_is_retried_from_its_checkpoint(setup, tmp_path):
     """The OS kills one worker (as the OOM killer would): its runs continue in a fresh pool, nothing is lost."""
     study, cache, clean = setup
     out = tmp_path / "out"
-    env = {**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:3", "NNSTUDY_CRASH_ONCE": str(tmp_path / "crashed")}
-    proc = subprocess.run(command(study, out, cache, executor="process"), env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli(command(study, out, cache, executor="process"),
+                   NNSTUDY_CRASH_AT="checkpoint.pt:3", NNSTUDY_CRASH_ONCE=str(tmp_path / "crashed"))
     assert (tmp_path / "crashed").exists(), "the hook must have killed a worker"
     assert proc.returncode == 0, proc.stderr
     assert "a worker process died" in proc.stderr
-    assert "Traceback" not in proc.stderr
     check_like_clean(out, clean)
 
 
@@ -149,17 +154,15 @@ def test_runs_whose_worker_dies_twice_are_failed_then_retried(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
     cmd = command(study, out, cache, executor="process")
-    proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:3"}, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli(cmd, NNSTUDY_CRASH_AT="checkpoint.pt:3")
     assert proc.returncode == 1, proc.stderr
     assert "worker process died twice" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
     with sqlite3.connect(out / "nnstudy.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         errors = [e for (e,) in conn.execute("SELECT error FROM runs WHERE status='failed'")]
     assert errors and all("died twice" in e for e in errors)
     for extra in (["--retry-failed"], []):  # failed runs resume from their checkpoints; any never started run too
-        proc = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
+        proc = run_cli(cmd + extra)
         assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
 
@@ -169,12 +172,10 @@ def test_workers_that_die_on_start_up_stop_the_study_with_one_line(setup, tmp_pa
     study, cache, clean = setup
     out = tmp_path / "out"
     cmd = command(study, out, cache, executor="process")
-    proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": "job-start:1"}, capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli(cmd, NNSTUDY_CRASH_AT="job-start:1")
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("nnstudy: error:")]
     assert len(errors) == 1 and "die before they start any run" in errors[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run_cli(cmd)
     assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
