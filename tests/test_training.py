@@ -1,6 +1,7 @@
 """The training engine: seeds stacked with vmap must equal seeds trained alone."""
 
 import json
+import statistics
 import math
 import platform
 import subprocess
@@ -200,13 +201,16 @@ def test_dropout_models_train_one_seed_at_a_time_and_stay_reproducible(tmp_path,
 
 
 _FAULTS_SCRIPT = """
-import resource, torch
-from nnstudy.training.cpu_memory import keep_freed_memory
-assert keep_freed_memory()
+import ctypes, resource, sys, torch
+from nnstudy.training import cpu_memory
+if sys.argv[1] == "tuned":
+    assert cpu_memory.keep_freed_memory()
+else:  # glibc's default threshold held fixed: the allocation history in which every step gets fresh pages
+    assert ctypes.CDLL("libc.so.6").mallopt(cpu_memory._M_MMAP_THRESHOLD, 128 * 1024) == 1
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 counts = []
-for _ in range(10):  # what a training step does: allocate activation-sized buffers, touch them, free them
+for _ in range(20):  # what a training step does: allocate activation-sized buffers, touch them, free them
     before = faults()
     a = torch.ones(4 * 1024 * 1024)
     b = torch.ones(4 * 1024 * 1024)
@@ -216,11 +220,17 @@ print(counts)
 """
 
 
+def _step_faults(mode):
+    proc = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_freed_step_buffers_are_reused_without_page_faults():
-    # Untuned glibc returns these 2 x 16 MB to the OS at every free: ~8,000 page faults per "step".
-    proc = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    counts = json.loads(proc.stdout)
-    assert counts[0] > 4000  # the first touch faults, as it must
-    assert sum(counts[1:]) < 2 * counts[0], counts  # later steps reuse the pages
+    # Whether untuned glibc hands these 2 x 16 MB back to the OS at every free depends on the process's
+    # history, so the control pins the history where it does (~8,000 page faults per "step"). The first
+    # tuned steps may fault while the heap settles (how many varies by machine): judge the later steps.
+    untuned, tuned = _step_faults("untuned"), _step_faults("tuned")
+    assert statistics.median(untuned[5:]) > 4000, untuned  # the control: every step faults its buffers in
+    assert statistics.median(tuned[5:]) < 100, tuned  # tuned: the pages stay mapped and are reused
