@@ -127,6 +127,20 @@ def test_batch_pipeline_normalises_crops_and_flips():
             torch.testing.assert_close(out[k, b], ref)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "flat", "strided"])
+def test_image_gather_equals_indexing_in_every_layout(layout):
+    from nnstudy.training.trainer import _image_gather
+
+    x = torch.randint(0, 256, (10, 3, 4, 5), dtype=torch.uint8)
+    x = {"contiguous": x, "channels_last": x.contiguous(memory_format=torch.channels_last), "flat": x.flatten(1),
+         "strided": x[:, :, :, ::2]}[layout]
+    idx = torch.tensor([[3, 3, 9], [0, 7, 1]])  # [K seeds, B images], repeats allowed
+    out = _image_gather(x)(idx)
+    assert torch.equal(out, x[idx])
+    if layout == "channels_last":  # the batch keeps the layout the convolutions run in
+        assert out[0].is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_normalise_is_per_channel_in_either_memory_layout(channels_last):
     x = torch.randint(0, 256, (6, 3, 4, 5), dtype=torch.uint8)

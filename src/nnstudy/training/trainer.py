@@ -92,6 +92,7 @@ class GroupTrainer:
         self.train_x = data.train_x.to(self.device)
         if channels_last and self.train_x.dim() == 4:
             self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
+        self.gather_train = _image_gather(self.train_x)
         self.train_y = data.train_y.to(self.device)
         self.test_x = data.test_x.to(self.device)
         self.test_y = data.test_y.to(self.device)
@@ -184,7 +185,7 @@ class GroupTrainer:
             # Gathered per step: a strided slice of per-epoch labels made the stacked step ~30% slower.
             y = self.train_y[idx]
             batch_draws = {key: d[:, start:start + bs] for key, d in draws.items()}
-            x = self.pipeline.train_batch(self.train_x[idx], batch_draws)
+            x = self.pipeline.train_batch(self.gather_train(idx), batch_draws)
             with self.autocast:
                 logits = self.stack.forward_train(x)
                 losses = per_seed_loss(t.loss, logits.float(), y, t.label_smoothing)
@@ -215,6 +216,23 @@ class GroupTrainer:
         preds = torch.cat(preds, 1).cpu()
         acc = (preds == self.test_y.cpu()).double().mean(1)
         return (loss_sum / m).tolist(), acc.tolist(), preds
+
+
+def _image_gather(x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function idx [K, B] -> x[idx] that copies each image as one row.
+
+    Indexing a channels-last tensor walks it element by element: CIFAR-10 at
+    batch 128 took 105 us a step that way, 7 us with index_select over a
+    [N, image] view of the same storage. The result is the same tensor.
+    """
+    n, shape = x.shape[0], x.shape[1:]
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        rows, (c, h, w) = x.permute(0, 2, 3, 1).reshape(n, -1), shape
+        return lambda idx: rows.index_select(0, idx.reshape(-1)).view(*idx.shape, h, w, c).permute(0, 1, 4, 2, 3)
+    if x.is_contiguous():
+        rows = x.reshape(n, -1)
+        return lambda idx: rows.index_select(0, idx.reshape(-1)).view(*idx.shape, *shape)
+    return lambda idx: x[idx]
 
 
 def _optimizer(t, params):
