@@ -1,5 +1,7 @@
 """Model construction: the reference networks exactly, and the pluggable pieces."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -40,7 +42,7 @@ def test_model_a_computes_the_tutorial_net(cifar_variants):
 def test_model_b_has_batchnorm_after_each_conv_and_c_uses_3x3(cifar_variants):
     b = build_model(cifar_variants["B"].model, (3, 32, 32), 10)
     kinds = [type(m) for m in b]
-    assert kinds[:3] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert kinds[:4] == [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU]  # ReLU after max pooling: see below
     assert sum(k is nn.BatchNorm2d for k in kinds) == 2
     c = build_model(cifar_variants["C"].model, (3, 32, 32), 10)
     convs = [m for m in c if isinstance(m, nn.Conv2d)]
@@ -77,7 +79,32 @@ def test_pooling_variants_compute_what_they_say():
         with torch.no_grad():
             model[0].weight.copy_(torch.eye(3).view(3, 3, 1, 1))
             model[0].bias.zero_()
-        torch.testing.assert_close(model[2](x), ref, atol=1e-5, rtol=1e-5)
+        pooling = next(m for m in model[1:3] if not isinstance(m, nn.ReLU))
+        torch.testing.assert_close(pooling(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["A", "B"])
+def test_relu_after_max_pooling_trains_the_declared_network_bit_for_bit(cifar_variants, variant):
+    # The builder puts ReLU after MaxPool2d (a quarter of the work); the declared order is act then pool.
+    torch.manual_seed(0)
+    built = build_model(cifar_variants[variant].model, (3, 32, 32), 10)
+    layers = list(built)
+    for i, m in enumerate(layers[:-1]):
+        if isinstance(m, nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    declared = nn.Sequential(*layers)
+    assert [type(m) for m in declared][:4] != [type(m) for m in built][:4]
+    declared = copy.deepcopy(declared)  # its own weights, equal to the built ones
+    torch.manual_seed(1)
+    data = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))) for _ in range(20)]
+    for net in (built, declared):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        for x, y in data:
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(built.state_dict().values(), declared.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_initialisation_schemes():

@@ -34,7 +34,7 @@ def _cnn(cfg: ModelConfig, input_shape, n_classes) -> nn.Sequential:
         layers.append(nn.Conv2d(c, out, cfg.kernel, padding=cfg.padding))
         if cfg.norm == "batch":
             layers.append(nn.BatchNorm2d(out))
-        layers += [_act(cfg), pool(cfg.pool, cfg.pool_size)]
+        layers += _act_and_pool(cfg)
         h = (h + 2 * cfg.padding - cfg.kernel + 1)
         w = (w + 2 * cfg.padding - cfg.kernel + 1)
         if cfg.pool != "none":
@@ -48,6 +48,22 @@ def _cnn(cfg: ModelConfig, input_shape, n_classes) -> nn.Sequential:
     layers.append(nn.Flatten())
     layers += _head(cfg, c * h * w, n_classes)
     return nn.Sequential(*layers)
+
+
+def _act_and_pool(cfg: ModelConfig) -> list[nn.Module]:
+    """The activation, then the pooling, or the other way round where that is the same network.
+
+    ReLU commutes with max pooling exactly: the same values forward, and the
+    gradient reaches the same input element (where the pooled maximum is <= 0
+    it is zero either way). Applied after the pooling it touches a quarter of
+    the elements, forward and backward. Model A on the 2-core CPU, interleaved
+    A/B of the engine: 5 seeds stacked at batch 64 trained 6% faster, batch 4
+    and 128 1-2%; the weights stay bit-identical (tests/test_models.py).
+    """
+    act, pooling = _act(cfg), pool(cfg.pool, cfg.pool_size)
+    if isinstance(act, nn.ReLU) and isinstance(pooling, nn.MaxPool2d):
+        return [pooling, act]
+    return [act, pooling]
 
 
 def _mlp(cfg: ModelConfig, input_shape, n_classes) -> nn.Sequential:
