@@ -58,3 +58,20 @@ def test_ray_task_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, cap
         ray.shutdown()
     assert (tmp_path / "crashed").exists(), "the hook must have killed a Ray worker"
     _same(local, retried)
+
+
+def test_pool_workers_get_their_share_of_cores_but_one_thread_for_small_steps(monkeypatch):
+    from types import SimpleNamespace
+
+    from nnstudy.runner import worker_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+
+    def job(batch_size, seeds):
+        return SimpleNamespace(config={"train": {"batch_size": batch_size}}, seeds=list(range(seeds)))
+
+    assert worker_threads(job(64, 1), workers=1) == 8
+    assert worker_threads(job(64, 1), workers=3) == 2
+    assert worker_threads(job(4, 1), workers=1) == 1  # 4 images a step: a second thread only costs
+    assert worker_threads(job(4, 5), workers=2) == 4  # 5 seeds stacked: 20 images a step
+    assert worker_threads(job(64, 1), workers=16) == 1

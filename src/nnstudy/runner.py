@@ -26,6 +26,7 @@ from nnstudy.executors.job import align_checkpoints, load_study_data
 from nnstudy.store import Store, load_results
 from nnstudy.store import files
 from nnstudy.store.load import TEST_LABELS
+from nnstudy.training.threads import default_cpu_threads
 from nnstudy.training.trainer import can_stack
 
 
@@ -229,12 +230,18 @@ def _execute(jobs: list[Job], plan, store: Store, study_dir: Path, device: str, 
             jobs = plan(retry)
 
 
+def worker_threads(job: Job, workers: int) -> int:
+    """Threads for a job in a pool of `workers` processes: its share of the cores,
+    and no more than its step size gains from (training/threads.py)."""
+    share = max(1, (os.cpu_count() or 1) // workers)
+    return min(share, default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds)))
+
+
 def _execute_once(executor, workers: int, jobs: list[Job], store: Store, name: str, device: str, options: RunOptions,
                   log) -> None:
     if executor.name == "process":
-        threads = max(1, (os.cpu_count() or 1) // workers)
         for job in jobs:
-            job.threads = threads
+            job.threads = worker_threads(job, workers)
     total = sum(len(j.seeds) * j.config["train"]["epochs"] for j in jobs)
     print(f"{name}: training {len(jobs)} job(s) on {device} with the {executor.name} executor"
           + (f" ({workers} workers)" if executor.name == "process" else ""), file=log)
