@@ -231,10 +231,9 @@ def _execute(jobs: list[Job], plan, store: Store, study_dir: Path, device: str, 
 
 
 def worker_threads(job: Job, workers: int) -> int:
-    """Threads for a job in a pool of `workers` processes: its share of the cores,
-    and no more than its step size gains from (training/threads.py)."""
+    """Threads for a job in a pool of `workers` processes: the small-step rule, within its share of the cores."""
     share = max(1, (os.cpu_count() or 1) // workers)
-    return min(share, default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds)))
+    return default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds), cores=share)
 
 
 def _execute_once(executor, workers: int, jobs: list[Job], store: Store, name: str, device: str, options: RunOptions,

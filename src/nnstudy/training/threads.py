@@ -15,5 +15,6 @@ import os
 SMALL_STEP_IMAGES = 16
 
 
-def default_cpu_threads(images_per_step: int) -> int:
-    return 1 if images_per_step < SMALL_STEP_IMAGES else max(1, os.cpu_count() or 1)
+def default_cpu_threads(images_per_step: int, cores: int | None = None) -> int:
+    """One thread for a small step, else all `cores` (default: every core of the machine)."""
+    return 1 if images_per_step < SMALL_STEP_IMAGES else max(1, cores or os.cpu_count() or 1)
