@@ -50,6 +50,14 @@ class RunResult:
     error: str | None = None
     wall_seconds: float = 0.0
     run_dir: Path | None = None
+    # Facts of how this run was trained, recorded by the run itself (not the latest command line):
+    # device, precision, compile, vectorized (seeds stacked), threads.
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def diverged_at(self) -> int | None:
+        """The epoch whose loss became non-finite; a diverged run's history ends there."""
+        return self.history[-1].epoch if self.status == "diverged" and self.history else None
 
     def at_epoch(self, epoch: int) -> EpochRow | None:
         for row in self.history:
