@@ -121,3 +121,12 @@ def test_initialisation_schemes():
 def test_too_many_conv_blocks_for_small_images_is_a_user_error():
     with pytest.raises(UserError, match="model.channels"):
         build_model(ModelConfig(channels=[4, 4, 4], kernel=3), (1, 8, 8), 10)
+
+
+def test_reference_studies_run_five_seeds():
+    """The README's studies answer with 5 seeds (the quickstart is a two-seed demo that says so)."""
+    from nnstudy.config import builtin_studies
+
+    for name in builtin_studies():
+        seeds = load_study(name).seeds
+        assert len(seeds) == (2 if name == "quickstart" else 5), (name, seeds)

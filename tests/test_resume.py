@@ -2,7 +2,7 @@
 
 Crash points: mid-checkpoint write and mid-report via the NNSTUDY_CRASH_AT test hook in
 nnstudy.store.files (the process kills itself just before renaming the N-th such file into
-place), and mid-epoch via a kill after a seeded random delay.
+place), and mid-epoch at seeded random training steps (the hook names the step it killed at).
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _kill_after(cmd: list[str], delay: float) -> int:
+def _kill_after(cmd: list[str], delay: float, **env: str) -> int:
     """Start cmd, SIGKILL it after `delay` seconds (unless it ended); its worker processes must die too."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
     deadline = time.monotonic() + delay
     kids: set[int] = set()
     while time.monotonic() < deadline and proc.poll() is None:
@@ -96,7 +96,21 @@ def _kill_after(cmd: list[str], delay: float) -> int:
     return rc
 
 
-def test_sigkill_at_chosen_and_random_points_then_resume(setup, tmp_path):
+STEPS = 10  # training steps per epoch of TINY: 300 images at batch 32
+
+
+def _mid_epoch_steps(rng: random.Random, count: int, jobs: int = 2) -> list[int]:
+    """Step numbers (counted per process) that fall strictly inside an epoch, never on its first or last step."""
+    return [rng.choice([n for n in range(2, jobs * 4 * STEPS) if n % STEPS not in (0, 1)]) for _ in range(count)]
+
+
+def _assert_mid_epoch(marker: Path) -> None:
+    where = marker.read_text().split()  # "train-step epoch E step S of N"
+    step, steps = int(where[4]), int(where[6])
+    assert steps == STEPS and 1 < step < steps, f"the kill must land inside an epoch, it landed at {where}"
+
+
+def test_sigkill_at_chosen_and_mid_epoch_points_then_resume(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
     cmd = command(study, out, cache)
@@ -107,24 +121,34 @@ def test_sigkill_at_chosen_and_random_points_then_resume(setup, tmp_path):
                ):
         proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": at}, capture_output=True, timeout=300)
         assert proc.returncode == -signal.SIGKILL, (at, proc.stderr[-2000:])
-    # Mid-epoch, at seeded random moments (start-up takes a few seconds, training a few more).
-    rng = random.Random(20240611)
-    for _ in range(2):
-        _kill_after(cmd, rng.uniform(3.0, 7.0))
+    # Mid-epoch, at seeded random training steps; the hook says which step it was.
+    for i, step in enumerate(_mid_epoch_steps(random.Random(20240611), 2)):
+        marker = tmp_path / f"killed-{i}"
+        proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": f"train-step:{step}",
+                                        "NNSTUDY_CRASH_ONCE": str(marker)}, capture_output=True, timeout=300)
+        if proc.returncode == 0:  # every remaining run finished before that step: nothing was killed
+            assert not marker.exists()
+            continue
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        _assert_mid_epoch(marker)
     proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": "report.html:1"}, capture_output=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL  # every run done, report not yet renamed into place
+    assert proc.returncode in (-signal.SIGKILL, 0)  # killed with every run done, report not yet renamed into place
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
 
 
-def test_sigkill_process_executor_then_resume(setup, tmp_path):
+def test_sigkill_process_executor_mid_epoch_then_resume(setup, tmp_path):
+    """A worker dies mid-epoch and takes the driver with it (as a kill of the whole study would)."""
     study, cache, clean = setup
     out = tmp_path / "out"
     cmd = command(study, out, cache, executor="process")
-    rng = random.Random(7)
-    for _ in range(2):
-        _kill_after(cmd, rng.uniform(5.0, 9.0))
+    for i, step in enumerate(_mid_epoch_steps(random.Random(7), 2, jobs=1)):
+        marker = tmp_path / f"killed-{i}"
+        rc = _kill_after(cmd, 120, NNSTUDY_CRASH_AT=f"train-step:{step}", NNSTUDY_CRASH_ONCE=str(marker),
+                         NNSTUDY_CRASH_PARENT="1")
+        assert rc == -signal.SIGKILL and marker.exists()
+        _assert_mid_epoch(marker)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
@@ -178,4 +202,81 @@ def test_workers_that_die_on_start_up_stop_the_study_with_one_line(setup, tmp_pa
     assert len(errors) == 1 and "die before they start any run" in errors[0], proc.stderr
     proc = run_cli(cmd)
     assert proc.returncode == 0, proc.stderr
+    check_like_clean(out, clean)
+
+
+def test_a_worker_death_blames_only_its_own_job(setup, tmp_path):
+    """Variant b's worker is killed; variant a's job, in flight beside it, goes on without a retry or a strike."""
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    proc = run_cli(command(study, out, cache, executor="process") + ["--workers", "2"],
+                   NNSTUDY_CRASH_AT="runs/b/seed-0/checkpoint.pt:2", NNSTUDY_CRASH_ONCE=str(tmp_path / "crashed"))
+    assert proc.returncode == 0, proc.stderr
+    assert "runs/b/seed-0/checkpoint.pt" in (tmp_path / "crashed").read_text()
+    assert "2 unfinished run(s) of its job continue" in proc.stderr, proc.stderr
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        attempts = dict(((v, s), n) for v, s, n in conn.execute("SELECT variant, seed, attempts FROM runs"))
+    assert attempts == {("a", 0): 1, ("a", 1): 1, ("b", 0): 2, ("b", 1): 2}
+    check_like_clean(out, clean)
+
+
+def _without_variant_b(text: str) -> str:
+    return text.split("[variants.b]")[0]
+
+
+def test_a_variant_removed_then_put_back_is_restored_with_its_metrics(setup, tmp_path):
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    cmd = command(study, out, cache)
+    assert run_cli(cmd).returncode == 0
+    full = study.read_text()
+    short = tmp_path / "tiny.toml"
+    short.write_text(_without_variant_b(full))
+    assert run_cli(command(short, out, cache)).returncode == 0
+    short.write_text(full)
+    proc = run_cli(command(short, out, cache))
+    assert proc.returncode == 0, proc.stderr
+    assert "b seed 0: not in the store, but its run folder holds its checkpoint" in proc.stderr
+    assert "b seed 0: done" in proc.stderr and "restored all 4 epochs from its checkpoint, none retrained" in proc.stderr
+    check_like_clean(out, clean)
+
+    # Put back with another config: the old folder must not be resumed, the run trains afresh.
+    short.write_text(_without_variant_b(full))
+    assert run_cli(command(short, out, cache)).returncode == 0
+    short.write_text(full.replace("model.hidden = [24]", "model.hidden = [20]"))
+    proc = run_cli(command(short, out, cache))
+    assert proc.returncode == 0, proc.stderr
+    assert "b seed 1: its run folder held another config's results; retraining from scratch" in proc.stderr
+    assert "b seed 1: done" in proc.stderr and "4 epochs trained" in proc.stderr
+    got = results(out)
+    assert got[("a", 0)] == clean[("a", 0)]
+    assert got[("b", 0)][0] == "done" and len(got[("b", 0)][1]) == 4 and got[("b", 0)][1] != clean[("b", 0)][1]
+
+
+def test_a_deleted_store_is_rebuilt_from_the_run_folders(setup, tmp_path):
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    cmd = command(study, out, cache)
+    assert run_cli(cmd).returncode == 0
+    for f in out.glob("nnstudy.db*"):
+        f.unlink()
+    proc = run_cli(cmd)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("none retrained") == 4, proc.stderr
+    check_like_clean(out, clean)
+
+
+def test_a_done_run_without_its_metrics_is_reopened(setup, tmp_path):
+    study, cache, clean = setup
+    out = tmp_path / "out"
+    cmd = command(study, out, cache)
+    assert run_cli(cmd).returncode == 0
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        (rid,) = conn.execute("SELECT id FROM runs WHERE variant='a' AND seed=1").fetchone()
+        conn.execute("DELETE FROM epochs WHERE run=?", (rid,))
+    (out / "tiny" / "runs" / "b" / "seed-0" / "predictions.npy").unlink()
+    proc = run_cli(cmd)
+    assert proc.returncode == 0, proc.stderr
+    assert "a seed 1: marked done but its record is incomplete; restoring it from its checkpoint" in proc.stderr
+    assert "b seed 0: marked done but its record is incomplete" in proc.stderr
     check_like_clean(out, clean)

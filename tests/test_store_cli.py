@@ -119,6 +119,9 @@ def test_list_show_report(capsys, tmp_path):
     for r in shown["runs"]:
         row = stored[(r["variant"], r["seed"])]
         assert r["status"] == "done" and r["epochs"] == 3 and r["test_acc"] == row["epochs"][-1][3]
+        assert {k: r["settings"][k] for k in ("device", "precision", "compile", "vectorized")} == \
+            {"device": "cpu", "precision": "fp32", "compile": False, "vectorized": True}
+        assert r["settings"]["threads"] >= 1
     assert main(["show", "tiny", "--out", str(out)]) == 0
     assert capsys.readouterr().out.count(" done ") == 4
 
@@ -129,6 +132,15 @@ def test_list_show_report(capsys, tmp_path):
     assert Path(paths["html"]) == report.resolve() or Path(paths["html"]) == report
     assert report.is_file() and report.stat().st_size > 1000
     assert runs(out) == stored  # nothing trained
+
+    # Settings are facts of each run: rerunning variant a unstacked records that for a's runs only.
+    study.write_text(TINY.replace("[variants.a]", "[variants.a]\ntrain.lr = 0.04"))
+    assert run(capsys, study, out, cache, "--no-vectorize")[0] == 0
+    assert main(["show", "tiny", "--out", str(out), "--json"]) == 0
+    vectorized = {(r["variant"], r["seed"]): r["settings"]["vectorized"] for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert vectorized == {("a", 0): False, ("a", 1): False, ("b", 0): True, ("b", 1): True}
+    config = json.loads((out / "tiny" / "runs" / "a" / "seed-0" / "config.json").read_text())
+    assert config["settings"]["vectorized"] is False and config["settings"]["device"] == "cpu"
 
 
 def test_ctrl_c_then_resume(tmp_path):
@@ -151,10 +163,55 @@ def test_ctrl_c_then_resume(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    stopped = runs(out)
+    assert sum(len(r["epochs"]) for r in stopped.values()) < 4 * 12, "Ctrl-C must land before the study ends"
     assert "Traceback" not in err
     assert "interrupted" in err and "run the same command again to resume" in err
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     done = subprocess.run(cmd + ["--executor", "local"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert {r["status"] for r in runs(out).values()} == {"done"}
+    resumed = runs(out)
+    assert {r["status"] for r in resumed.values()} == {"done"}
+    clean = tmp_path / "clean"
+    assert subprocess.run([*cmd[:6], str(clean), *cmd[7:], "--executor", "local"], timeout=300).returncode == 0
+    for key, row in runs(clean).items():  # the interrupted study ends with the uninterrupted numbers
+        assert resumed[key]["epochs"] == row["epochs"], key
+
+
+def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monkeypatch):
+    """Writing seed 1's run folder fails: seed 0 of the same job stays done; a retry restores seed 1 untrained."""
+    import errno
+
+    from nnstudy import recorder
+    from nnstudy.errors import UserError
+
+    study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
+    study.write_text(TINY)
+    real = recorder.files.write_json
+
+    def flaky(path, obj):
+        if "seed-1" in str(path) and path.name == "metrics.json":
+            raise UserError(f"cannot write {path}: I/O error") from OSError(errno.EIO, "I/O error")
+        return real(path, obj)
+
+    monkeypatch.setattr(recorder.files, "write_json", flaky)
+    rc, _, err = run(capsys, study, out, cache)
+    assert rc == 1, err
+    stored = runs(out)
+    assert {k: r["status"] for k, r in stored.items()} == {("a", 0): "done", ("a", 1): "failed",
+                                                           ("b", 0): "done", ("b", 1): "failed"}
+    assert "writing its run folder failed" in stored[("a", 1)]["error"]
+    assert len(stored[("a", 0)]["epochs"]) == 3
+
+    monkeypatch.setattr(recorder.files, "write_json", real)
+    rc, _, err = run(capsys, study, out, cache, "--retry-failed")
+    assert rc == 0, err
+    assert err.count("restored all 3 epochs from its checkpoint, none retrained") == 2, err
+    retried = runs(out)
+    assert {r["status"] for r in retried.values()} == {"done"}
+    assert retried[("a", 0)] == stored[("a", 0)]
+    clean = tmp_path / "clean"
+    assert run(capsys, study, clean, cache)[0] == 0
+    for key, row in runs(clean).items():
+        assert retried[key]["epochs"] == row["epochs"], key

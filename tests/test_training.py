@@ -248,3 +248,31 @@ def test_freed_step_buffers_are_reused_without_page_faults():
     untuned, tuned = _step_faults("untuned"), _step_faults("tuned")
     assert statistics.median(untuned[5:]) > 4000, untuned  # the control: every step faults its buffers in
     assert statistics.median(tuned[5:]) < 100, tuned  # tuned: the pages stay mapped and are reused
+
+
+def test_diverged_seeds_stop_at_their_epoch_stacked_or_alone(digits):
+    """A seed whose loss turns non-finite records the same rows stacked and alone, and no predictions after it."""
+    cfg = _cfg(lr=10.0, loss="mse", epochs=4, model={"kind": "mlp", "norm": "none", "hidden": [64], "init": "normal",
+                                                      "init_value": 0.5})
+    seeds = [0, 1, 2, 3, 4, 5]
+    stacked = GroupTrainer(cfg, digits, seeds, TrainOptions(progress=False))
+    kept = []
+    stacked.fit(lambda tr, p: kept.append((tr.epoch, set(p))), predict_epochs=[1, 2, 3, 4])
+    ends = {seed: (s.diverged, len(s.history)) for seed, s in zip(seeds, stacked.states)}
+    assert any(d for d, _ in ends.values()) and len({n for _, n in ends.values()}) > 1, ends  # mixed epochs
+    for k, seed in enumerate(seeds):
+        alone, _ = _fit(cfg, digits, [seed], vectorize=False)
+        mine = stacked.states[k]
+        assert (mine.diverged, len(mine.history)) == (alone.states[0].diverged, len(alone.states[0].history)), seed
+        for a, b in zip(mine.history, alone.states[0].history):
+            for field in ("train_loss", "test_loss", "test_acc"):
+                x, y = getattr(a, field), getattr(b, field)
+                assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5), (seed, field)
+        if mine.diverged:
+            last = mine.history[-1]
+            assert not (math.isfinite(last.train_loss) and math.isfinite(last.test_loss))
+            assert math.isnan(last.test_acc), "a diverged epoch has no accuracy (its argmax would be class 0)"
+            assert all(e < last.epoch for e in mine.predictions), "no predictions from the diverged epoch on"
+            assert all(k not in p for e, p in kept if e >= last.epoch)
+        else:
+            assert len(mine.history) == 4 and set(mine.predictions) == {1, 2, 3, 4}

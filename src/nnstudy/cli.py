@@ -162,16 +162,18 @@ def _cmd_show(args) -> int:
         runs.append({"id": r.id, "hash": r.config_hash, "variant": r.variant, "seed": r.seed, "status": r.status,
                      "epochs": r.epochs_done, "test_acc": e and e.test_acc, "test_loss": e and e.test_loss,
                      "train_acc": e and e.train_acc, "train_loss": e and e.train_loss, "error": r.error,
-                     "run_dir": str(r.run_dir)})
+                     "settings": r.settings, "run_dir": str(r.run_dir)})
     if args.json:
         print(json.dumps({"study": args.study, "runs": runs}, indent=2))
         return 0
-    print(f"{'id':>4}  {'variant':<16} {'seed':>4}  {'status':<9} {'epochs':>6}  {'test acc':>8}  {'test loss':>9}")
+    print(f"{'id':>4}  {'variant':<16} {'seed':>4}  {'status':<9} {'epochs':>6}  {'test acc':>8}  {'test loss':>9}  "
+          f"{'device':<6} {'prec':<4}")
     for r in runs:
         acc = f"{r['test_acc']:.2%}" if r["test_acc"] is not None else "-"
         loss = f"{r['test_loss']:.4f}" if r["test_loss"] is not None else "-"
-        print(f"{r['id']:>4}  {r['variant']:<16} {r['seed']:>4}  {r['status']:<9} {r['epochs']:>6}  {acc:>8}  {loss:>9}"
-              + (f"  {r['error']}" if r["error"] else ""))
+        device, precision = r["settings"].get("device", "-"), r["settings"].get("precision", "-")
+        print(f"{r['id']:>4}  {r['variant']:<16} {r['seed']:>4}  {r['status']:<9} {r['epochs']:>6}  {acc:>8}  {loss:>9}  "
+              f"{device:<6} {precision:<4}" + (f"  {r['error']}" if r["error"] else ""))
     return 0
 
 

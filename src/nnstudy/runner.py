@@ -21,11 +21,14 @@ from tqdm import tqdm
 
 from nnstudy.config import StudyConfig, config_hash
 from nnstudy.errors import UserError
-from nnstudy.executors import Job, JobResult, WorkerDied, default_workers, make_executor
-from nnstudy.executors.job import align_checkpoints, load_study_data
+from nnstudy.executors import Job, default_workers, make_executor
+from nnstudy.executors.events import EpochsDone
+from nnstudy.executors.job import load_study_data
+from nnstudy.recorder import Recorder
 from nnstudy.store import Store, load_results
 from nnstudy.store import files
 from nnstudy.store.load import TEST_LABELS
+from nnstudy.training.checkpoint import align_checkpoints, checkpoint_identity
 from nnstudy.training.threads import default_cpu_threads
 from nnstudy.training.trainer import can_stack
 
@@ -119,10 +122,9 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         print(f"{study.name}: {len(rows)} runs; {skipped['done'] + skipped['diverged']} already finished, "
               f"{len(todo)} to train" + (f", {skipped['failed']} failed (rerun them with --retry-failed)"
                                          if skipped["failed"] and not options.retry_failed else ""), file=log)
-        plan = lambda runs: _jobs(runs, study, out, report_epochs, data.classes, cache_dir, device, options)
-        jobs = plan(todo)
-        if jobs:
-            _execute(jobs, plan, store, study_dir, device, options, log)
+        plan = lambda runs: _jobs(runs, study, report_epochs, cache_dir, device, options)
+        if todo:
+            _execute(todo, plan, store, study_dir, data, device, options, log)
         results = load_results(store, study.name)
         paths = build_report(results)
         store.close()
@@ -143,15 +145,35 @@ def _save_study_files(study_dir: Path, data, sample_grid) -> None:
 
 
 def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, force: bool, log):
+    """Make the store's runs match the study file and what the run folders hold.
+
+    A run folder is resumed (or restored, when it holds the final checkpoint)
+    only when its checkpoint carries this run's identity; a finished run whose
+    record is incomplete is reopened, so that done always means "has its metrics".
+    """
     rows = []
     for vname, cfg in study.variants.items():
         data = load_study_data(cfg, str(cache_dir))
         for seed in study.seeds:
             run_dir = study_dir / "runs" / vname / f"seed-{seed}"
-            row, reset = store.sync_run(study.name, vname, seed, cfg.model_dump(mode="json"),
-                                        config_hash(cfg, seed, data.fingerprint), data.fingerprint, run_dir, force)
-            if reset and run_dir.exists():
-                shutil.rmtree(run_dir)  # stale results of an older config
+            identity = config_hash(cfg, seed, data.fingerprint)
+            row, reset = store.sync_run(study.name, vname, seed, cfg.model_dump(mode="json"), identity,
+                                        data.fingerprint, run_dir, force)
+            where = f"{study.name}: {vname} seed {seed}"
+            if run_dir.exists() and (reset or (row.status not in ("done", "diverged")
+                                               and checkpoint_identity(run_dir) != identity)):
+                shutil.rmtree(run_dir)  # results of another config (or of --force): never resumed
+                if not reset:
+                    print(f"{where}: its run folder held another config's results; retraining from scratch", file=log)
+            elif row.status in ("done", "diverged") and not _complete(store, row):
+                print(f"{where}: marked {row.status} but its record is incomplete; "
+                      + ("restoring it from its checkpoint" if checkpoint_identity(run_dir) == identity
+                         else "retraining it"), file=log)
+                store.reopen_run(row.id)
+                row = store.run(study.name, vname, seed)
+            elif row.status == "pending" and checkpoint_identity(run_dir) == identity:
+                print(f"{where}: not in the store, but its run folder holds its checkpoint; resuming from there",
+                      file=log)
             rows.append(row)
     dropped = store.drop_runs_except(study.name, {(v, s) for v in study.variants for s in study.seeds})
     if dropped:
@@ -159,7 +181,15 @@ def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, fo
     return rows
 
 
-def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir: Path, device: str, options: RunOptions):
+def _complete(store: Store, row) -> bool:
+    """A finished run has every epoch's metrics in the store and its files in its folder."""
+    n = store.epoch_count(row.id)
+    files_there = (row.run_dir / "metrics.json").exists() and (
+        row.status == "diverged" or (row.run_dir / "predictions.npy").exists())
+    return n > 0 and n == row.epochs_done and files_there
+
+
+def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str, options: RunOptions):
     """Group runs of one variant that stand at the same epoch: they train as one stacked model."""
     groups: dict[tuple, list] = {}
     epochs: dict[Path, int] = {}
@@ -173,11 +203,10 @@ def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir
     jobs = []
     for (variant, *_), rows in groups.items():
         jobs.append(Job(
-            out_dir=str(out), study=study.name, variant=variant,
-            config=study.variants[variant].model_dump(mode="json"),
-            run_ids=[r.id for r in rows], seeds=[r.seed for r in rows], run_dirs=[str(r.run_dir) for r in rows],
-            report_epochs=report_epochs, classes=classes, cache_dir=str(cache_dir), device=device,
-            vectorize=options.vectorize, compile=options.compile, progress=options.progress,
+            study=study.name, variant=variant, config=study.variants[variant].model_dump(mode="json"),
+            run_ids=[r.id for r in rows], seeds=[r.seed for r in rows], identities=[r.config_hash for r in rows],
+            checkpoint_dirs=[str(r.run_dir) for r in rows], report_epochs=report_epochs, cache_dir=str(cache_dir),
+            device=device, vectorize=options.vectorize, compile=options.compile, progress=options.progress,
         ))
     return jobs
 
@@ -186,13 +215,14 @@ def _jobs(todo, study: StudyConfig, out: Path, report_epochs, classes, cache_dir
 _WORKER_DEATHS_TO_FAIL = 2
 
 
-def _execute(jobs: list[Job], plan, store: Store, study_dir: Path, device: str, options: RunOptions, log) -> None:
-    """Run the jobs; when a worker process dies, retry the unfinished runs from their checkpoints.
+def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, options: RunOptions, log) -> None:
+    """Run the jobs; a job whose worker process (or node) died resumes from its checkpoints.
 
-    A dying worker takes a whole process pool down, so every run in flight is
-    a suspect; one that was in flight at two deaths is failed with a message
-    saying so (e.g. a model that does not fit in memory), and the study goes on.
+    Only the dead worker's job is blamed: its runs that had started get a
+    strike, and a run with two strikes is failed with a message saying so
+    (e.g. a model that does not fit in memory); every other job goes on.
     """
+    jobs = plan(todo)
     workers = options.workers or default_workers(len(jobs), device)
     kind = options.executor
     if kind == "auto":
@@ -202,32 +232,36 @@ def _execute(jobs: list[Job], plan, store: Store, study_dir: Path, device: str, 
     name = study_dir.name
     deaths: dict[int, int] = {}
     idle_deaths = 0  # deaths with no run started: workers that die on start-up would loop forever
+    rows = {r.id: r for r in todo}
     while jobs:
-        try:
-            _execute_once(executor, workers, jobs, store, name, device, options, log)
+        recorder = Recorder(store, rows.values(), data.classes, data.test_y.numpy(), log, workers,
+                            epoch_lines=None if options.progress else False)
+        _execute_once(executor, workers, jobs, recorder, name, device, options, log)
+        if not recorder.lost:
             return
-        except WorkerDied as exc:
-            ids = {rid for job in jobs for rid in job.run_ids}
-            runs = [r for r in store.runs(name) if r.id in ids and r.status in ("pending", "running")]
-            for r in runs:
-                if r.status == "running":  # it had started: in flight when the worker died
-                    deaths[r.id] = deaths.get(r.id, 0) + 1
-            idle_deaths = 0 if any(r.status == "running" for r in runs) else idle_deaths + 1
-            if idle_deaths >= _WORKER_DEATHS_TO_FAIL:
-                raise UserError(f"worker processes die before they start any run ({exc}); run with --executor local "
-                                "to see why, or check free memory") from None
-            _remove_stale_temp_files(study_dir)  # the dead worker's cut-short writes
-            failed = {r.id for r in runs if deaths.get(r.id, 0) >= _WORKER_DEATHS_TO_FAIL}
-            for r in (r for r in runs if r.id in failed):
-                store.fail_run(r.id, "its worker process died twice while training it (killed by the operating system, "
-                                     "often for running out of memory, or a crash in native code); rerun with "
-                                     "--retry-failed, with fewer --workers if memory is short", "")
-                print(f"  {r.variant} seed {r.seed}: failed (its worker process died twice)", file=log)
-            retry = [r for r in runs if r.id not in failed]
-            if retry:
-                print(f"{name}: a worker process died; {len(retry)} unfinished run(s) continue from their last "
-                      "checkpoint", file=log)
-            jobs = plan(retry)
+        idle_deaths = 0 if any(started for _, started in recorder.lost) else idle_deaths + 1
+        if idle_deaths >= _WORKER_DEATHS_TO_FAIL:
+            raise UserError("worker processes die before they start any run; run with --executor local "
+                            "to see why, or check free memory")
+        _remove_stale_temp_files(study_dir)  # the dead worker's cut-short writes
+        retry = []
+        for job, started in recorder.lost:
+            for rid in job.run_ids:
+                if started:
+                    deaths[rid] = deaths.get(rid, 0) + 1
+                row = rows[rid]
+                if deaths.get(rid, 0) >= _WORKER_DEATHS_TO_FAIL:
+                    store.fail_run(rid, "its worker process died twice while training it (killed by the operating "
+                                        "system, often for running out of memory, or a crash in native code); rerun "
+                                        "with --retry-failed, with fewer --workers if memory is short", "")
+                    print(f"  {row.variant} seed {row.seed}: failed (its worker process died twice)", file=log)
+                else:
+                    retry.append(store.run(name, row.variant, row.seed))
+        if retry:
+            print(f"{name}: a worker process died; {len(retry)} unfinished run(s) of its job continue from their "
+                  "last checkpoint", file=log)
+        jobs = plan(retry)
+        rows.update({r.id: r for r in retry})
 
 
 def worker_threads(job: Job, workers: int) -> int:
@@ -236,36 +270,26 @@ def worker_threads(job: Job, workers: int) -> int:
     return default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds), cores=share)
 
 
-def _execute_once(executor, workers: int, jobs: list[Job], store: Store, name: str, device: str, options: RunOptions,
-                  log) -> None:
+def _execute_once(executor, workers: int, jobs: list[Job], recorder: Recorder, name: str, device: str,
+                  options: RunOptions, log) -> None:
     if executor.name == "process":
         for job in jobs:
             job.threads = worker_threads(job, workers)
-    total = sum(len(j.seeds) * j.config["train"]["epochs"] for j in jobs)
+    recorder.plan(jobs)
     print(f"{name}: training {len(jobs)} job(s) on {device} with the {executor.name} executor"
           + (f" ({workers} workers)" if executor.name == "process" else ""), file=log)
     overall = None
     if options.progress and executor.name != "local" and sys.stderr.isatty():
+        total = sum(len(j.seeds) * j.config["train"]["epochs"] for j in jobs)
         overall = tqdm(total=total, desc=f"{name} epochs", unit="epoch", position=workers, leave=False)
-    done_before = _epochs_done(store, name)
 
-    def tick():
-        if overall is not None:
-            overall.n = min(total, _epochs_done(store, name) - done_before)
-            overall.refresh()
-
-    def on_done(res: JobResult) -> None:
-        for seed in res.seeds:
-            status = res.statuses.get(seed, "?")
-            detail = f"test acc {res.test_acc[seed]:.2%}" if seed in res.test_acc else res.errors.get(seed, "")
-            print(f"  {res.variant} seed {seed}: {status} ({detail}, {res.seconds:.0f}s)", file=log)
+    def handle(job: Job, event) -> None:
+        recorder.handle(job, event)
+        if overall is not None and isinstance(event, EpochsDone) and not event.restored:
+            overall.update(len(job.seeds))
 
     try:
-        executor.run(jobs, on_done, tick)
+        executor.run(jobs, handle)
     finally:
         if overall is not None:
             overall.close()
-
-
-def _epochs_done(store: Store, name: str) -> int:
-    return sum(r.epochs_done for r in store.runs(name))

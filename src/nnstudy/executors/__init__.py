@@ -1,9 +1,9 @@
-"""Where jobs run: in this process, in a process pool, or on a Ray cluster."""
+"""Where jobs run: in this process, in worker processes, or on a Ray cluster."""
 
-from nnstudy.executors.job import Job, JobResult, execute_job
-from nnstudy.executors.local import LocalExecutor, ProcessExecutor, WorkerDied, default_workers
+from nnstudy.executors.job import Job, execute_job
+from nnstudy.executors.local import LocalExecutor, ProcessExecutor, default_workers
 
-__all__ = ["Job", "JobResult", "LocalExecutor", "ProcessExecutor", "WorkerDied", "default_workers", "execute_job", "make_executor"]
+__all__ = ["Job", "LocalExecutor", "ProcessExecutor", "default_workers", "execute_job", "make_executor"]
 
 
 def make_executor(name: str, workers: int, ray_address: str | None = None, device: str = "cpu"):

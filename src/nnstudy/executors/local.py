@@ -1,9 +1,10 @@
 """Executors run a list of jobs; they differ only in where the work happens.
 
 - `LocalExecutor`: in this process, one job after another (per-step progress bars).
-- `ProcessExecutor`: a pool of worker processes, each with its share of the CPU threads.
+- `ProcessExecutor`: worker processes, each with its share of the CPU threads.
 - `RayExecutor` (executors/ray.py): tasks on a Ray cluster.
-Each calls `on_done(JobResult)` as jobs finish.
+Each passes every event of a job to `handle(job, event)` in the driver, ends a
+job with `JobEnded`, or with `WorkerLost` when its worker died without a word.
 """
 
 from __future__ import annotations
@@ -11,30 +12,28 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import pickle
 import signal
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 from typing import Callable
 
-from nnstudy.executors.job import Job, JobResult, execute_job
+from nnstudy.executors.events import Event, JobEnded, WorkerLost
+from nnstudy.executors.job import Job, execute_job
 
-
-class WorkerDied(Exception):
-    """A worker process died without reporting (killed by the OS, e.g. out of memory, or a crash
-    in native code). The pool is gone with it; the runner decides what to retry."""
+Handler = Callable[[Job, Event], None]
 
 
 class LocalExecutor:
     name = "local"
 
-    def run(self, jobs: list[Job], on_done: Callable[[JobResult], None], tick: Callable[[], None] = lambda: None) -> None:
+    def run(self, jobs: list[Job], handle: Handler) -> None:
         for job in jobs:
-            on_done(execute_job(job))
-            tick()
+            execute_job(job, lambda event: handle(job, event))
+            handle(job, JobEnded())
 
 
 def _worker_init(parent: int | None = None) -> None:
-    # Die with the parent (Linux), so a killed study leaves no orphan writing to the store.
+    # Die with the parent (Linux), so a killed study leaves no orphan training on.
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -45,38 +44,98 @@ def _worker_init(parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _worker_main(conn, parent: int) -> None:
+    """A worker process: run the jobs it is sent, streaming their events back; None ends it."""
+    _worker_init(parent)
+    while (job := conn.recv()) is not None:
+        execute_job(job, conn.send)
+        conn.send(JobEnded())
+
+
+class _Worker:
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True)
+        self.process.start()
+        child.close()
+        self.job: Job | None = None
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.process.join(timeout=None if not kill else 5)
+        self.conn.close()
+
+
 class ProcessExecutor:
-    """Jobs spread over `workers` processes ('spawn': safe with torch's threads)."""
+    """Jobs spread over `workers` processes ('spawn': safe with torch's threads).
+
+    Each worker holds one job at a time, so when the operating system kills one
+    (out of memory, a crash in native code) exactly that job is lost; the
+    others go on, and a fresh worker takes the next job.
+    """
 
     name = "process"
 
     def __init__(self, workers: int):
         self.workers = workers
 
-    def run(self, jobs: list[Job], on_done: Callable[[JobResult], None], tick: Callable[[], None] = lambda: None) -> None:
+    def run(self, jobs: list[Job], handle: Handler) -> None:
         ctx = mp.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(os.getpid(),))
+        queue = list(jobs)
+        pool = [_Worker(ctx) for _ in range(min(self.workers, len(jobs)))]
         try:
-            pending = set()
-            for i, job in enumerate(jobs):
-                job.position = i % self.workers
-                pending.add(pool.submit(execute_job, job))
-            while pending:
-                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    try:
-                        result = fut.result()
-                    except BrokenProcessPool as exc:  # the pool stops every worker when one dies
-                        raise WorkerDied(str(exc)) from None
-                    on_done(result)
-                tick()
+            while queue or any(w.job for w in pool):
+                for i, w in enumerate(pool):
+                    if w.job is None and queue:
+                        w.job = queue.pop(0)
+                        w.job.position = i
+                        w.conn.send(w.job)
+                busy = [w for w in pool if w.job]
+                wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                for i, w in enumerate(pool):
+                    if w.job is not None and not self._drain(w, handle):
+                        job, w.job = w.job, None
+                        code = w.process.exitcode
+                        w.stop(kill=True)
+                        handle(job, WorkerLost(f"worker process exited with {_exit_text(code)}"))
+                        pool[i] = _Worker(ctx) if queue else w
         except BaseException:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
+            for w in pool:
+                w.stop(kill=True)
             raise
-        pool.shutdown(wait=True)
+        for w in pool:
+            w.stop()
+
+    @staticmethod
+    def _drain(w: _Worker, handle: Handler) -> bool:
+        """Hand over what the worker has sent; False when it died with its job unfinished."""
+        try:
+            while w.conn.poll():
+                event = w.conn.recv()
+                job = w.job
+                if isinstance(event, JobEnded):
+                    w.job = None
+                handle(job, event)
+                if w.job is None:
+                    return True
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return False
+        return w.process.is_alive()
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
 
 
 def default_workers(n_jobs: int, device: str) -> int:

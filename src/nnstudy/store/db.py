@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL CHECK (status IN ('pending','running','done','diverged','failed')),
     run_dir TEXT NOT NULL, epochs_done INTEGER NOT NULL DEFAULT 0, n_params INTEGER,
     started REAL, ended REAL, wall_seconds REAL, host TEXT, device TEXT, versions TEXT,
-    error TEXT, traceback TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT, traceback TEXT, attempts INTEGER NOT NULL DEFAULT 0, settings TEXT,
     UNIQUE (study, variant, seed));
 CREATE TABLE IF NOT EXISTS epochs (
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
@@ -61,6 +61,7 @@ class RunRow:
     n_params: int | None
     wall_seconds: float | None
     error: str | None
+    settings: dict
 
 
 class Store:
@@ -87,6 +88,7 @@ class Store:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 if create:
                     self.conn.executescript(_SCHEMA)  # idempotent: IF NOT EXISTS
+                    self._add_missing_columns()
                     self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -98,6 +100,12 @@ class Store:
         self.conn.close()
 
     # --- plumbing ----------------------------------------------------------------------------
+    def _add_missing_columns(self) -> None:
+        """Columns added since schema 1 was first written; older stores gain them, empty."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+        if "settings" not in have:
+            self.conn.execute("ALTER TABLE runs ADD COLUMN settings TEXT")
+
     def _explain(self, exc: sqlite3.DatabaseError) -> str:
         text = str(exc)
         if "locked" in text or "busy" in text:
@@ -202,12 +210,23 @@ class Store:
     def runs(self, study: str) -> list[RunRow]:
         return [_row(r) for r in self._query("SELECT * FROM runs WHERE study=? ORDER BY id", (study,))]
 
-    def mark_running(self, run_ids: list[int], device: str, versions: dict) -> None:
+    def mark_running(self, run_ids: list[int], settings: dict, versions: dict) -> None:
+        """Runs under way, with the facts of how they train (device, precision, threads, ...)."""
         with self.transaction() as c:
             for rid in run_ids:
                 c.execute("UPDATE runs SET status='running', started=COALESCE(started, ?), host=?, device=?, versions=?, "
-                          "attempts=attempts+1, error=NULL, traceback=NULL WHERE id=?",
-                          (time.time(), socket.gethostname(), device, json.dumps(versions), rid))
+                          "settings=?, attempts=attempts+1, error=NULL, traceback=NULL WHERE id=?",
+                          (time.time(), settings.get("host") or socket.gethostname(), settings.get("device"),
+                           json.dumps(versions), json.dumps(settings), rid))
+
+    def reopen_run(self, run_id: int) -> None:
+        """A finished run whose record is incomplete trains (or restores) again; its checkpoint stays."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET status='pending', ended=NULL, wall_seconds=NULL WHERE id=?", (run_id,))
+            c.execute("DELETE FROM artifacts WHERE run=?", (run_id,))
+
+    def epoch_count(self, run_id: int) -> int:
+        return self._query("SELECT COUNT(*) FROM epochs WHERE run=?", (run_id,))[0][0]
 
     def record_epochs(self, rows: dict[int, list[EpochRow]]) -> None:
         """Replace the per-epoch metrics of several runs with their full history, atomically."""
@@ -242,4 +261,5 @@ class Store:
 
 def _row(r: sqlite3.Row) -> RunRow:
     return RunRow(r["id"], r["study"], r["variant"], r["seed"], r["config_hash"], json.loads(r["config"]), r["status"],
-                  Path(r["run_dir"]), r["epochs_done"], r["n_params"], r["wall_seconds"], r["error"])
+                  Path(r["run_dir"]), r["epochs_done"], r["n_params"], r["wall_seconds"], r["error"],
+                  json.loads((r["settings"] if "settings" in r.keys() else None) or "{}"))

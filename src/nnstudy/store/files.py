@@ -33,7 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        crash_point(path.name)
+        crash_point(str(path))
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -48,10 +48,12 @@ _CRASH_COUNTS: dict[str, int] = {}
 
 def crash_point(name: str) -> None:
     """Test hook: NNSTUDY_CRASH_AT="SUBSTRING:N" SIGKILLs this process at the N-th crash point
-    (counted per process) whose name contains SUBSTRING. Every atomic write is one, just before
+    (counted per process) whose name contains SUBSTRING. Every atomic write is one (named by its
+    path, so "runs/b/seed-0/checkpoint.pt" picks one run), just before
     its rename (the temp file is written, the target is not); a job's start is another
-    ("job-start"). Used by tests/test_resume.py to crash at exact points.
-    With NNSTUDY_CRASH_ONCE=MARKER only the first process to get there dies (it creates MARKER)."""
+    ("job-start"), and so is every training step ("train-step epoch E step S of N"). Used by
+    tests/test_resume.py to crash at exact points. With NNSTUDY_CRASH_ONCE=MARKER only the first
+    process to get there dies (it creates MARKER and writes the point's name into it)."""
     spec = os.environ.get("NNSTUDY_CRASH_AT")
     if spec and spec.rpartition(":")[0] in name:
         key = spec.rpartition(":")[0]
@@ -60,9 +62,12 @@ def crash_point(name: str) -> None:
             marker = os.environ.get("NNSTUDY_CRASH_ONCE")
             if marker:
                 try:
-                    open(marker, "x").close()
+                    with open(marker, "x") as fh:
+                        fh.write(name)  # tests read where the kill landed
                 except FileExistsError:
                     return
+            if os.environ.get("NNSTUDY_CRASH_PARENT") == "1":  # a worker takes its driver down too: the whole study dies
+                os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,6 +20,7 @@ from nnstudy.config.schema import RunConfig
 from nnstudy.data.augment import BatchPipeline
 from nnstudy.errors import UserError
 from nnstudy.models import build_model, count_parameters
+from nnstudy.store import files
 from nnstudy.store.results import EpochRow
 from nnstudy.training.losses import per_seed_loss
 from nnstudy.training.progress import EpochProgress
@@ -42,10 +44,16 @@ class TrainOptions:
 
 @dataclass
 class SeedState:
-    """What a run has done so far, beyond its weights."""
+    """What a run has done so far, beyond its weights.
+
+    A diverged seed's history ends at the epoch whose loss became non-finite:
+    stacked or alone, it records the same rows (its stacked twin trains on
+    unseen, its numbers no longer mean anything).
+    """
 
     history: list[EpochRow] = field(default_factory=list)
     diverged: bool = False
+    predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # epoch -> predicted test labels
 
 
 def can_stack(cfg: RunConfig) -> bool:
@@ -84,6 +92,9 @@ class GroupTrainer:
         self.optimizer = _optimizer(t, self.stack.parameters())
         self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
         self.states = [SeedState() for _ in self.seeds]
+        self.epoch = 0  # epochs the group has trained (a diverged seed's history stops earlier)
+        self.epoch_seconds = 0.0  # wall time of the last epoch trained, evaluation included
+        self._step_hook = os.environ.get("NNSTUDY_CRASH_AT", "").startswith("train-step")
         mean, std = _normalisation(cfg, data)
         self.pipeline = BatchPipeline(mean, std, cfg.dataset.crop_padding, cfg.dataset.flip, self.device)
         # The dataset lives on the training device, as uint8: 4x smaller than float.
@@ -107,10 +118,6 @@ class GroupTrainer:
         if options.compile:
             self.stack.forward_train = torch.compile(self.stack.forward_train)
 
-    @property
-    def epoch(self) -> int:
-        return len(self.states[0].history)
-
     # --- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, k: int) -> dict:
         """Everything needed to continue seed k exactly where it stands (an epoch boundary)."""
@@ -124,6 +131,7 @@ class GroupTrainer:
             "torch_rng": torch.get_rng_state(),
             "history": [vars(r) for r in self.states[k].history],
             "diverged": self.states[k].diverged,
+            "predictions": dict(self.states[k].predictions),
         }
 
     def restore(self, checkpoints: list[dict]) -> None:
@@ -136,14 +144,17 @@ class GroupTrainer:
         for gen, c in zip(self.generators, checkpoints):
             gen.set_state(c["data_rng"])
         torch.set_rng_state(checkpoints[0]["torch_rng"])
-        self.states = [SeedState([EpochRow(**r) for r in c["history"]], c["diverged"]) for c in checkpoints]
+        self.states = [SeedState([EpochRow(**r) for r in c["history"]], c["diverged"], dict(c.get("predictions", {})))
+                       for c in checkpoints]
+        self.epoch = epochs.pop()
 
     # --- training ------------------------------------------------------------------------
     def fit(self, on_epoch: Callable[["GroupTrainer", dict[int, torch.Tensor]], None], predict_epochs=()) -> None:
         """Train to `train.epochs`; after each epoch call `on_epoch(self, predictions)`.
 
         `predictions` maps seed index -> predicted test labels, filled on the
-        epochs listed in `predict_epochs` and on the last one.
+        epochs listed in `predict_epochs` and on the last one, for the seeds
+        that have not diverged (a diverged network's argmax is no prediction).
         """
         total = self.cfg.train.epochs
         while self.epoch < total:
@@ -154,14 +165,23 @@ class GroupTrainer:
             start = time.perf_counter()
             train_loss, train_acc = self._train_epoch(epoch, total)
             test_loss, test_acc, preds = self._evaluate()
-            seconds = time.perf_counter() - start
+            seconds = self.epoch_seconds = time.perf_counter() - start
+            self.epoch = epoch
+            keep = epoch in predict_epochs or epoch == total
+            kept = {}
             for k, state in enumerate(self.states):
+                if state.diverged:
+                    continue
                 row = EpochRow(epoch, float(train_loss[k]), float(train_acc[k]), float(test_loss[k]),
                                float(test_acc[k]), lr, seconds)
+                if not (math.isfinite(row.train_loss) and math.isfinite(row.test_loss)):
+                    state.diverged = True
+                    row.test_acc = math.nan
+                elif keep:
+                    kept[k] = state.predictions[epoch] = preds[k].to(torch.int16 if len(self.data.classes) < 2**15
+                                                                     else torch.int32)
                 state.history.append(row)
-                state.diverged = state.diverged or not math.isfinite(row.train_loss)
-            keep = epoch in predict_epochs or epoch == total
-            on_epoch(self, {k: preds[k] for k in range(len(self.seeds))} if keep else {})
+            on_epoch(self, kept)
             if all(s.diverged for s in self.states):
                 break
 
@@ -181,6 +201,8 @@ class GroupTrainer:
         steps = (n + bs - 1) // bs
         bar = EpochProgress(self.options.label, epoch, total, steps, bs * k, self.options.progress, self.options.position)
         for start in range(0, n, bs):
+            if self._step_hook:  # tests kill the process mid-epoch here (store/files.py: crash_point)
+                files.crash_point(f"train-step epoch {epoch} step {start // bs + 1} of {steps}")
             idx = perms[:, start:start + bs]
             # Gathered per step: a strided slice of per-epoch labels made the stacked step ~30% slower.
             y = self.train_y[idx]

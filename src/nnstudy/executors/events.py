@@ -1,0 +1,69 @@
+"""What a job reports to the driver, in order, wherever it runs.
+
+Events are plain picklable data: the local executor hands them over in
+process, the process pool through a pipe, Ray through a queue. The driver's
+`Recorder` turns them into the store's rows and the run folders' files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnstudy.store.results import EpochRow
+
+
+@dataclass
+class Started:
+    """The job's runs are under way (counts an attempt, even if set-up then fails)."""
+
+    run_ids: list[int]
+    settings: dict  # device, precision, compile, vectorized, threads, host: facts of these runs
+    versions: dict
+
+
+@dataclass
+class EpochsDone:
+    """Every run's full history after `epoch`; `restored`: read back from checkpoints, not trained now."""
+
+    epoch: int
+    epochs: int  # the runs' planned number of epochs
+    restored: bool
+    histories: dict[int, list[EpochRow]]
+    predictions: dict[int, dict[int, np.ndarray]]  # run id -> epoch -> predicted test labels (new ones only)
+    images: int = 0  # training images this epoch, all seeds together
+    seconds: float = 0.0
+
+
+@dataclass
+class RunFinished:
+    run_id: int
+    status: str  # done | diverged
+    n_params: int
+    wall_seconds: float
+    epochs_restored: int  # from a checkpoint
+    epochs_trained: int  # in this attempt
+
+
+@dataclass
+class RunsFailed:
+    run_ids: list[int]
+    message: str
+    traceback: str = ""
+    stop_study: bool = False  # the output folder is unwritable or full: not the runs' fault
+
+
+@dataclass
+class WorkerLost:
+    """The process or node running the job died without a word (the executor says so, not the job)."""
+
+    reason: str
+
+
+@dataclass
+class JobEnded:
+    """The job returned; nothing more comes from it."""
+
+
+Event = Started | EpochsDone | RunFinished | RunsFailed | WorkerLost | JobEnded

@@ -1,0 +1,188 @@
+"""The single writer: the driver turns job events into store rows and run-folder files.
+
+Jobs (in this process, in worker processes or on Ray nodes) write only their
+checkpoints; everything a report reads is written here, by the process that
+ran `nnstudy run`. One seed's failure to write its files fails that seed
+alone; a full disk or an unwritable folder stops the study (a rerun resumes).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nnstudy.errors import UserError
+from nnstudy.executors.events import EpochsDone, JobEnded, RunFinished, RunsFailed, Started, WorkerLost
+from nnstudy.executors.job import Job, is_output_error
+from nnstudy.store import Store, files
+from nnstudy.store.results import EpochRow, RunResult
+from nnstudy.training.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT
+
+
+class Recorder:
+    """Writes what jobs report; remembers which jobs were lost and whether they had started."""
+
+    def __init__(self, store: Store, rows, classes: list[str], y_true: np.ndarray, log, workers: int = 1,
+                 epoch_lines: bool | None = None):
+        self.store, self.classes, self.y_true, self.log = store, classes, y_true, log
+        self.rows = {r.id: r for r in rows}
+        self.workers = max(1, workers)
+        self.settings: dict[int, dict] = {}
+        self.histories: dict[int, list[EpochRow]] = {}
+        self.lost: list[tuple[Job, bool]] = []  # (job, whether it had started)
+        self._started: set[int] = set()
+        # One line per trained epoch when nobody watches a progress bar (a log file, CI, nohup).
+        self.epoch_lines = (not getattr(log, "isatty", lambda: False)()) if epoch_lines is None else epoch_lines
+        self._remaining: dict[int, int] = {}  # job id -> epochs left
+        self._epoch_seconds: list[float] = []
+        self._start = time.monotonic()
+
+    def plan(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            done = min(self.rows[r].epochs_done for r in job.run_ids)
+            self._remaining[id(job)] = max(0, job.config["train"]["epochs"] - done)
+
+    # --- events ------------------------------------------------------------------------------
+    def handle(self, job: Job, event) -> None:
+        if isinstance(event, Started):
+            self._started.update(event.run_ids)
+            for rid in event.run_ids:
+                self.settings[rid] = event.settings
+            self.store.mark_running(event.run_ids, event.settings, event.versions)
+        elif isinstance(event, EpochsDone):
+            self._epochs(job, event)
+        elif isinstance(event, RunFinished):
+            self._finish(job, event)
+        elif isinstance(event, RunsFailed):
+            if event.stop_study:
+                raise UserError(event.message)
+            for rid in event.run_ids:
+                self.store.fail_run(rid, event.message, event.traceback)
+                self._say(rid, f"failed ({event.message})")
+        elif isinstance(event, WorkerLost):
+            self.lost.append((job, any(r in self._started for r in job.run_ids)))
+            self._remaining.pop(id(job), None)
+        elif isinstance(event, JobEnded):
+            self._remaining.pop(id(job), None)
+
+    def _epochs(self, job: Job, event: EpochsDone) -> None:
+        for rid, by_epoch in event.predictions.items():
+            for epoch, preds in by_epoch.items():
+                _save_npy(self.rows[rid].run_dir / f"predictions-epoch{epoch}.npy", preds)
+        self.histories.update(event.histories)
+        self.store.record_epochs(event.histories)
+        if event.restored:
+            return
+        self._remaining[id(job)] = event.epochs - event.epoch
+        self._epoch_seconds.append(event.seconds)
+        if self.epoch_lines:
+            mean = sum(self._epoch_seconds) / len(self._epoch_seconds)
+            left = sum(self._remaining.values()) * mean / self.workers
+            accs = [h[-1].test_acc for h in event.histories.values()
+                    if h and h[-1].epoch == event.epoch and math.isfinite(h[-1].test_acc)]
+            acc = f"mean test acc {np.mean(accs):.2%}" if accs else "every seed diverged"
+            threads = self.settings.get(job.run_ids[0], {}).get("threads", "?")
+            print(f"  {job.label} epoch {event.epoch}/{event.epochs}: {acc}, "
+                  f"{event.images / max(event.seconds, 1e-9):,.0f} img/s on {threads} thread(s); "
+                  f"study time left ~{_duration(left)}", file=self.log, flush=True)
+
+    def _finish(self, job: Job, event: RunFinished) -> None:
+        rid, row = event.run_id, self.rows[event.run_id]
+        run_dir = row.run_dir
+        try:
+            artifacts = self._write_run_files(job, event, run_dir)
+        except Exception as exc:
+            if is_output_error(exc):
+                raise
+            message = f"writing its run folder failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.store.fail_run(rid, message, "")
+            self._say(rid, f"failed ({message})")
+            return
+        self.store.finish_run(rid, event.status, event.n_params, event.wall_seconds, artifacts)
+        for d in job.checkpoint_dirs:
+            if Path(d) == run_dir:
+                (run_dir / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
+        history = self.histories.get(rid, [])
+        if event.status == "diverged":
+            detail = f"loss not finite at epoch {history[-1].epoch}" if history else "diverged"
+        else:
+            detail = f"test acc {history[-1].test_acc:.2%}" if history else ""
+        if event.epochs_restored and not event.epochs_trained:
+            how = f"restored all {event.epochs_restored} epochs from its checkpoint, none retrained"
+        elif event.epochs_restored:
+            how = f"resumed from its epoch-{event.epochs_restored} checkpoint, {event.epochs_trained} epochs trained"
+        else:
+            how = f"{event.epochs_trained} epochs trained"
+        self._say(rid, f"{event.status} ({detail}; {how}; {event.wall_seconds:.0f}s)")
+
+    def _say(self, rid: int, text: str) -> None:
+        row = self.rows[rid]
+        print(f"  {row.variant} seed {row.seed}: {text}", file=self.log, flush=True)
+
+    # --- run folder --------------------------------------------------------------------------
+    def _write_run_files(self, job: Job, event: RunFinished, run_dir: Path) -> dict[str, str]:
+        from nnstudy.report import write_run_figures
+
+        rid, row = event.run_id, self.rows[event.run_id]
+        history = self.histories.get(rid) or self.store.epochs(rid)
+        predictions = {}
+        for e in sorted(set(job.report_epochs) | {job.config["train"]["epochs"]}):
+            path = run_dir / f"predictions-epoch{e}.npy"
+            if e <= len(history) and path.exists():
+                predictions[e] = np.load(path, allow_pickle=False)
+        final = history[-1]
+        last = predictions.get(final.epoch) if event.status == "done" else None
+        config = {"study": job.study, "variant": job.variant, "seed": row.seed, **job.config,
+                  "settings": self.settings.get(rid, {}), "n_params": event.n_params}
+        artifacts = {
+            "config": files.write_json(run_dir / "config.json", config),
+            "history": files.write_text(run_dir / "history.csv", _history_csv(history)),
+            "metrics": files.write_json(run_dir / "metrics.json", _metrics(final, self.y_true, last, self.classes)),
+        }
+        if (run_dir / CHECKPOINT).exists():
+            artifacts["checkpoint"] = run_dir / CHECKPOINT
+        if last is not None:
+            artifacts["predictions"] = _save_npy(run_dir / "predictions.npy", last)
+        run = RunResult(str(rid), job.variant, row.seed, event.status, config, event.n_params, history,
+                        predictions if event.status == "done" else {})
+        for path in write_run_figures(run, self.classes, self.y_true, run_dir):
+            artifacts[path.stem] = path
+        return {key: str(p) for key, p in artifacts.items()}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, dtype=np.int64))
+    return files.write_bytes(path, buf.getvalue())
+
+
+def _history_csv(history) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"])
+    for r in history:
+        writer.writerow([r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, round(r.seconds, 3)])
+    return buf.getvalue()
+
+
+def _metrics(final: EpochRow, y_true: np.ndarray, predictions, classes) -> dict:
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    out = {"epoch": final.epoch, "train_loss": final.train_loss, "train_acc": final.train_acc,
+           "test_loss": final.test_loss, "test_acc": final.test_acc}
+    if predictions is not None:
+        labels = list(range(len(classes)))
+        out["classification_report"] = classification_report(y_true, predictions, labels=labels, target_names=classes,
+                                                              output_dict=True, zero_division=0)
+        out["confusion_matrix"] = confusion_matrix(y_true, predictions, labels=labels).tolist()
+    return out
