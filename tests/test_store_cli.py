@@ -63,19 +63,48 @@ def test_rerun_change_and_force(capsys, tmp_path):
     assert all(forced[k]["epochs"] == second[k]["epochs"] for k in forced)  # same config, same numbers
 
 
+FLAKY_MODEL = """
+import torch
+from torch import nn
+
+
+class Flaky(nn.Module):
+    \"\"\"An MLP that raises on its `fail_at`-th training forward pass (a bug that shows mid-training).\"\"\"
+
+    def __init__(self, input_shape, n_classes, fail_at):
+        super().__init__()
+        c, h, w = input_shape
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 16), nn.ReLU(), nn.Linear(16, n_classes))
+        self.fail_at, self.calls = fail_at, 0
+
+    def forward(self, x):
+        self.calls += self.training
+        if self.fail_at and self.calls >= self.fail_at:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return self.net(x)
+
+
+def make(input_shape, n_classes, fail_at=0):
+    return Flaky(input_shape, n_classes, fail_at)
+"""
+
+
 def test_failed_runs_and_retry(capsys, tmp_path):
-    # A CNN whose default kernel-5 blocks shrink 8x8 digits to nothing: valid config, fails when the model is built.
+    # A user's model that breaks mid-training: valid config, passes the one-batch check, fails in epoch 2.
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
-    study.write_text(TINY + '\n[variants.cnn]\nmodel.kind = "cnn"\n')
+    (tmp_path / "flaky_model.py").write_text(FLAKY_MODEL)
+    broken = '\n[variants.user]\nmodel.kind = "python"\nmodel.factory = "flaky_model:make"\nmodel.args = {fail_at = 15}\n'
+    study.write_text(TINY + broken)
     rc, stdout, err = run(capsys, study, out, cache)
     assert rc == 1
+    assert "variant user: torch.func cannot stack this model" not in err  # a plain module stacks
     assert "2 run(s) failed" in err and "--retry-failed" in err and "Traceback" not in err
     assert "report:" in stdout
     first = runs(out)
     for key, row in first.items():
-        if key[0] == "cnn":
+        if key[0] == "user":
             assert row["status"] == "failed"
-            assert "shrink 8x8 images to nothing" in row["error"]
+            assert "CUDA out of memory (simulated)" in row["error"]
             assert "Traceback" in row["traceback"]
         else:
             assert row["status"] == "done" and row["error"] is None
@@ -89,15 +118,26 @@ def test_failed_runs_and_retry(capsys, tmp_path):
     assert rc == 1 and "2 to train" in err
     retried = runs(out)
     for key, row in retried.items():
-        if key[0] == "cnn":
+        if key[0] == "user":
             assert row["attempts"] == first[key]["attempts"] + 1 and row["status"] == "failed"
         else:
             assert row == first[key]
 
-    study.write_text(TINY + '\n[variants.cnn]\nmodel.kind = "cnn"\nmodel.padding = 2\n')  # the fix
+    study.write_text(TINY + broken.replace("fail_at = 15", "fail_at = 0"))  # the fix
     rc, _, err = run(capsys, study, out, cache)
     assert rc == 0, err
     assert {r["status"] for r in runs(out).values()} == {"done"}
+
+
+def test_a_variant_that_breaks_on_one_batch_stops_before_training(capsys, tmp_path):
+    """A CNN whose kernel-5 blocks shrink 8x8 digits to nothing: one line naming the variant, nothing trained."""
+    study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
+    study.write_text(TINY + '\n[variants.cnn]\nmodel.kind = "cnn"\n')
+    rc, _, err = run(capsys, study, out, cache)
+    assert rc == 2
+    lines = [line for line in err.splitlines() if line.startswith("nnstudy: error:")]
+    assert len(lines) == 1 and "variants.cnn: model: 2 conv blocks with kernel 5 shrink 8x8 images to nothing" in lines[0]
+    assert not (out / "nnstudy.db").exists() or not runs(out)
 
 
 def test_list_show_report(capsys, tmp_path):

@@ -94,6 +94,8 @@ class Recorder:
     def _finish(self, job: Job, event: RunFinished) -> None:
         rid, row = event.run_id, self.rows[event.run_id]
         run_dir = row.run_dir
+        if event.model_changes and any(event.model_changes.values()):
+            self.settings[rid] = {**self.settings.get(rid, {}), "model_changes": event.model_changes}
         try:
             artifacts = self._write_run_files(job, event, run_dir)
         except Exception as exc:
@@ -103,7 +105,7 @@ class Recorder:
             self.store.fail_run(rid, message, "")
             self._say(rid, f"failed ({message})")
             return
-        self.store.finish_run(rid, event.status, event.n_params, event.wall_seconds, artifacts)
+        self.store.finish_run(rid, event.status, event.n_params, event.wall_seconds, artifacts, self.settings.get(rid))
         for d in job.checkpoint_dirs:
             if Path(d) == run_dir:
                 (run_dir / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from nnstudy.store import files
 from nnstudy.store.load import TEST_LABELS
 from nnstudy.training.checkpoint import align_checkpoints, checkpoint_identity
 from nnstudy.training.threads import default_cpu_threads
-from nnstudy.training.trainer import can_stack
+from nnstudy.training.preflight import check_variant
 
 
 @dataclass
@@ -96,6 +96,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
     cache_dir = Path(options.cache_dir or default_cache_dir())
     study_dir = out / study.name
     log = options.log or sys.stderr
+    stacking = _preflight(study, cache_dir, options, log)  # before anything is written
     with output_lock(out):
         store = Store(out)
         _remove_stale_temp_files(study_dir)
@@ -122,7 +123,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         print(f"{study.name}: {len(rows)} runs; {skipped['done'] + skipped['diverged']} already finished, "
               f"{len(todo)} to train" + (f", {skipped['failed']} failed (rerun them with --retry-failed)"
                                          if skipped["failed"] and not options.retry_failed else ""), file=log)
-        plan = lambda runs: _jobs(runs, study, report_epochs, cache_dir, device, options)
+        plan = lambda runs: _jobs(runs, study, report_epochs, cache_dir, device, options, stacking)
         if todo:
             _execute(todo, plan, store, study_dir, data, device, options, log)
         results = load_results(store, study.name)
@@ -189,15 +190,29 @@ def _complete(store: Store, row) -> bool:
     return n > 0 and n == row.epochs_done and files_there
 
 
-def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str, options: RunOptions):
+def _preflight(study: StudyConfig, cache_dir: Path, options: RunOptions, log) -> dict:
+    """Check every variant on one batch before anything trains; say once which cannot stack its seeds."""
+    stacking = {}
+    for name, cfg in study.variants.items():
+        result = check_variant(name, cfg, load_study_data(cfg, str(cache_dir)),
+                               stack=options.vectorize and len(study.seeds) > 1)
+        stacking[name] = result
+        if not result.stackable:
+            print(f"{study.name}: variant {name}: {result.why_not}", file=log)
+    return stacking
+
+
+def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str, options: RunOptions,
+          stacking: dict):
     """Group runs of one variant that stand at the same epoch: they train as one stacked model."""
     groups: dict[tuple, list] = {}
     epochs: dict[Path, int] = {}
-    if options.vectorize:
-        for variant in {r.variant for r in todo}:
+    stacks = {v: options.vectorize and stacking[v].stackable for v in study.variants}
+    for variant in {r.variant for r in todo}:
+        if stacks[variant]:
             epochs.update(align_checkpoints([r.run_dir for r in todo if r.variant == variant]))
     for row in todo:
-        stack = options.vectorize and can_stack(study.variants[row.variant])
+        stack = stacks[row.variant]
         key = (row.variant, epochs[row.run_dir]) if stack else (row.variant, row.seed)
         groups.setdefault(key, []).append(row)
     jobs = []
@@ -206,7 +221,8 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
             study=study.name, variant=variant, config=study.variants[variant].model_dump(mode="json"),
             run_ids=[r.id for r in rows], seeds=[r.seed for r in rows], identities=[r.config_hash for r in rows],
             checkpoint_dirs=[str(r.run_dir) for r in rows], report_epochs=report_epochs, cache_dir=str(cache_dir),
-            device=device, vectorize=options.vectorize, compile=options.compile, progress=options.progress,
+            device=device, vectorize=stacks[variant], compile=options.compile, progress=options.progress,
+            stack_note=stacking[variant].why_not or "",
         ))
     return jobs
 

@@ -87,6 +87,8 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
     if not variants_raw:
         variants_raw = {BASELINE_VARIANT: {}}
 
+    if base_dir is not None:
+        base["source_dir"] = str(base_dir)
     base_cfg = _validate(RunConfig, base, source, prefix="")
     variants = {}
     for vname, vover in variants_raw.items():
@@ -171,5 +173,23 @@ def config_hash(run_cfg: RunConfig, seed: int, dataset_fingerprint: str) -> str:
     """A run's identity: its resolved config, seed and data, not where the data lives."""
     cfg = run_cfg.model_dump()
     cfg["dataset"].pop("data_dir", None)
+    cfg.pop("source_dir", None)
+    _as_before_extensions(cfg)
     blob = json.dumps({"config": cfg, "seed": seed, "data": dataset_fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Keys added with user models and datasets, and the old defaults of two keys that
+# became optional: left out of the hash at their defaults, so that runs stored by
+# earlier versions keep their identity and are not retrained.
+_ADDED_KEYS = {"dataset": ("class_", "factory", "args"), "model": ("name", "factory", "args"), "train": ("loss_args",)}
+
+
+def _as_before_extensions(cfg: dict) -> None:
+    for section, keys in _ADDED_KEYS.items():
+        for key in keys:
+            if cfg[section].get(key) in (None, {}):
+                cfg[section].pop(key, None)
+    if cfg["model"]["kind"] in ("cnn", "mlp"):
+        cfg["model"]["activation"] = cfg["model"]["activation"] or "relu"
+        cfg["model"]["norm"] = cfg["model"]["norm"] or "none"

@@ -6,11 +6,21 @@ engine can trust every field it reads.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+from nnstudy import registry
+from nnstudy.registry import ACTIVATIONS, DATASETS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES
+
+_REFERENCE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # "package.module:function"
+
+
+def _registered(reg: registry.Registry, value, allow_reference: bool = False):
+    """A name from the registry (or, where allowed, a "module:function" reference)."""
+    if value is None or value in reg or (allow_reference and isinstance(value, str) and ":" in value):
+        return value
+    raise ValueError(reg.unknown(value).split(" = ", 1)[1])
 
 
 class _Strict(BaseModel):
@@ -20,8 +30,13 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     """Which images, where they live, and how they are fed to the model."""
 
-    name: Literal[DATASET_NAMES]  # type: ignore[valid-type]
-    data_dir: Optional[str] = None  # folder or archive; --data-dir overrides
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str  # registry.DATASETS: digits, mnist, ..., "torchvision" (with `class`), "python" (with `factory`)
+    data_dir: Optional[str] = None  # folder or archive (the root, for torchvision); --data-dir overrides
+    class_: Optional[str] = Field(None, alias="class")  # a torchvision.datasets class, e.g. "SVHN"
+    factory: Optional[str] = Field(None, pattern=_REFERENCE)  # "module:function" returning train and test data
+    args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for the factory or the class
     subset: Optional[int] = Field(None, gt=0, description="train images to keep (fixed, seed-independent)")
     test_subset: Optional[int] = Field(None, gt=0)
     # Per-channel normalisation; None means the train set's own mean and std.
@@ -30,6 +45,19 @@ class DatasetConfig(_Strict):
     # Batch-level augmentation, done as tensor ops on the training device.
     crop_padding: int = Field(0, ge=0, le=16)
     flip: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v):
+        return _registered(DATASETS, v)
+
+    @model_validator(mode="after")
+    def _needs(self):
+        for key, kind in (("class_", "torchvision"), ("factory", "python")):
+            if (getattr(self, key) is None) == (self.name == kind):
+                field = key.rstrip("_")
+                raise ValueError(f"dataset.{field} goes with dataset.name = \"{kind}\" (and is required there)")
+        return self
 
     @field_validator("std")
     @classmethod
@@ -46,27 +74,73 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """A CNN (conv blocks then a fully connected head) or an MLP.
+    """A CNN (conv blocks then a fully connected head), an MLP, or a user's network.
 
     The reference CIFAR-10 networks are all `kind = "cnn"`:
     A = channels [6, 16], kernel 5, hidden [120, 84];
     B = A with norm = "batch";
     C = channels [30, 30], kernel 3, hidden [120, 84].
+    `kind = "torchvision"` builds torchvision's `name` (e.g. "resnet18") with `args`;
+    `kind = "python"` calls `factory(input_shape, num_classes, **args)`. On those,
+    `activation`, `norm` and `init` change the built network only when set.
     """
 
-    kind: Literal["cnn", "mlp"] = "cnn"
+    kind: str = "cnn"  # registry.MODELS
+    name: Optional[str] = None  # torchvision model name
+    factory: Optional[str] = Field(None, pattern=_REFERENCE)
+    args: dict[str, Any] = Field(default_factory=dict)
     channels: list[int] = Field(default_factory=lambda: [6, 16])  # one conv block each
     kernel: int = Field(5, ge=1, le=11)
     padding: int = Field(0, ge=0, le=5)
     hidden: list[int] = Field(default_factory=lambda: [120, 84])  # fully connected widths
-    activation: Literal["relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "silu", "identity"] = "relu"
+    activation: Optional[str] = None  # registry.ACTIVATIONS; None: relu (a user's model: its own)
     negative_slope: float = Field(0.01, ge=0, lt=1)  # for leaky_relu
-    norm: Literal["none", "batch"] = "none"
-    pool: Literal["max", "avg", "min", "l2", "none"] = "max"
+    norm: Optional[str] = None  # registry.NORMS; None: "none" (a user's model: its own)
+    pool: str = "max"  # registry.POOLINGS
     pool_size: int = Field(2, ge=1, le=4)
-    init: Literal["default", "xavier", "kaiming", "zeros", "constant", "normal"] = "default"
+    init: str = "default"  # registry.INITS
     init_value: float = 0.05  # for init = "constant"; std for init = "normal"
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v):
+        return _registered(MODELS, v)
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, v):
+        return _registered(ACTIVATIONS, v)
+
+    @field_validator("norm")
+    @classmethod
+    def _known_norm(cls, v):
+        return _registered(NORMS, v)
+
+    @field_validator("pool")
+    @classmethod
+    def _known_pool(cls, v):
+        return _registered(POOLINGS, v)
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, v):
+        return _registered(INITS, v)
+
+    @model_validator(mode="after")
+    def _model_reference(self):
+        check = MODELS.entry(self.kind).meta.get("check")
+        if check is not None:
+            check(self)  # e.g. torchvision: the name exists (with close matches if not)
+        for key, kind in (("name", "torchvision"), ("factory", "python")):
+            if (getattr(self, key) is None) == (self.kind == kind):
+                raise ValueError(f"model.{key} goes with model.kind = \"{kind}\" (and is required there)")
+        return self
+
+    @property
+    def built_in(self) -> bool:
+        """nnstudy builds the whole network (cnn, mlp), so every key applies."""
+        return not MODELS.entry(self.kind).meta.get("external", False)
 
     @field_validator("channels", "hidden")
     @classmethod
@@ -79,21 +153,37 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimiser, schedule, loss and the training length."""
 
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: str = "sgd"  # registry.OPTIMIZERS
     lr: float = Field(0.01, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(64, gt=0)
     epochs: int = Field(5, gt=0, le=10000)
-    schedule: Literal["constant", "cosine", "step", "linear"] = "constant"
+    schedule: str = "constant"  # registry.SCHEDULES
     step_size: int = Field(1, gt=0)  # epochs between decays, for schedule = "step"
     gamma: float = Field(0.1, gt=0, le=1)
     warmup_epochs: int = Field(0, ge=0)
-    loss: Literal["cross_entropy", "mse", "margin"] = "cross_entropy"
+    loss: str = "cross_entropy"  # registry.LOSSES, or "module:function" returning a per-example loss
+    loss_args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments for a loss factory
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     eval_batch_size: int = Field(1000, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v):
+        return _registered(OPTIMIZERS, v)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v):
+        return _registered(SCHEDULES, v)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v):
+        return _registered(LOSSES, v, allow_reference=True)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -108,6 +198,8 @@ class RunConfig(_Strict):
     dataset: DatasetConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # The study file's folder: "module:function" references import from there first.
+    source_dir: Optional[str] = None
 
 
 class StudyConfig(_Strict):

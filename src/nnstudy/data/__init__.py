@@ -12,27 +12,60 @@ from pathlib import Path
 from nnstudy.data import imagefolder, sources
 from nnstudy.data.imagedata import ImageData
 from nnstudy.errors import UserError
+from nnstudy.registry import DATASETS
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
-
-__all__ = ["DATASETS", "ImageData", "load_dataset"]
+__all__ = ["ImageData", "load_dataset"]
 
 
-def load_dataset(name: str, data_dir: str | Path | None, cache_dir: str | Path, download: bool = True) -> ImageData:
+def _needs_folder(name: str, data_dir) -> Path:
+    if data_dir is None or str(data_dir) == "":
+        raise UserError(f"dataset {name} needs a data folder: pass --data-dir DIR or set dataset.data_dir in the study file")
+    return Path(data_dir).expanduser()
+
+
+@DATASETS.register("digits")
+def _digits(name, data_dir, cache_dir, download, cfg=None, source_dir=None):
+    return sources.load_digits(cache_dir)
+
+
+@DATASETS.register("imagefolder")
+def _imagefolder(name, data_dir, cache_dir, download, cfg=None, source_dir=None):
+    return imagefolder.load_imagefolder(_needs_folder(name, data_dir), cache_dir)
+
+
+def _torchvision_files(name, data_dir, cache_dir, download, cfg=None, source_dir=None):
+    data_dir = _needs_folder(name, data_dir)
+    if not data_dir.is_dir() and not download:
+        raise UserError(f"data folder {data_dir} for dataset {name} does not exist; pass --data-dir pointing at an existing folder")
+    if name in sources.IDX_DATASETS:
+        return sources.load_idx_dataset(name, data_dir, cache_dir, download)
+    return sources.load_cifar(name, data_dir, cache_dir, download)
+
+
+for _name in (*sources.IDX_DATASETS, *sources.CIFAR_DATASETS):
+    DATASETS.register(_name, _torchvision_files)
+
+
+def load_dataset(name: str, data_dir: str | Path | None, cache_dir: str | Path, download: bool = True,
+                 cfg=None, source_dir: str | None = None) -> ImageData:
     """Load a dataset as uint8 tensors, decoding it only the first time.
 
     Parameters
     ----------
     name : str
-        One of :data:`DATASETS`.
+        A registered dataset (`nnstudy.registry.DATASETS`): digits, mnist,
+        fashion-mnist, cifar10, cifar100, imagefolder, torchvision, python.
     data_dir : str, Path or None
         Where the data lives (ignored for "digits"). For "imagefolder", a folder
         with train/<class>/ and test/<class>/ images or a .tar/.tar.gz/.tgz of one.
     cache_dir : str or Path
         Folder for the decoded-tensor cache; created if needed.
     download : bool, default=True
-        Let torchvision download mnist, fashion-mnist, cifar10 and cifar100
-        into `data_dir` when they are missing.
+        Let torchvision download missing data into `data_dir`.
+    cfg : DatasetConfig, optional
+        The study's dataset table, for "torchvision" (`class`, `args`) and "python" (`factory`, `args`).
+    source_dir : str, optional
+        The study file's folder, where "module:function" references are looked up first.
 
     Returns
     -------
@@ -44,16 +77,5 @@ def load_dataset(name: str, data_dir: str | Path | None, cache_dir: str | Path, 
         Unknown name, missing data folder, missing/corrupt/inconsistent data.
     """
     if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; set dataset.name in the study file to one of: {', '.join(DATASETS)}")
-    if name == "digits":
-        return sources.load_digits(cache_dir)
-    if data_dir is None or str(data_dir) == "":
-        raise UserError(f"dataset {name} needs a data folder: pass --data-dir DIR or set dataset.data_dir in the study file")
-    data_dir = Path(data_dir).expanduser()
-    if name == "imagefolder":
-        return imagefolder.load_imagefolder(data_dir, cache_dir)
-    if not data_dir.is_dir() and not download:
-        raise UserError(f"data folder {data_dir} for dataset {name} does not exist; pass --data-dir pointing at an existing folder")
-    if name in sources.IDX_DATASETS:
-        return sources.load_idx_dataset(name, data_dir, cache_dir, download)
-    return sources.load_cifar(name, data_dir, cache_dir, download)
+        raise UserError(DATASETS.unknown(name))
+    return DATASETS.get(name)(name, data_dir, cache_dir, download, cfg, source_dir)

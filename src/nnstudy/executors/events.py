@@ -44,6 +44,7 @@ class RunFinished:
     wall_seconds: float
     epochs_restored: int  # from a checkpoint
     epochs_trained: int  # in this attempt
+    model_changes: dict | None = None  # what nnstudy changed in a user's network, e.g. {"init": [layer names]}
 
 
 @dataclass

@@ -51,6 +51,7 @@ class Job:
     vectorize: bool = True
     compile: bool = False
     threads: int = 0  # 0: nnstudy's choice for the job's size (training/threads.py)
+    stack_note: str = ""  # why this variant's seeds train one at a time, if they do
     progress: bool = True
     position: int = 0
 
@@ -100,9 +101,11 @@ def execute_job(job: Job, emit: Callable[[Event], None]) -> None:
     files.crash_point("job-start")
     try:
         cfg = RunConfig.model_validate(job.config)
-        emit(Started(job.run_ids, {
-            "device": job.device, "precision": cfg.train.precision, "compile": job.compile, "vectorized": job.stacked,
-            "threads": torch.get_num_threads(), "host": socket.gethostname()}, library_versions()))
+        settings = {"device": job.device, "precision": cfg.train.precision, "compile": job.compile,
+                    "vectorized": job.stacked, "threads": torch.get_num_threads(), "host": socket.gethostname()}
+        if job.stack_note:
+            settings["not_stacked"] = job.stack_note
+        emit(Started(job.run_ids, settings, library_versions()))
         data = load_study_data(cfg, job.cache_dir)
         options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
                                progress=job.progress, label=job.label, position=job.position)
@@ -126,7 +129,7 @@ def execute_job(job: Job, emit: Callable[[Event], None]) -> None:
         for k, rid in enumerate(job.run_ids):
             state = trainer.states[k]
             emit(RunFinished(rid, "diverged" if state.diverged else "done", trainer.n_params, wall, restored,
-                             trainer.epoch - restored))
+                             trainer.epoch - restored, trainer.model_changes))
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a failing run is recorded, and the study goes on

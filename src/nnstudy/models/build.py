@@ -1,4 +1,4 @@
-"""Models built from a `ModelConfig`: a LeNet-style CNN or an MLP."""
+"""Models built from a `ModelConfig`: a LeNet-style CNN, an MLP, or a user's network (models/external.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,23 @@ from torch import nn
 
 from nnstudy.config.schema import ModelConfig
 from nnstudy.errors import UserError
-from nnstudy.models.layers import activation, initialise, pool
+from nnstudy.models.layers import activation, initialise, norm, pool
+from nnstudy.registry import MODELS
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+def build_model(cfg: ModelConfig, input_shape: tuple[int, int, int], n_classes: int, source_dir: str | None = None,
+                changes: dict | None = None) -> nn.Module:
     """Build the network for images of `input_shape` (C, H, W).
 
-    The initialisation uses the global torch RNG: seed it first.
+    The initialisation uses the global torch RNG: seed it first. `changes`, when
+    given, receives what nnstudy changed in a user's network ("init": the layers
+    re-initialised, "activation"/"norm": the layers replaced).
     """
-    model = _cnn(cfg, input_shape, n_classes) if cfg.kind == "cnn" else _mlp(cfg, input_shape, n_classes)
-    initialise(model, cfg.init, cfg.init_value)
+    entry = MODELS.entry(cfg.kind)
+    model = entry.build(cfg, tuple(input_shape), n_classes, source_dir)
+    touched = initialise(model, cfg.init, cfg.init_value)
+    if changes is not None:
+        changes["init"] = touched
     return model
 
 
@@ -24,16 +31,17 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _act(cfg: ModelConfig) -> nn.Module:
-    return activation(cfg.activation, cfg.negative_slope)
+    return activation(cfg.activation or "relu", cfg.negative_slope)
 
 
-def _cnn(cfg: ModelConfig, input_shape, n_classes) -> nn.Sequential:
+@MODELS.register("cnn")
+def _cnn(cfg: ModelConfig, input_shape, n_classes, source_dir=None) -> nn.Sequential:
     c, h, w = input_shape
     layers: list[nn.Module] = []
     for out in cfg.channels:
         layers.append(nn.Conv2d(c, out, cfg.kernel, padding=cfg.padding))
-        if cfg.norm == "batch":
-            layers.append(nn.BatchNorm2d(out))
+        if (layer := norm(cfg.norm or "none", 2, out)) is not None:
+            layers.append(layer)
         layers += _act_and_pool(cfg)
         h = (h + 2 * cfg.padding - cfg.kernel + 1)
         w = (w + 2 * cfg.padding - cfg.kernel + 1)
@@ -66,7 +74,8 @@ def _act_and_pool(cfg: ModelConfig) -> list[nn.Module]:
     return [act, pooling]
 
 
-def _mlp(cfg: ModelConfig, input_shape, n_classes) -> nn.Sequential:
+@MODELS.register("mlp")
+def _mlp(cfg: ModelConfig, input_shape, n_classes, source_dir=None) -> nn.Sequential:
     c, h, w = input_shape
     return nn.Sequential(nn.Flatten(), *_head(cfg, c * h * w, n_classes))
 
@@ -75,8 +84,8 @@ def _head(cfg: ModelConfig, width: int, n_classes: int) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for out in cfg.hidden:
         layers.append(nn.Linear(width, out))
-        if cfg.norm == "batch" and cfg.kind == "mlp":
-            layers.append(nn.BatchNorm1d(out))
+        if cfg.kind == "mlp" and (layer := norm(cfg.norm or "none", 1, out)) is not None:
+            layers.append(layer)
         layers.append(_act(cfg))
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))

@@ -1,4 +1,9 @@
-"""Pluggable pieces: activation, normalisation, pooling and initialisation by name."""
+"""Pluggable pieces, registered by name: activation, normalisation, pooling, initialisation.
+
+`per_channel=True` tells the stacked engine (training/stacked_forward.py)
+that the layer acts on each channel alone, so it runs unchanged on K seeds'
+channels laid side by side.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,32 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from nnstudy.registry import ACTIVATIONS, INITS, NORMS, POOLINGS
+
+# ---------------------------------------------------------------- activations
+for _name, _cls in (("relu", nn.ReLU), ("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh), ("elu", nn.ELU),
+                    ("gelu", nn.GELU), ("silu", nn.SiLU), ("identity", nn.Identity)):
+    ACTIVATIONS.register(_name, lambda negative_slope, _cls=_cls: _cls(), per_channel=True, module=_cls,
+                         saturating=_name in ("sigmoid", "tanh"))
+ACTIVATIONS.register("leaky_relu", lambda negative_slope: nn.LeakyReLU(negative_slope), per_channel=True,
+                     module=nn.LeakyReLU, saturating=False)
+
 
 def activation(name: str, negative_slope: float = 0.01) -> nn.Module:
-    if name == "leaky_relu":
-        return nn.LeakyReLU(negative_slope)
-    return {
-        "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "elu": nn.ELU,
-        "gelu": nn.GELU, "silu": nn.SiLU, "identity": nn.Identity,
-    }[name]()
+    return ACTIVATIONS.get(name)(negative_slope)
 
 
+# ---------------------------------------------------------------- normalisation
+NORMS.register("none", lambda dims, width: None)
+NORMS.register("batch", lambda dims, width: nn.BatchNorm2d(width) if dims == 2 else nn.BatchNorm1d(width))
+
+
+def norm(name: str, dims: int, width: int) -> nn.Module | None:
+    """The normalisation layer after a conv (dims=2) or linear (dims=1) layer, or None."""
+    return NORMS.get(name)(dims, width)
+
+
+# ---------------------------------------------------------------- pooling
 class MinPool2d(nn.Module):
     """Min pooling: the max of the negated input, negated back."""
 
@@ -27,38 +48,50 @@ class MinPool2d(nn.Module):
         return -F.max_pool2d(-x, self.kernel_size)
 
 
+POOLINGS.register("max", nn.MaxPool2d, per_channel=True, module=nn.MaxPool2d)
+POOLINGS.register("avg", nn.AvgPool2d, per_channel=True, module=nn.AvgPool2d)
+POOLINGS.register("min", MinPool2d, per_channel=True, module=MinPool2d)
+POOLINGS.register("l2", lambda size: nn.LPPool2d(2, size), per_channel=True, module=nn.LPPool2d)
+POOLINGS.register("none", lambda size: nn.Identity(), per_channel=True, module=nn.Identity)
+
+
 def pool(name: str, size: int) -> nn.Module:
     if name == "none" or size == 1:
         return nn.Identity()
-    return {
-        "max": lambda: nn.MaxPool2d(size),
-        "avg": lambda: nn.AvgPool2d(size),
-        "min": lambda: MinPool2d(size),
-        "l2": lambda: nn.LPPool2d(2, size),
-    }[name]()
+    return POOLINGS.get(name)(size)
 
 
-def initialise(model: nn.Module, scheme: str, value: float = 0.05) -> None:
-    """Re-initialise every conv and linear layer; "default" keeps PyTorch's init.
+# ---------------------------------------------------------------- initialisation
+# zeros and constant are here on purpose: they show the symmetry problem
+# (every unit of a layer gets the same gradient and stays identical).
+INITS.register("default", None)
+INITS.register("xavier", lambda w, value: nn.init.xavier_uniform_(w))
+INITS.register("kaiming", lambda w, value: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+INITS.register("zeros", lambda w, value: nn.init.zeros_(w))
+INITS.register("constant", lambda w, value: nn.init.constant_(w, value))
+INITS.register("normal", lambda w, value: nn.init.normal_(w, 0.0, value))
 
-    zeros and constant are here on purpose: they show the symmetry problem
-    (every unit of a layer gets the same gradient and stays identical).
+
+def initialise(model: nn.Module, scheme: str, value: float = 0.05) -> list[str]:
+    """Re-initialise every conv and linear layer; "default" keeps the model's own init.
+
+    Returns the names of the layers it touched (the report says which).
     """
-    if scheme == "default":
-        return
-    for m in model.modules():
+    fill = INITS.get(scheme)
+    if fill is None:
+        return []
+    touched = []
+    for name, m in model.named_modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
-        w = m.weight
-        if scheme == "xavier":
-            nn.init.xavier_uniform_(w)
-        elif scheme == "kaiming":
-            nn.init.kaiming_normal_(w, nonlinearity="relu")
-        elif scheme == "zeros":
-            nn.init.zeros_(w)
-        elif scheme == "constant":
-            nn.init.constant_(w, value)
-        elif scheme == "normal":
-            nn.init.normal_(w, 0.0, value)
+        fill(m.weight, value)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+        touched.append(name)
+    return touched
+
+
+def per_channel_modules() -> tuple[type, ...]:
+    """Layer types the stacked engine may apply to all seeds' channels at once."""
+    return tuple({e.meta["module"] for r in (ACTIVATIONS, POOLINGS) for e in (r.entry(n) for n in r.names())
+                  if e.meta.get("per_channel")})

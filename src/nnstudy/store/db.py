@@ -237,10 +237,12 @@ class Store:
                               [(rid, r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds) for r in history])
                 c.execute("UPDATE runs SET epochs_done=? WHERE id=?", (len(history), rid))
 
-    def finish_run(self, run_id: int, status: str, n_params: int, wall_seconds: float, artifacts: dict[str, str]) -> None:
+    def finish_run(self, run_id: int, status: str, n_params: int, wall_seconds: float, artifacts: dict[str, str],
+                   settings: dict | None = None) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE runs SET status=?, n_params=?, wall_seconds=?, ended=? WHERE id=?",
-                      (status, n_params, wall_seconds, time.time(), run_id))
+            c.execute("UPDATE runs SET status=?, n_params=?, wall_seconds=?, ended=?, settings=COALESCE(?, settings) "
+                      "WHERE id=?", (status, n_params, wall_seconds, time.time(),
+                                     json.dumps(settings) if settings else None, run_id))
             c.executemany("INSERT OR REPLACE INTO artifacts VALUES (?,?,?)", [(run_id, k, v) for k, v in artifacts.items()])
 
     def fail_run(self, run_id: int, error: str, traceback_text: str) -> None:

@@ -20,17 +20,17 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from nnstudy.models.layers import MinPool2d
-
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.Identity,
-                nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d, MinPool2d)
+from nnstudy.models.layers import per_channel_modules
 
 
 def supports(module: nn.Module) -> bool:
-    """True when every layer has a stacked form here (else fall back to vmap)."""
+    """True when every layer has a stacked form here (else fall back to vmap).
+
+    Activations and poolings registered with `per_channel=True` apply as they are.
+    """
     if not isinstance(module, nn.Sequential):
         return False
-    known = _ELEMENTWISE + (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.Flatten)
+    known = per_channel_modules() + (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.Flatten)
     return all(isinstance(m, known) for m in module)
 
 

@@ -22,7 +22,8 @@ from nnstudy.errors import UserError
 from nnstudy.models import build_model, count_parameters
 from nnstudy.store import files
 from nnstudy.store.results import EpochRow
-from nnstudy.training.losses import per_seed_loss
+from nnstudy.training.losses import make_loss, per_seed_loss
+from nnstudy.training.optim import lr_factor, make_optimizer
 from nnstudy.training.progress import EpochProgress
 from nnstudy.training.seed_stack import SeedStack
 
@@ -86,16 +87,18 @@ class GroupTrainer:
         channels_last = options.channels_last
         if channels_last is None:
             channels_last = cfg.model.kind == "cnn" and self.device.type == "cpu"
-        self.stack = SeedStack(lambda: build_model(cfg.model, input_shape, n_classes), self.seeds, self.device, vectorize,
-                               channels_last)
+        self.model_changes: dict = {}  # what nnstudy changed in a user's network (init, activation, norm)
+        self.stack = SeedStack(lambda: build_model(cfg.model, input_shape, n_classes, cfg.source_dir, self.model_changes),
+                               self.seeds, self.device, vectorize, channels_last)
         self.n_params = count_parameters(self.stack.module)  # one seed's network (a meta copy when stacked)
-        self.optimizer = _optimizer(t, self.stack.parameters())
+        self.optimizer = make_optimizer(t, self.stack.parameters())
+        self.loss = make_loss(t, cfg.source_dir)
         self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
         self.states = [SeedState() for _ in self.seeds]
         self.epoch = 0  # epochs the group has trained (a diverged seed's history stops earlier)
         self.epoch_seconds = 0.0  # wall time of the last epoch trained, evaluation included
         self._step_hook = os.environ.get("NNSTUDY_CRASH_AT", "").startswith("train-step")
-        mean, std = _normalisation(cfg, data)
+        mean, std = normalisation(cfg, data)
         self.pipeline = BatchPipeline(mean, std, cfg.dataset.crop_padding, cfg.dataset.flip, self.device)
         # The dataset lives on the training device, as uint8: 4x smaller than float.
         # Stored channels-last when the convolutions run so: gathered batches then
@@ -159,7 +162,7 @@ class GroupTrainer:
         total = self.cfg.train.epochs
         while self.epoch < total:
             epoch = self.epoch + 1
-            lr = self.cfg.train.lr * _lr_factor(self.cfg.train, epoch - 1)
+            lr = self.cfg.train.lr * lr_factor(self.cfg.train, epoch - 1)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             start = time.perf_counter()
@@ -210,7 +213,7 @@ class GroupTrainer:
             x = self.pipeline.train_batch(self.gather_train(idx), batch_draws)
             with self.autocast:
                 logits = self.stack.forward_train(x)
-                losses = per_seed_loss(t.loss, logits.float(), y, t.label_smoothing)
+                losses = per_seed_loss(self.loss, logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             self.optimizer.step()
@@ -233,7 +236,7 @@ class GroupTrainer:
             with self.autocast:
                 logits = self.stack.forward_eval(x).float()
             yk = y.expand(len(self.seeds), -1)
-            loss_sum += per_seed_loss(t.loss, logits, yk, t.label_smoothing) * y.shape[0]
+            loss_sum += per_seed_loss(self.loss, logits, yk) * y.shape[0]
             preds.append(logits.argmax(-1))
         preds = torch.cat(preds, 1).cpu()
         acc = (preds == self.test_y.cpu()).double().mean(1)
@@ -257,36 +260,7 @@ def _image_gather(x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda idx: x[idx]
 
 
-def _optimizer(t, params):
-    # The fused kernels are the fastest path on CPU and CUDA; older torch lacks them on CPU.
-    fast = {"fused": True}
-    if t.optimizer == "sgd":
-        make = lambda **kw: torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                                           weight_decay=t.weight_decay, **kw)
-    else:
-        cls = torch.optim.Adam if t.optimizer == "adam" else torch.optim.AdamW
-        make = lambda **kw: cls(params, lr=t.lr, weight_decay=t.weight_decay, **kw)
-    try:
-        return make(**fast)
-    except (RuntimeError, TypeError, ValueError):
-        return make(foreach=True)
-
-
-def _lr_factor(t, epoch: int) -> float:
-    """Learning-rate multiplier for a 0-based epoch (set once per epoch)."""
-    if t.warmup_epochs and epoch < t.warmup_epochs:
-        return (epoch + 1) / (t.warmup_epochs + 1)
-    e, span = epoch - t.warmup_epochs, max(1, t.epochs - t.warmup_epochs)
-    if t.schedule == "step":
-        return t.gamma ** (e // t.step_size)
-    if t.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * e / span))
-    if t.schedule == "linear":
-        return 1 - e / span
-    return 1.0
-
-
-def _normalisation(cfg: RunConfig, data):
+def normalisation(cfg: RunConfig, data):
     """The study's mean/std, or the train set's own per-channel statistics."""
     c = data.train_x.shape[1]
     ds = cfg.dataset

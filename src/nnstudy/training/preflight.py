@@ -1,0 +1,88 @@
+"""Checks that need the data, run for every variant before any training starts.
+
+A study that would fail in its third variant after an hour fails now, in one
+line naming the variant: mean/std against the image channels, a conv stack
+that shrinks the images to nothing, a user's model or loss that breaks on one
+batch, a model whose output is not one logit per class. It also finds out
+whether the seeds of a variant can train stacked.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from nnstudy.config.schema import RunConfig
+from nnstudy.data.augment import BatchPipeline
+from nnstudy.errors import UserError
+from nnstudy.models import build_model
+from nnstudy.training import stacked_forward
+from nnstudy.training.losses import make_loss, per_seed_loss
+from nnstudy.training.trainer import can_stack, normalisation
+
+
+@dataclass
+class Preflight:
+    stackable: bool
+    why_not: str | None = None  # why the seeds train one at a time
+
+
+def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Preflight:
+    """Build the variant's model, run one batch forward and backward; UserError naming the variant if it breaks."""
+    where = f"variants.{name}"
+    n_classes = len(data.classes)
+    try:
+        mean, std = normalisation(cfg, data)
+        x = BatchPipeline(mean, std, 0, False, torch.device("cpu")).normalise(data.train_x[:2])
+        y = data.train_y[:2]
+        torch.manual_seed(0)
+        model = build_model(cfg.model, tuple(data.train_x.shape[1:]), n_classes, cfg.source_dir)
+        loss_fn = make_loss(cfg.train, cfg.source_dir)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    try:
+        logits = model(x)
+    except Exception as exc:
+        raise UserError(f"{where}: the model fails on a batch of two {list(x.shape[1:])} images: "
+                        f"{type(exc).__name__}: {_first_line(exc)}") from None
+    if not torch.is_tensor(logits) or tuple(logits.shape) != (2, n_classes):
+        shape = list(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+        raise UserError(f"{where}: the model returns {shape} for 2 images; it must return one logit per class, "
+                        f"[2, {n_classes}] (the data has {n_classes} classes)")
+    try:
+        loss = per_seed_loss(loss_fn, logits.unsqueeze(0), y.unsqueeze(0))
+        loss.sum().backward()
+    except Exception as exc:
+        raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {_first_line(exc)}; "
+                        "a loss must map (logits [N, C], labels [N]) to per-example losses [N]") from None
+    if not stack:
+        return Preflight(True)
+    if not can_stack(cfg):
+        return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone")
+    if stacked_forward.supports(model):
+        return Preflight(True)
+    return _try_vmap(model, x, y, loss_fn)
+
+
+def _try_vmap(model: torch.nn.Module, x, y, loss_fn) -> Preflight:
+    """A user's network stacks when torch.func can run two copies of it as one: try it."""
+    copies = [copy.deepcopy(model) for _ in range(2)]
+    params, buffers = stack_module_state(copies)
+    params = {k: v.detach().requires_grad_() for k, v in params.items()}
+    meta = copy.deepcopy(model).to("meta")
+    try:
+        logits = vmap(lambda p, b, xb: functional_call(meta, (p, b), (xb,)), in_dims=(0, 0, 0))(
+            params, buffers, x.expand(2, *x.shape))
+        per_seed_loss(loss_fn, logits, y.expand(2, -1)).sum().backward()
+    except Exception as exc:
+        return Preflight(False, f"torch.func cannot stack this model ({type(exc).__name__}: {_first_line(exc)[:120]}); "
+                                "its seeds train one at a time")
+    return Preflight(True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
