@@ -1,3 +1,20 @@
-"""nnstudy: reproducible neural-network design studies with an honest statistical verdict."""
+"""nnstudy: reproducible neural-network design studies with an honest statistical verdict.
 
-__version__ = "0.1.0"
+    import nnstudy
+    study = nnstudy.load_study("quickstart")    # a built-in name, a .toml file or a dict
+    results = study.run()                        # train what is missing, write the report
+    results.comparisons()                        # pandas DataFrame: differences, Holm p, verdicts
+
+Extension points are registries (`nnstudy.ACTIVATIONS.register("mish", ...)`, see `nnstudy.registry`).
+"""
+
+__version__ = "0.2.0"
+
+from nnstudy.api import Results, Study, load_study, open_results  # noqa: E402
+from nnstudy.errors import UserError  # noqa: E402
+from nnstudy.registry import (  # noqa: E402
+    ACTIVATIONS, DATASETS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS, POOLINGS, REPORT_SECTIONS, SCHEDULES,
+)
+
+__all__ = ["ACTIVATIONS", "DATASETS", "INITS", "LOSSES", "MODELS", "NORMS", "OPTIMIZERS", "POOLINGS",
+           "REPORT_SECTIONS", "Results", "SCHEDULES", "Study", "UserError", "load_study", "open_results"]

@@ -93,18 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_run(args) -> int:
-    from nnstudy.config import load_study
-    from nnstudy.runner import RunOptions, run_study
+    from nnstudy.api import load_study
 
-    overrides = {"seeds": args.seeds, "data_dir": args.data_dir, "precision": args.precision}
-    study = load_study(args.study, {k: v for k, v in overrides.items() if v is not None})
-    options = RunOptions(out=Path(args.out), device=args.device, executor=args.executor, workers=args.workers,
-                         vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
-                         retry_failed=args.retry_failed, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                         ray_address=args.ray_address, progress=not args.quiet)
-    results, paths = run_study(study, args.study, options)
-    failed = [r for r in results.runs if r.status == "failed"]
-    print(f"report: {paths['html']}")
+    study = load_study(args.study, seeds=args.seeds, data_dir=args.data_dir, precision=args.precision)
+    results = study.run(args.out, device=args.device, executor=args.executor, workers=args.workers,
+                        vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
+                        retry_failed=args.retry_failed, cache_dir=args.cache_dir, ray_address=args.ray_address,
+                        progress=not args.quiet)
+    failed = [r for r in results.study.runs if r.status == "failed"]
+    print(f"report: {results.report}")
     if failed:
         print(f"nnstudy: {len(failed)} run(s) failed; see the report's diagnostics, fix the cause, then rerun with --retry-failed",
               file=sys.stderr)

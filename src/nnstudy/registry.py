@@ -110,6 +110,7 @@ def import_reference(ref: str, what: str, base_dir: str | None = None):
     added = base_dir is not None and base_dir not in sys.path
     if added:
         sys.path.insert(0, base_dir)
+    _forget_if_changed(module_name, base_dir)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -126,3 +127,30 @@ def import_reference(ref: str, what: str, base_dir: str | None = None):
         close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=3)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise UserError(f"{what} = {ref!r}: module {module_name!r} has no {attr!r}{hint}") from None
+
+
+_imported: dict[str, int] = {}  # module name -> mtime of the study-folder file it was imported from
+
+
+def _forget_if_changed(module_name: str, base_dir: str | None) -> None:
+    """Re-import a user's module that was edited, or that now comes from another study's folder.
+
+    A notebook session lives long: without this it would keep running the first
+    version of `my_net.py` it imported.
+    """
+    import sys
+    from pathlib import Path
+
+    if base_dir is None:
+        return
+    path = Path(base_dir, *module_name.split("."))
+    path = path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+    if not path.is_file():
+        return
+    cached = sys.modules.get(module_name)
+    mtime = path.stat().st_mtime_ns
+    if cached is not None and (Path(getattr(cached, "__file__", "") or "").resolve() != path.resolve()
+                               or _imported.get(module_name) != mtime):
+        del sys.modules[module_name]
+        importlib.invalidate_caches()
+    _imported[module_name] = mtime

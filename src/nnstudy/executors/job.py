@@ -10,6 +10,7 @@ run folders (`recorder.py`), wherever the job ran.
 from __future__ import annotations
 
 import errno
+import json
 import platform
 import socket
 import time
@@ -75,14 +76,18 @@ def library_versions() -> dict:
 
 
 @lru_cache(maxsize=2)
-def _dataset(name: str, data_dir: str | None, cache_dir: str, subset: int | None, test_subset: int | None):
+def _dataset(dataset_json: str, cache_dir: str, source_dir: str | None):
+    from nnstudy.config.schema import DatasetConfig
     from nnstudy.data import load_dataset
-    return load_dataset(name, data_dir, cache_dir).subset(subset, test_subset)
+
+    ds = DatasetConfig.model_validate_json(dataset_json)
+    return load_dataset(ds.name, ds.data_dir, cache_dir, cfg=ds, source_dir=source_dir).subset(ds.subset, ds.test_subset)
 
 
 def load_study_data(cfg: RunConfig, cache_dir: str):
-    ds = cfg.dataset
-    return _dataset(ds.name, ds.data_dir, str(cache_dir), ds.subset, ds.test_subset)
+    """The variant's dataset, decoded once per process (variants differing only in how they feed it share it)."""
+    ds = cfg.dataset.model_dump(mode="json", by_alias=True, exclude={"mean", "std", "crop_padding", "flip"})
+    return _dataset(json.dumps(ds, sort_keys=True), str(cache_dir), cfg.source_dir)
 
 
 def is_output_error(exc: BaseException) -> bool:

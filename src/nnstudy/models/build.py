@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from nnstudy.config.schema import ModelConfig
@@ -38,23 +39,27 @@ def _act(cfg: ModelConfig) -> nn.Module:
 def _cnn(cfg: ModelConfig, input_shape, n_classes, source_dir=None) -> nn.Sequential:
     c, h, w = input_shape
     layers: list[nn.Module] = []
+    # The feature map's size is measured, not computed: any registered pooling may shrink it its own way.
+    probe = torch.zeros(1, c, h, w)
     for out in cfg.channels:
-        layers.append(nn.Conv2d(c, out, cfg.kernel, padding=cfg.padding))
+        block = [nn.Conv2d(c, out, cfg.kernel, padding=cfg.padding)]
         if (layer := norm(cfg.norm or "none", 2, out)) is not None:
-            layers.append(layer)
-        layers += _act_and_pool(cfg)
-        h = (h + 2 * cfg.padding - cfg.kernel + 1)
-        w = (w + 2 * cfg.padding - cfg.kernel + 1)
-        if cfg.pool != "none":
-            h, w = h // cfg.pool_size, w // cfg.pool_size
-        if h < 1 or w < 1:
+            block.append(layer)
+        block += _act_and_pool(cfg)
+        try:
+            with torch.no_grad():
+                probe = nn.Sequential(*block).eval()(probe)
+        except RuntimeError:  # a kernel larger than what is left of the image
+            probe = torch.zeros(0, 0, 0, 0)
+        if probe.dim() != 4 or probe.shape[2] < 1 or probe.shape[3] < 1:
             raise UserError(
                 f"model: {len(cfg.channels)} conv blocks with kernel {cfg.kernel} shrink {input_shape[1]}x{input_shape[2]} "
                 f"images to nothing; use fewer model.channels, a smaller model.kernel or model.padding > 0"
             )
+        layers += block
         c = out
     layers.append(nn.Flatten())
-    layers += _head(cfg, c * h * w, n_classes)
+    layers += _head(cfg, probe[0].numel(), n_classes)
     return nn.Sequential(*layers)
 
 

@@ -1,0 +1,171 @@
+"""The Python API: load a study, run it, read its results as pandas DataFrames.
+
+    import nnstudy
+    study = nnstudy.load_study("quickstart", seeds=[0, 1, 2])
+    results = study.run(out="nnstudy-out")      # same store, resume and report as `nnstudy run`
+    results.comparisons()                       # one row per comparison, with its verdict
+
+The command line is a thin layer over these calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from nnstudy.config import StudyConfig, load_study as _load_config, parse_study
+from nnstudy.errors import UserError
+
+
+class Study:
+    """A validated study: a baseline, variants and seeds. Build one with `load_study`."""
+
+    def __init__(self, config: StudyConfig, source: str):
+        self.config, self.source = config, source
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.config.variants)
+
+    @property
+    def baseline(self) -> str:
+        return self.config.baseline_name
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.config.seeds)
+
+    def run(self, out: str | os.PathLike = "nnstudy-out", *, device: str | None = None, executor: str = "auto",
+            workers: int | None = None, vectorize: bool = True, compile: bool = False, force: bool = False,
+            retry_failed: bool = False, cache_dir: str | os.PathLike | None = None, ray_address: str | None = None,
+            progress: bool = True, log=None) -> "Results":
+        """Train every (variant, seed) run that is missing, then write the report (options as `nnstudy run`)."""
+        from nnstudy.runner import RunOptions, run_study
+
+        options = RunOptions(out=Path(out), device=device, executor=executor, workers=workers, vectorize=vectorize,
+                             compile=compile, force=force, retry_failed=retry_failed,
+                             cache_dir=Path(cache_dir) if cache_dir else None, ray_address=ray_address,
+                             progress=progress, log=log)
+        results, paths = run_study(self.config, self.source, options)
+        return Results(results, paths)
+
+    def results(self, out: str | os.PathLike = "nnstudy-out") -> "Results":
+        """What the store in `out` holds for this study, without training."""
+        return open_results(self.name, out)
+
+    def summary(self):
+        """One row per variant: what it changes against the baseline, and its training length."""
+        import pandas as pd
+
+        base = self.config.variants[self.baseline].model_dump(mode="json", by_alias=True)
+        rows = []
+        for name, cfg in self.config.variants.items():
+            mine = cfg.model_dump(mode="json", by_alias=True)
+            changes = {f"{section}.{k}": v for section in ("dataset", "model", "train")
+                       for k, v in mine[section].items() if v != base[section][k]}
+            rows.append({"variant": name, "baseline": name == self.baseline,
+                         "changes": ", ".join(f"{k} = {v}" for k, v in changes.items()) or "-",
+                         "model": cfg.model.name or cfg.model.factory or cfg.model.kind,
+                         "epochs": cfg.train.epochs, "seeds": len(self.seeds)})
+        return pd.DataFrame(rows).set_index("variant")
+
+    def _repr_html_(self) -> str:
+        head = f"<p><b>{_escape(self.name)}</b>: {len(self.variants)} variants x {len(self.seeds)} seeds, " \
+               f"baseline {_escape(self.baseline)}</p>"
+        return head + self.summary().to_html()
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, variants={self.variants}, seeds={self.seeds})"
+
+
+def load_study(study, *, seeds: list[int] | None = None, data_dir: str | os.PathLike | None = None,
+               precision: str | None = None) -> Study:
+    """A study from a built-in name, a .toml file, or a dict with the study file's keys.
+
+    The keyword arguments override the file as the command line does
+    (`--seeds`, `--data-dir`, `--precision`). Mistakes raise `UserError` with
+    one line naming the key.
+    """
+    overrides = {k: v for k, v in {"seeds": seeds, "data_dir": str(data_dir) if data_dir else None,
+                                   "precision": precision}.items() if v is not None}
+    if isinstance(study, StudyConfig):
+        return Study(study, "study object")
+    if isinstance(study, dict):
+        return Study(parse_study(study, "study dict", Path.cwd(), overrides), "study dict")
+    if isinstance(study, (str, os.PathLike)):
+        return Study(_load_config(str(study), overrides), str(study))
+    raise UserError(f"load_study takes a built-in name, a .toml path or a dict, not {type(study).__name__}")
+
+
+def open_results(name: str, out: str | os.PathLike = "nnstudy-out") -> "Results":
+    """A stored study's results, read from the store in `out` (no training)."""
+    from nnstudy.store import Store, load_results
+
+    store = Store(out, create=False)
+    try:
+        return Results(load_results(store, name), {})
+    finally:
+        store.close()
+
+
+class Results:
+    """A study's stored results; each table is a fresh pandas DataFrame."""
+
+    def __init__(self, study_results, report_paths: dict):
+        self.study = study_results
+        self.report_paths = report_paths
+
+    @property
+    def report(self) -> Path | None:
+        """The HTML report (None when only read from the store)."""
+        return self.report_paths.get("html")
+
+    def runs(self):
+        """One row per (variant, seed): status, final metrics, how it ran."""
+        import pandas as pd
+
+        rows = []
+        for r in self.study.runs:
+            final = r.final
+            rows.append({"variant": r.variant, "seed": r.seed, "status": r.status, "epochs": len(r.history),
+                         **{m: getattr(final, m) if final else float("nan")
+                            for m in ("test_acc", "test_loss", "train_acc", "train_loss")},
+                         "diverged_at": r.diverged_at, "n_params": r.n_params, "wall_seconds": r.wall_seconds,
+                         **{k: r.settings.get(k) for k in ("device", "precision", "compile", "vectorized", "threads")},
+                         "error": r.error})
+        return pd.DataFrame(rows)
+
+    def epochs(self):
+        """One row per (variant, seed, epoch): the learning curves."""
+        import pandas as pd
+
+        rows = [{"variant": r.variant, "seed": r.seed, **dataclasses.asdict(e)} for r in self.study.runs
+                for e in r.history]
+        return pd.DataFrame(rows)
+
+    def comparisons(self):
+        """Every variant against the baseline at every reported epoch: differences, Holm p, verdict, sentence."""
+        import pandas as pd
+
+        from nnstudy.stats import compare_study
+
+        if len(self.study.variants) < 2:
+            return pd.DataFrame()
+        return pd.DataFrame([dataclasses.asdict(c) for c in compare_study(self.study)])
+
+    def _repr_html_(self) -> str:
+        table = self.comparisons()
+        if table.empty:
+            return self.runs().to_html()
+        return table[["variant", "metric", "epoch", "n", "diff_mean", "p_holm", "verdict"]].to_html()
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(str(text))
