@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
     run.add_argument("--cache-dir", help="where decoded datasets are cached (default $NNSTUDY_CACHE or ~/.cache/nnstudy)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--no-probes", action="store_true",
+                     help="skip the mechanism probes (per-layer activations, gradients, symmetry, shift invariance)")
 
     init = sub.add_parser("init", help="copy a built-in study to a file you can edit")
     init.add_argument("name")
@@ -99,7 +101,7 @@ def _cmd_run(args) -> int:
     results = study.run(args.out, device=args.device, executor=args.executor, workers=args.workers,
                         vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
                         retry_failed=args.retry_failed, cache_dir=args.cache_dir, ray_address=args.ray_address,
-                        progress=not args.quiet)
+                        progress=not args.quiet, probes=not args.no_probes)
     failed = [r for r in results.study.runs if r.status == "failed"]
     print(f"report: {results.report}")
     if failed:

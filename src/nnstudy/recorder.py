@@ -76,6 +76,8 @@ class Recorder:
                 _save_npy(self.rows[rid].run_dir / f"predictions-epoch{epoch}.npy", preds)
         self.histories.update(event.histories)
         self.store.record_epochs(event.histories)
+        if event.probes:
+            self.store.record_probes(event.probes, replace=event.restored)
         if event.restored:
             return
         self._remaining[id(job)] = event.epochs - event.epoch

@@ -46,6 +46,7 @@ class RunOptions:
     cache_dir: Path | None = None
     ray_address: str | None = None
     progress: bool = True
+    probes: bool = True  # mechanism probes per epoch (training/probes.py); they never change the numbers
     log: object = field(default=None, repr=False)  # None: sys.stderr at run time (not at import)
 
 
@@ -222,7 +223,7 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
             run_ids=[r.id for r in rows], seeds=[r.seed for r in rows], identities=[r.config_hash for r in rows],
             checkpoint_dirs=[str(r.run_dir) for r in rows], report_epochs=report_epochs, cache_dir=str(cache_dir),
             device=device, vectorize=stacks[variant], compile=options.compile, progress=options.progress,
-            stack_note=stacking[variant].why_not or "",
+            stack_note=stacking[variant].why_not or "", probes=options.probes,
         ))
     return jobs
 

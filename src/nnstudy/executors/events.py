@@ -7,7 +7,7 @@ process, the process pool through a pipe, Ray through a queue. The driver's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class EpochsDone:
     restored: bool
     histories: dict[int, list[EpochRow]]
     predictions: dict[int, dict[int, np.ndarray]]  # run id -> epoch -> predicted test labels (new ones only)
+    probes: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)  # run id -> epoch -> probes (new ones)
     images: int = 0  # training images this epoch, all seeds together
     seconds: float = 0.0
 

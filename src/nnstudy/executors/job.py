@@ -53,6 +53,7 @@ class Job:
     compile: bool = False
     threads: int = 0  # 0: nnstudy's choice for the job's size (training/threads.py)
     stack_note: str = ""  # why this variant's seeds train one at a time, if they do
+    probes: bool = True  # mechanism probes (training/probes.py)
     progress: bool = True
     position: int = 0
 
@@ -113,7 +114,7 @@ def execute_job(job: Job, emit: Callable[[Event], None]) -> None:
         emit(Started(job.run_ids, settings, library_versions()))
         data = load_study_data(cfg, job.cache_dir)
         options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
-                               progress=job.progress, label=job.label, position=job.position)
+                               progress=job.progress, label=job.label, position=job.position, probes=job.probes)
         trainer = GroupTrainer(cfg, data, job.seeds, options)
         dirs = [Path(d) for d in job.checkpoint_dirs]
         checkpoints = [load_checkpoint(resume_checkpoint(d)) for d in dirs]
@@ -122,12 +123,19 @@ def execute_job(job: Job, emit: Callable[[Event], None]) -> None:
             trainer.restore(checkpoints)
             restored = trainer.epoch
             # The checkpoint is the record: the store is made to match it, whatever it held.
-            emit(_epochs_event(job, trainer, {k: s.predictions for k, s in enumerate(trainer.states)}, restored=True))
+            emit(_epochs_event(job, trainer, {k: s.predictions for k, s in enumerate(trainer.states)},
+                               {k: s.probes for k, s in enumerate(trainer.states)}, restored=True))
+
+        sent = [set(s.probes) for s in trainer.states]  # probe epochs already reported
 
         def on_epoch(tr: GroupTrainer, predictions: dict[int, torch.Tensor]) -> None:
             for k, d in enumerate(dirs):
                 save_checkpoint(d, {**tr.checkpoint(k), "identity": job.identities[k]})
-            emit(_epochs_event(job, tr, {k: {tr.epoch: p} for k, p in predictions.items()}, restored=False))
+            probes = {k: {e: p for e, p in s.probes.items() if e in (0, tr.epoch) and e not in sent[k]}
+                      for k, s in enumerate(tr.states)}
+            for k, new in probes.items():
+                sent[k].update(new)
+            emit(_epochs_event(job, tr, {k: {tr.epoch: p} for k, p in predictions.items()}, probes, restored=False))
 
         trainer.fit(on_epoch, predict_epochs=job.report_epochs)
         wall = time.perf_counter() - start
@@ -144,8 +152,10 @@ def execute_job(job: Job, emit: Callable[[Event], None]) -> None:
         emit(RunsFailed(job.run_ids, message, traceback.format_exc(), stop_study=is_output_error(exc)))
 
 
-def _epochs_event(job: Job, tr: GroupTrainer, predictions: dict[int, dict], restored: bool) -> EpochsDone:
+def _epochs_event(job: Job, tr: GroupTrainer, predictions: dict[int, dict], probes: dict[int, dict],
+                  restored: bool) -> EpochsDone:
     return EpochsDone(
+        probes={job.run_ids[k]: by_epoch for k, by_epoch in probes.items() if by_epoch},
         epoch=tr.epoch, epochs=tr.cfg.train.epochs, restored=restored,
         histories={rid: list(tr.states[k].history) for k, rid in enumerate(job.run_ids)},
         predictions={job.run_ids[k]: {e: p.numpy() for e, p in preds.items()} for k, preds in predictions.items()},

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS epochs (
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
     train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, lr REAL, seconds REAL,
     PRIMARY KEY (run, epoch));
+CREATE TABLE IF NOT EXISTS probes (
+    run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL, name TEXT NOT NULL,
+    layer TEXT NOT NULL DEFAULT '', value REAL, PRIMARY KEY (run, epoch, name, layer));
 CREATE TABLE IF NOT EXISTS artifacts (
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, kind TEXT NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (run, kind));
@@ -188,6 +191,7 @@ class Store:
                     (study, variant, seed, config_hash, json.dumps(config), fingerprint, str(run_dir)))
             elif reset:
                 c.execute("DELETE FROM epochs WHERE run=?", (row["id"],))
+                c.execute("DELETE FROM probes WHERE run=?", (row["id"],))
                 c.execute("DELETE FROM artifacts WHERE run=?", (row["id"],))
                 c.execute(
                     "UPDATE runs SET config_hash=?, config=?, dataset_fingerprint=?, status='pending', run_dir=?, "
@@ -236,6 +240,22 @@ class Store:
                 c.executemany("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?)",
                               [(rid, r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds) for r in history])
                 c.execute("UPDATE runs SET epochs_done=? WHERE id=?", (len(history), rid))
+
+    def record_probes(self, probes: dict[int, dict[int, dict[str, float]]], replace: bool = False) -> None:
+        """Store probes (run -> epoch -> {"name" or "name|layer": value}); `replace`: they are the run's whole record."""
+        with self.transaction() as c:
+            for rid, by_epoch in probes.items():
+                if replace:
+                    c.execute("DELETE FROM probes WHERE run=?", (rid,))
+                c.executemany("INSERT OR REPLACE INTO probes VALUES (?,?,?,?,?)",
+                              [(rid, epoch, *key.partition("|")[::2], value)
+                               for epoch, values in by_epoch.items() for key, value in values.items()])
+
+    def probes(self, run_id: int) -> dict[int, dict[str, float]]:
+        out: dict[int, dict[str, float]] = {}
+        for r in self._query("SELECT epoch, name, layer, value FROM probes WHERE run=? ORDER BY epoch, rowid", (run_id,)):
+            out.setdefault(r["epoch"], {})[r["name"] + (f"|{r['layer']}" if r["layer"] else "")] = r["value"]
+        return out
 
     def finish_run(self, run_id: int, status: str, n_params: int, wall_seconds: float, artifacts: dict[str, str],
                    settings: dict | None = None) -> None:

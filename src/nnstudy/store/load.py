@@ -27,6 +27,7 @@ def load_results(store: Store, name: str) -> StudyResults:
             run_id=str(row.id), variant=row.variant, seed=row.seed, status=row.status, config=row.config,
             n_params=row.n_params or 0, history=store.epochs(row.id), predictions=predictions,
             error=row.error, wall_seconds=row.wall_seconds or 0.0, run_dir=row.run_dir, settings=row.settings,
+            probes=store.probes(row.id),
         ))
     labels = study_dir / TEST_LABELS
     y_true = np.load(labels, allow_pickle=False) if labels.exists() else np.zeros(0, dtype=np.int64)

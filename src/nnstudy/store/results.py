@@ -53,6 +53,8 @@ class RunResult:
     # Facts of how this run was trained, recorded by the run itself (not the latest command line):
     # device, precision, compile, vectorized (seeds stacked), threads.
     settings: dict = field(default_factory=dict)
+    # Mechanism probes: epoch (0 = at initialisation) -> {"name" or "name|layer": value}; see training/probes.py.
+    probes: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def diverged_at(self) -> int | None:

@@ -24,6 +24,7 @@ from nnstudy.store import files
 from nnstudy.store.results import EpochRow
 from nnstudy.training.losses import make_loss, per_seed_loss
 from nnstudy.training.optim import lr_factor, make_optimizer
+from nnstudy.training.probes import Prober
 from nnstudy.training.progress import EpochProgress
 from nnstudy.training.seed_stack import SeedStack
 
@@ -41,6 +42,7 @@ class TrainOptions:
     label: str = ""
     position: int = 0  # progress-bar line, one per parallel worker
     channels_last: bool | None = None  # None: on for CNNs on CPU, where it is measured faster
+    probes: bool = False  # mechanism probes at initialisation and after each epoch (training/probes.py)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class SeedState:
     history: list[EpochRow] = field(default_factory=list)
     diverged: bool = False
     predictions: dict[int, torch.Tensor] = field(default_factory=dict)  # epoch -> predicted test labels
+    probes: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch (0: at initialisation) -> probes
 
 
 def can_stack(cfg: RunConfig) -> bool:
@@ -120,6 +123,7 @@ class GroupTrainer:
         )
         if options.compile:
             self.stack.forward_train = torch.compile(self.stack.forward_train)
+        self.prober = Prober(self.stack.module, data, self.pipeline, self.loss, self.device) if options.probes else None
 
     # --- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, k: int) -> dict:
@@ -135,6 +139,7 @@ class GroupTrainer:
             "history": [vars(r) for r in self.states[k].history],
             "diverged": self.states[k].diverged,
             "predictions": dict(self.states[k].predictions),
+            "probes": dict(self.states[k].probes),
         }
 
     def restore(self, checkpoints: list[dict]) -> None:
@@ -147,8 +152,8 @@ class GroupTrainer:
         for gen, c in zip(self.generators, checkpoints):
             gen.set_state(c["data_rng"])
         torch.set_rng_state(checkpoints[0]["torch_rng"])
-        self.states = [SeedState([EpochRow(**r) for r in c["history"]], c["diverged"], dict(c.get("predictions", {})))
-                       for c in checkpoints]
+        self.states = [SeedState([EpochRow(**r) for r in c["history"]], c["diverged"], dict(c.get("predictions", {})),
+                                 dict(c.get("probes", {}))) for c in checkpoints]
         self.epoch = epochs.pop()
 
     # --- training ------------------------------------------------------------------------
@@ -160,6 +165,9 @@ class GroupTrainer:
         that have not diverged (a diverged network's argmax is no prediction).
         """
         total = self.cfg.train.epochs
+        if self.prober is not None and self.epoch == 0:
+            cost = self.prober.cost()
+            self._probe(0, shifts=False, extra=cost)
         while self.epoch < total:
             epoch = self.epoch + 1
             lr = self.cfg.train.lr * lr_factor(self.cfg.train, epoch - 1)
@@ -184,11 +192,19 @@ class GroupTrainer:
                     kept[k] = state.predictions[epoch] = preds[k].to(torch.int16 if len(self.data.classes) < 2**15
                                                                      else torch.int32)
                 state.history.append(row)
+            if self.prober is not None:
+                self._probe(epoch, shifts=keep, extra={"step_ms": 1000 * self.train_seconds / self.steps})
             on_epoch(self, kept)
             if all(s.diverged for s in self.states):
                 break
 
+    def _probe(self, epoch: int, shifts: bool, extra: dict) -> None:
+        for k, state in enumerate(self.states):
+            if not state.diverged:  # a diverged network's numbers mean nothing
+                state.probes[epoch] = {**self.prober.measure(self.stack.model_state(k), shifts), **extra}
+
     def _train_epoch(self, epoch: int, total: int):
+        started = time.perf_counter()
         t, k, n = self.cfg.train, len(self.seeds), self.train_x.shape[0]
         bs = t.batch_size
         self.stack.train(True)
@@ -222,7 +238,10 @@ class GroupTrainer:
                 correct.add_((logits.argmax(-1) == y).sum(1))
             bar.step(losses)
         bar.close()
-        return (loss_sum / n).tolist(), (correct.double() / n).tolist()
+        self.steps = steps
+        result = (loss_sum / n).tolist(), (correct.double() / n).tolist()  # syncs with the device
+        self.train_seconds = time.perf_counter() - started
+        return result
 
     @torch.inference_mode()
     def _evaluate(self):
