@@ -24,7 +24,8 @@ from nnstudy.errors import UserError
 
 # The modules whose decorators fill the registries with nnstudy's own entries.
 _BUILTIN_MODULES = ("nnstudy.models.layers", "nnstudy.models.build", "nnstudy.models.external",
-                    "nnstudy.training.losses", "nnstudy.training.optim", "nnstudy.data", "nnstudy.data.external")
+                    "nnstudy.training.losses", "nnstudy.training.optim", "nnstudy.data", "nnstudy.data.external",
+                    "nnstudy.stats.claims")
 _loaded = False
 
 
@@ -92,9 +93,10 @@ OPTIMIZERS = Registry("optimiser", "train.optimizer")
 SCHEDULES = Registry("schedule", "train.schedule")
 DATASETS = Registry("dataset", "dataset.name")
 REPORT_SECTIONS = Registry("report section", "report section")
+CLAIM_METRICS = Registry("claim metric", "claims.metric")
 
 ALL = {r.kind: r for r in (ACTIVATIONS, POOLINGS, INITS, NORMS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, DATASETS,
-                           REPORT_SECTIONS)}
+                           REPORT_SECTIONS, CLAIM_METRICS)}
 
 
 def import_reference(ref: str, what: str, base_dir: str | None = None):

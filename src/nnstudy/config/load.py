@@ -24,7 +24,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "baseline", "report_epochs", "dataset", "model", "train", "variants")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "baseline", "report_epochs", "dataset", "model", "train", "variants",
+                  "claims")
 BASELINE_VARIANT = "baseline"
 
 
@@ -103,7 +104,7 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
         _apply_overrides(merged, overrides, base_dir)
         variants[vname] = _validate(RunConfig, merged, source, prefix=f"variants.{vname}.")
 
-    study = {k: raw[k] for k in ("name", "description", "seeds", "baseline", "report_epochs") if k in raw}
+    study = {k: raw[k] for k in ("name", "description", "seeds", "baseline", "report_epochs", "claims") if k in raw}
     if "seeds" in overrides:
         study["seeds"] = overrides["seeds"]
     if "name" not in study:

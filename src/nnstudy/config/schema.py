@@ -11,7 +11,8 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nnstudy import registry
-from nnstudy.registry import ACTIVATIONS, DATASETS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES
+from nnstudy.registry import (ACTIVATIONS, CLAIM_METRICS, DATASETS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS, POOLINGS,
+                              SCHEDULES)
 
 _REFERENCE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # "package.module:function"
 
@@ -202,6 +203,36 @@ class RunConfig(_Strict):
     source_dir: Optional[str] = None
 
 
+class ClaimConfig(_Strict):
+    """A claim the study checks: `metric` of `variant` is greater than, less than, or within
+    `tolerance` of the `baseline` variant's (paired by seed) or of a fixed `value`, at `epoch`."""
+
+    text: str = Field(min_length=1)  # the claim as its source states it
+    source: str = ""  # where it comes from, e.g. "coursework report, section 3"
+    metric: str  # registry.CLAIM_METRICS; shift metrics take "@pixels", e.g. "shift_agreement@2"
+    variant: str
+    baseline: Optional[str] = None
+    value: Optional[float] = None
+    direction: Literal["greater", "less", "within"]
+    tolerance: float = Field(0.0, ge=0)  # for "within"
+    epoch: Optional[int] = Field(None, ge=0)  # None: the variant's last epoch; 0: at initialisation (probes)
+    threshold: Optional[float] = None  # for metric "epochs_to_acc": the test accuracy to reach
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v):
+        return _registered(CLAIM_METRICS, v.partition("@")[0]) and v
+
+    @model_validator(mode="after")
+    def _one_reference(self):
+        if (self.baseline is None) == (self.value is None):
+            raise ValueError("a claim compares with a baseline variant or a fixed value: give exactly one of "
+                             "baseline and value")
+        if self.metric == "epochs_to_acc" and self.threshold is None:
+            raise ValueError("metric epochs_to_acc needs threshold (a test accuracy, e.g. 0.97)")
+        return self
+
+
 class StudyConfig(_Strict):
     """A study: a baseline, named variants overriding it, and the seeds."""
 
@@ -212,6 +243,7 @@ class StudyConfig(_Strict):
     report_epochs: list[int] = Field(default_factory=list)
     base: RunConfig
     variants: dict[str, RunConfig]
+    claims: list[ClaimConfig] = Field(default_factory=list)
 
     @field_validator("seeds")
     @classmethod
@@ -230,6 +262,23 @@ class StudyConfig(_Strict):
         for e in self.report_epochs:
             if e < 1 or e > min(epochs):
                 raise ValueError(f"report_epochs entry {e} must be between 1 and train.epochs ({min(epochs)})")
+        return self
+
+    @model_validator(mode="after")
+    def _claims_name_variants(self):
+        for i, claim in enumerate(self.claims):
+            for key in ("variant", "baseline"):
+                name = getattr(claim, key)
+                if name is not None and name not in self.variants:
+                    raise ValueError(f"claims[{i}].{key} = {name!r} is not a variant; choose one of "
+                                     f"{', '.join(self.variants)}")
+            last = self.variants[claim.variant].train.epochs
+            if claim.epoch is not None and claim.epoch > last:
+                raise ValueError(f"claims[{i}].epoch = {claim.epoch} is past variant {claim.variant}'s last epoch ({last})")
+            if CLAIM_METRICS.entry(claim.metric.partition("@")[0]).meta.get("report_epochs") and \
+                    claim.epoch not in (None, *self.report_epochs, last):
+                raise ValueError(f"claims[{i}]: {claim.metric} is measured on report epochs only; use an epoch "
+                                 f"from report_epochs {self.report_epochs} or leave epoch out (the last)")
         return self
 
     @model_validator(mode="after")

@@ -88,6 +88,7 @@ class StudyResults:
     runs: list[RunResult]
     out_dir: Path  # the study folder (report.html lives here)
     settings: dict = field(default_factory=dict)  # device, precision, vectorized, ...
+    claims: list[dict] = field(default_factory=list)  # the study file's claims (config.ClaimConfig as dicts)
 
     def runs_of(self, variant: str) -> list[RunResult]:
         return sorted((r for r in self.runs if r.variant == variant), key=lambda r: r.seed)
