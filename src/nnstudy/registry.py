@@ -25,7 +25,7 @@ from nnstudy.errors import UserError
 # The modules whose decorators fill the registries with nnstudy's own entries.
 _BUILTIN_MODULES = ("nnstudy.models.layers", "nnstudy.models.build", "nnstudy.models.external",
                     "nnstudy.training.losses", "nnstudy.training.optim", "nnstudy.data", "nnstudy.data.external",
-                    "nnstudy.stats.claims")
+                    "nnstudy.stats.claims", "nnstudy.report.sections")
 _loaded = False
 
 

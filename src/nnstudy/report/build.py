@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from nnstudy.registry import REPORT_SECTIONS
 from nnstudy.stats.paired import compare_study
 from nnstudy.store.files import write_text
 from nnstudy.store.results import StudyResults
@@ -77,6 +78,7 @@ def build_report(results: StudyResults) -> dict[str, Path]:
         "classes": classes,
         "figures": figures,
         "diagnostics": ctx.diagnostics(results),
+        "sections": _registered_sections(results, fig_dir, out),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     html = write_text(out / "report.html", _ENV.get_template("report.html.j2").render(**page))
@@ -101,6 +103,20 @@ def _figure(path: Path, out: Path, title: str) -> dict:
     """A figure as both a relative link (Markdown) and a data URI (HTML, self-contained)."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return {"title": title, "file": path.relative_to(out).as_posix(), "data_uri": f"data:image/png;base64,{data}"}
+
+
+def _registered_sections(results: StudyResults, fig_dir: Path, out: Path) -> list[dict]:
+    """The registry's extra sections (claims, mechanisms, ...) that have something to show."""
+    def save(fig, name: str, title: str) -> dict:
+        return _figure(save_png(fig, fig_dir / name), out, title)
+
+    sections = []
+    for name in REPORT_SECTIONS.names():
+        entry = REPORT_SECTIONS.entry(name)
+        context = entry.build(results, save)
+        if context is not None:
+            sections.append({"name": name, "title": entry.meta["title"], "anchor": entry.meta["anchor"], "s": context})
+    return sections
 
 
 def _slug(name: str) -> str:

@@ -5,10 +5,11 @@ mechanism probes), a variant, and either a baseline variant (paired by seed)
 or a fixed value, with a direction:
 
 - "greater" / "less": the same paired test as the comparisons (t-test, or the
-  exact sign-flip test when the differences do not vary), Holm-adjusted over
-  the study's directional claims: "supported" when significant in the stated
-  direction, "contradicted" when significant the other way, otherwise "not
-  shown at n=K seeds";
+  exact sign-flip test when the differences do not vary), one-sided since a
+  claim states its direction, Holm-adjusted over the study's directional
+  claims: "supported" when significant in the stated direction,
+  "contradicted" when significant the other way, otherwise "not shown at
+  n=K seeds";
 - "within": an equivalence check (TOST at 5%): "supported" when the 90%
   interval of the mean difference lies inside +-tolerance, "contradicted"
   when it lies wholly outside, otherwise "not shown".
@@ -24,7 +25,7 @@ import numpy as np
 from nnstudy.registry import CLAIM_METRICS
 from nnstudy.store.results import RunResult, StudyResults
 
-from .paired import BETTER, WORSE, apply_holm, compare_paired
+from .paired import compare_paired, holm
 from .summary import t_interval
 
 SUPPORTED, CONTRADICTED, NOT_SHOWN = "supported", "contradicted", "not shown"
@@ -62,6 +63,13 @@ def _saturated(run, epoch, claim, arg):
 @CLAIM_METRICS.register("symmetry_index", label="symmetry index of the hidden layers (1: every unit a copy)")
 def _symmetry(run, epoch, claim, arg):
     return _mean(_layers(run, epoch, "symmetry")[:-1])  # the output layer's units are the classes: meant to differ
+
+
+@CLAIM_METRICS.register("first_layer_grad_norm", label="weight-gradient norm of the first layer (after backpropagating "
+                                                      "through all the others)")
+def _first_grad(run, epoch, claim, arg):
+    norms = _layers(run, epoch, "grad_norm")
+    return norms[0] if norms else math.nan
 
 
 @CLAIM_METRICS.register("grad_norm_ratio", label="weight-gradient norm, first layer / last layer")
@@ -142,7 +150,7 @@ class ClaimResult:
     diff_mean: float
     ci_low: float  # of the mean difference (95%; 90% for "within")
     ci_high: float
-    p_holm: float
+    p_holm: float  # one-sided, for the claim, Holm-adjusted (nan for "within" claims)
     verdict: str
     evidence: str  # one sentence with the numbers
 
@@ -163,7 +171,7 @@ def metric_values(results: StudyResults, claim: dict, variant: str, epoch: int) 
 
 def check_claims(results: StudyResults) -> list[ClaimResult]:
     """Every claim of the study, in file order, with its evidence and verdict."""
-    checked, directional = [], []
+    checked = []
     for claim in results.claims:
         epoch = claim.get("epoch")
         if epoch is None:
@@ -178,14 +186,24 @@ def check_claims(results: StudyResults) -> list[ClaimResult]:
         c = compare_paired(b, v, higher_is_better=claim["direction"] != "less", variant_name=claim["variant"],
                            baseline_name=reference, metric=claim["metric"], epoch=epoch)
         checked.append((claim, epoch, reference, c))
-        if claim["direction"] != "within":
-            directional.append(c)
-    adjusted = iter(apply_holm(directional))
-    return [_verdict(claim, epoch, reference, next(adjusted) if claim["direction"] != "within" else c)
-            for claim, epoch, reference, c in checked]
+    # One-sided p-values for and against each directional claim, Holm-adjusted over the claims.
+    directional = [i for i, (claim, *_) in enumerate(checked) if claim["direction"] != "within"]
+    p_for = [_one_sided(checked[i][3]) for i in directional]
+    adjusted_for = dict(zip(directional, holm(p_for)))
+    adjusted_against = dict(zip(directional, holm([1 - p if math.isfinite(p) else p for p in p_for])))
+    return [_verdict(claim, epoch, reference, c, adjusted_for.get(i, math.nan), adjusted_against.get(i, math.nan))
+            for i, (claim, epoch, reference, c) in enumerate(checked)]
 
 
-def _verdict(claim: dict, epoch: int, reference: str, c) -> ClaimResult:
+def _one_sided(c) -> float:
+    """P-value of "the difference lies in the claimed direction" from the two-sided test (symmetric null)."""
+    if c.n < 2 or not math.isfinite(c.p_value):
+        return math.nan
+    favours = (c.diff_mean > 0) == c.higher_is_better and c.diff_mean != 0
+    return c.p_value / 2 if favours else 1 - c.p_value / 2
+
+
+def _verdict(claim: dict, epoch: int, reference: str, c, p_for: float, p_against: float) -> ClaimResult:
     entry = CLAIM_METRICS.entry(claim["metric"].partition("@")[0])
     fraction = entry.meta.get("fraction", False)
     if claim["direction"] == "within":
@@ -201,7 +219,7 @@ def _verdict(claim: dict, epoch: int, reference: str, c) -> ClaimResult:
             verdict = NOT_SHOWN
     else:
         low, high = c.ci_low, c.ci_high
-        verdict = {BETTER: SUPPORTED, WORSE: CONTRADICTED}.get(c.verdict, NOT_SHOWN)
+        verdict = SUPPORTED if p_for < 0.05 else CONTRADICTED if p_against < 0.05 else NOT_SHOWN
     shown = (lambda x: f"{100 * x:.2f}%") if fraction else (lambda x: f"{x:.4g}")
     diff = (lambda x: f"{100 * x:+.2f} pp") if fraction else (lambda x: f"{x:+.4g}")
     tol = claim.get("tolerance", 0.0)
@@ -219,7 +237,7 @@ def _verdict(claim: dict, epoch: int, reference: str, c) -> ClaimResult:
         text=claim["text"], source=claim.get("source", ""), metric=claim["metric"], label=entry.meta.get("label", ""),
         variant=claim["variant"], reference=reference, direction=relation, epoch=epoch, n=c.n,
         variant_mean=c.variant_mean, reference_mean=c.baseline_mean, diff_mean=c.diff_mean, ci_low=low, ci_high=high,
-        p_holm=c.p_holm, verdict=verdict, evidence=evidence)
+        p_holm=p_for, verdict=verdict, evidence=evidence)
 
 
 def _interval(c, confidence: float) -> tuple[float, float]:

@@ -1,0 +1,106 @@
+"""Figures of the mechanism probes: what happens inside the networks, per variant, with the seed band.
+
+Every line is the mean over seeds; the band spans the seeds' minimum to maximum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from nnstudy.store.results import StudyResults
+
+from .figures import plain
+
+
+def _layer_values(run, epoch: int, probe: str) -> list[float]:
+    return [v for k, v in run.probes.get(epoch, {}).items() if k.startswith(probe + "|")]
+
+
+def _band(ax, x, rows: list[list[float]], label: str) -> None:
+    """Mean line and min-max band of per-seed rows (rows of unequal length are cut to the shortest)."""
+    width = min(len(r) for r in rows)
+    data = np.array([r[:width] for r in rows], dtype=float)
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(data, 0)
+    (line,) = ax.plot(x[:width], mean, "o-", label=plain(label, 24), markersize=3)
+    if len(rows) > 1:
+        ax.fill_between(x[:width], np.nanmin(data, 0), np.nanmax(data, 0), color=line.get_color(), alpha=0.2)
+
+
+def _log_if_wide(ax, values) -> None:
+    finite = [v for v in values if math.isfinite(v) and v > 0]
+    if finite and max(finite) / min(finite) > 100:
+        ax.set_yscale("log")
+
+
+def depth_figure(results: StudyResults, probe: str, ylabel: str, epochs=(0, 1)) -> Figure | None:
+    """A per-layer probe against depth, one panel per epoch (at initialisation, after the first epoch)."""
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(epochs), sharey=True)
+    drawn = False
+    for ax, epoch in zip(axes, epochs):
+        values = []
+        for variant in results.variants:
+            rows = [_layer_values(r, epoch, probe) for r in results.runs_of(variant) if r.status != "failed"]
+            rows = [r for r in rows if r]
+            if not rows:
+                continue
+            _band(ax, np.arange(1, max(map(len, rows)) + 1), rows, variant)
+            values += [v for r in rows for v in r]
+            drawn = True
+        _log_if_wide(ax, values)
+        ax.set_title("at initialisation" if epoch == 0 else f"after epoch {epoch}")
+        ax.set_xlabel("layer (input to output)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=8, loc="best")
+    return fig if drawn else None
+
+
+def dead_units_figure(results: StudyResults) -> Figure | None:
+    """Mean fraction of dead units (over activation layers) per epoch."""
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.subplots()
+    drawn = False
+    for variant in results.variants:
+        rows = []
+        for run in results.runs_of(variant):
+            epochs = sorted(run.probes)
+            rows.append([np.mean(_layer_values(run, e, "dead")) if _layer_values(run, e, "dead") else np.nan
+                         for e in epochs])
+        rows = [r for r in rows if r]
+        if rows:
+            _band(ax, np.arange(0, max(map(len, rows))), rows, variant)
+            drawn = True
+    ax.set_xlabel("epoch (0: at initialisation)")
+    ax.set_ylabel("dead units (fraction)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig if drawn else None
+
+
+def shift_figure(results: StudyResults, epoch: int) -> Figure | None:
+    """Test accuracy when the test images move by k pixels, at `epoch`."""
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.subplots()
+    drawn = False
+    for variant in results.variants:
+        rows = []
+        for run in results.runs_of(variant):
+            p = run.probes.get(epoch, {})
+            shifts = sorted(int(k.split("@")[1]) for k in p if k.startswith("shift_acc@"))
+            if shifts:
+                rows.append([100 * p[f"shift_acc@{s}"] for s in shifts])
+        if rows:
+            _band(ax, np.array(shifts), rows, variant)
+            drawn = True
+    ax.set_xlabel("shift (pixels, right and down)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"epoch {epoch}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig if drawn else None
