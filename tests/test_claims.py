@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 import nnstudy
 from nnstudy.config import parse_study
@@ -52,8 +55,14 @@ def test_fixed_value_and_equivalence_claims():
     (chance,) = check_claims(_study({"b": b}, [_claim(value=0.2, direction="less")]))
     assert chance.verdict == SUPPORTED and chance.reference == "0.2"
     (equal,) = check_claims(_study({"a": b, "b": b}, [_claim(baseline="a", direction="within", tolerance=0.0)]))
-    assert equal.verdict == SUPPORTED  # identical per seed: the difference is exactly 0
-    far = [x + 0.05 for x in b]
+    assert equal.verdict == NOT_SHOWN  # equal accuracies per seed could be chance: their spread is unknown
+    exact = _study({"a": [1000.0] * 5, "b": [1000.0] * 5}, [_claim(metric="params", baseline="a", direction="within")],
+                   probe="params")
+    for run in exact.runs:
+        run.probes = {0: {"params": 1000.0}}
+    (same,) = check_claims(exact)
+    assert same.verdict == SUPPORTED  # a parameter count is exact: equal is equal
+    far = [x + d for x, d in zip(b, (0.05, 0.052, 0.048, 0.051, 0.049))]
     (outside,) = check_claims(_study({"a": b, "b": far}, [_claim(baseline="a", direction="within", tolerance=0.01)]))
     assert outside.verdict == CONTRADICTED and "90% CI" in outside.evidence
     wobbly = [x + d for x, d in zip(b, (0.02, -0.02, 0.01, -0.01, 0.0))]
@@ -90,7 +99,7 @@ def test_claims_are_validated_like_every_other_key():
 
 
 INIT_STUDY = {
-    "name": "init-claims", "seeds": [0, 1, 2], "report_epochs": [1],
+    "name": "init-claims", "seeds": [0, 1, 2, 3, 4], "report_epochs": [1],
     "dataset": {"name": "digits"}, "model": {"kind": "mlp", "hidden": [32, 16]},
     "train": {"lr": 0.05, "batch_size": 32, "epochs": 3},
     "variants": {"default": {}, "zeros": {"model": {"init": "zeros"}},
@@ -113,6 +122,22 @@ def test_the_initialisation_claims_on_a_real_run(tmp_path):
         p = run.probes[0]
         grads = [v for k, v in p.items() if k.startswith("grad_norm|")]
         assert len(grads) == 3 and math.isfinite(grads[0])
-    firsts = [r.probes[0]["grad_norm|1"] / r.probes[0]["grad_norm|5"] for r in results.study.runs_of("large")]
-    bases = [r.probes[0]["grad_norm|1"] / r.probes[0]["grad_norm|5"] for r in results.study.runs_of("default")]
+    assert checked["constant"].n == 5 and checked["constant"].p_value == pytest.approx(1 / 32)  # exact sign-flip
+    firsts = [r.probes[0]["grad_norm|1"] for r in results.study.runs_of("large")]
+    bases = [r.probes[0]["grad_norm|1"] for r in results.study.runs_of("default")]
     assert checked["large"].diff_mean == pytest.approx(np.mean(firsts) - np.mean(bases))
+
+    # The report shows each claim with its verdict, and the mechanism figures.
+    html = Path(results.report).read_text()
+    body = html.split("</nav>", 1)[1]
+    section = body.split('<h2 id="claims">Claims checked</h2>', 1)[1].split("<h2", 1)[0]
+    for claim in checked.values():
+        row = section.split(claim.text.replace("'", "&#39;"), 1)[1].split("</tr>", 1)[0]
+        assert f'<span class="verdict better">{claim.verdict}</span>' in row, claim.text
+    figures = results.study.out_dir / "figures"
+    for name in ("grad-norm-depth", "act-std-depth", "dead-units", "shift"):
+        image = Image.open(figures / f"{name}.png")
+        assert image.size[0] > 500 and image.size[1] > 300, name
+    assert '<h2 id="mechanisms">Mechanisms</h2>' in body
+    md = (results.study.out_dir / "report.md").read_text()
+    assert "## Claims checked" in md and "| All-zero weights may not learn at all. |" in md

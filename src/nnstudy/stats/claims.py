@@ -6,10 +6,11 @@ or a fixed value, with a direction:
 
 - "greater" / "less": the same paired test as the comparisons (t-test, or the
   exact sign-flip test when the differences do not vary), one-sided since a
-  claim states its direction, Holm-adjusted over the study's directional
-  claims: "supported" when significant in the stated direction,
-  "contradicted" when significant the other way, otherwise "not shown at
-  n=K seeds";
+  claim states its direction: "supported" when significant at 5% in the
+  stated direction, "contradicted" when significant the other way, otherwise
+  "not shown at n=K seeds". Each claim is a hypothesis its source stated
+  before the study ran, so the claims are not adjusted as a family (the
+  variant comparisons are, with Holm);
 - "within": an equivalence check (TOST at 5%): "supported" when the 90%
   interval of the mean difference lies inside +-tolerance, "contradicted"
   when it lies wholly outside, otherwise "not shown".
@@ -25,7 +26,7 @@ import numpy as np
 from nnstudy.registry import CLAIM_METRICS
 from nnstudy.store.results import RunResult, StudyResults
 
-from .paired import compare_paired, holm
+from .paired import compare_paired
 from .summary import t_interval
 
 SUPPORTED, CONTRADICTED, NOT_SHOWN = "supported", "contradicted", "not shown"
@@ -103,12 +104,12 @@ def _confident(run, epoch, claim, arg):
     return run.probes.get(epoch, {}).get("confident_errors", math.nan)
 
 
-@CLAIM_METRICS.register("params", label="trainable parameters")
+@CLAIM_METRICS.register("params", label="trainable parameters", exact=True)
 def _params(run, epoch, claim, arg):
     return run.probes.get(0, {}).get("params", float(run.n_params or math.nan))
 
 
-@CLAIM_METRICS.register("flops_per_image", label="forward FLOPs per image")
+@CLAIM_METRICS.register("flops_per_image", label="forward FLOPs per image", exact=True)
 def _flops(run, epoch, claim, arg):
     return run.probes.get(0, {}).get("flops_per_image", math.nan)
 
@@ -150,7 +151,7 @@ class ClaimResult:
     diff_mean: float
     ci_low: float  # of the mean difference (95%; 90% for "within")
     ci_high: float
-    p_holm: float  # one-sided, for the claim, Holm-adjusted (nan for "within" claims)
+    p_value: float  # one-sided, for the claim (nan for "within" claims)
     verdict: str
     evidence: str  # one sentence with the numbers
 
@@ -186,13 +187,11 @@ def check_claims(results: StudyResults) -> list[ClaimResult]:
         c = compare_paired(b, v, higher_is_better=claim["direction"] != "less", variant_name=claim["variant"],
                            baseline_name=reference, metric=claim["metric"], epoch=epoch)
         checked.append((claim, epoch, reference, c))
-    # One-sided p-values for and against each directional claim, Holm-adjusted over the claims.
-    directional = [i for i, (claim, *_) in enumerate(checked) if claim["direction"] != "within"]
-    p_for = [_one_sided(checked[i][3]) for i in directional]
-    adjusted_for = dict(zip(directional, holm(p_for)))
-    adjusted_against = dict(zip(directional, holm([1 - p if math.isfinite(p) else p for p in p_for])))
-    return [_verdict(claim, epoch, reference, c, adjusted_for.get(i, math.nan), adjusted_against.get(i, math.nan))
-            for i, (claim, epoch, reference, c) in enumerate(checked)]
+    out = []
+    for claim, epoch, reference, c in checked:
+        p_for = _one_sided(c) if claim["direction"] != "within" else math.nan
+        out.append(_verdict(claim, epoch, reference, c, p_for, 1 - p_for))
+    return out
 
 
 def _one_sided(c) -> float:
@@ -207,7 +206,7 @@ def _verdict(claim: dict, epoch: int, reference: str, c, p_for: float, p_against
     entry = CLAIM_METRICS.entry(claim["metric"].partition("@")[0])
     fraction = entry.meta.get("fraction", False)
     if claim["direction"] == "within":
-        low, high = _interval(c, 0.90)
+        low, high = _interval(c, 0.90, exact=entry.meta.get("exact", False))
         tol = claim.get("tolerance", 0.0)
         if c.n < 2:
             verdict = NOT_SHOWN
@@ -237,20 +236,21 @@ def _verdict(claim: dict, epoch: int, reference: str, c, p_for: float, p_against
         text=claim["text"], source=claim.get("source", ""), metric=claim["metric"], label=entry.meta.get("label", ""),
         variant=claim["variant"], reference=reference, direction=relation, epoch=epoch, n=c.n,
         variant_mean=c.variant_mean, reference_mean=c.baseline_mean, diff_mean=c.diff_mean, ci_low=low, ci_high=high,
-        p_holm=p_for, verdict=verdict, evidence=evidence)
+        p_value=p_for, verdict=verdict, evidence=evidence)
 
 
-def _interval(c, confidence: float) -> tuple[float, float]:
-    """The t-interval of the mean paired difference at `confidence` (degenerate when the differences do not vary)."""
+def _interval(c, confidence: float, exact: bool) -> tuple[float, float]:
+    """The t-interval of the mean paired difference at `confidence`.
+
+    Differences that do not vary say nothing about their spread (unbounded),
+    except for a metric that is exact by construction (parameters, FLOPs),
+    where they are the difference itself.
+    """
     if c.n < 2:
         return math.nan, math.nan
-    if c.ci_high == c.ci_low:
-        return c.ci_low, c.ci_high
-    from scipy import stats
-
-    half95 = (c.ci_high - c.ci_low) / 2
-    sd = half95 / stats.t.ppf(0.975, c.n - 1) * math.sqrt(c.n)
-    return t_interval(c.diff_mean, sd, c.n, confidence)
+    if c.sd_diff == 0:
+        return (c.diff_mean, c.diff_mean) if exact else (-math.inf, math.inf)
+    return t_interval(c.diff_mean, c.sd_diff, c.n, confidence)
 
 
 __all__ = ["CONTRADICTED", "NOT_SHOWN", "SUPPORTED", "ClaimResult", "check_claims", "metric_values"]
