@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from nnstudy.store.results import StudyResults
 
@@ -26,6 +27,7 @@ def _band(ax, x, rows: list[list[float]], label: str) -> None:
     with np.errstate(all="ignore"):
         mean = np.nanmean(data, 0)
     (line,) = ax.plot(x[:width], mean, "o-", label=plain(label, 24), markersize=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(rows) > 1:
         ax.fill_between(x[:width], np.nanmin(data, 0), np.nanmax(data, 0), color=line.get_color(), alpha=0.2)
 

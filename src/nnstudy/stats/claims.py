@@ -228,7 +228,8 @@ def _verdict(claim: dict, epoch: int, reference: str, c, p_for: float, p_against
         evidence = f"only {c.n} seed(s) with this metric; a verdict needs at least 2"
     else:
         level = "90%" if claim["direction"] == "within" else "95%"
-        evidence = (f"{claim['variant']} {shown(c.variant_mean)} vs {reference} {shown(c.baseline_mean)}: difference "
+        against = f"{reference} {shown(c.baseline_mean)}" if claim.get("baseline") is not None else shown(c.baseline_mean)
+        evidence = (f"{claim['variant']} {shown(c.variant_mean)} vs {against}: difference "
                     f"{diff(c.diff_mean)} ({level} CI {diff(low)} to {diff(high)}), n={c.n} seeds")
     if verdict == NOT_SHOWN and c.n >= 2:
         evidence += f"; not shown at n={c.n} seeds"
