@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from nnstudy.registry import REPORT_SECTIONS
-from nnstudy.stats.paired import compare_study
+from nnstudy.stats import compare_study
 from nnstudy.store.files import write_text
 from nnstudy.store.results import StudyResults
 

@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from nnstudy.stats.paired import Comparison, format_diff, format_p, metric_label
+from nnstudy.stats.paired import MIN_SEEDS, VERDICT_RULE, Comparison
 from nnstudy.stats.per_class import (
     classification_table,
     confusion_by_seed,
@@ -19,7 +19,9 @@ from nnstudy.stats.per_class import (
     most_confused_pairs,
     per_class_f1_differences,
 )
+from nnstudy.stats.study import counts, divergence
 from nnstudy.stats.summary import Summary, summarize
+from nnstudy.stats.words import format_ci, format_diff, format_p, format_relative, metric_label
 from nnstudy.store.results import RunResult, StudyResults
 
 STATUSES = ("done", "diverged", "failed", "running", "pending")
@@ -32,6 +34,10 @@ DATASET_FIELDS = [  # (key in results.dataset, label)
     ("fingerprint", "fingerprint"),
 ]
 FIXED_SPLIT = "The train/test split is fixed: every seed and every variant uses the same images."
+# Settings each run records about itself (RunResult.settings), in display order, with their labels.
+SETTING_LABELS = {"device": "device", "precision": "precision", "compile": "torch.compile",
+                  "vectorized": "seeds stacked", "threads": "threads", "not_stacked": "not stacked because"}
+HIDDEN_SETTINGS = ("host",)  # a machine name says nothing about the results
 
 
 # ---------------------------------------------------------------- formatting
@@ -77,8 +83,8 @@ def fmt_num(x: float, digits: int = 2) -> str:
 
 
 def usable(run: RunResult) -> bool:
-    """Runs whose numbers enter tables: everything but failed runs (as compare_study)."""
-    return run.status != "failed"
+    """Runs whose numbers enter tables, curves and confusion matrices: not failed, not diverged (as compare_study)."""
+    return counts(run)
 
 
 def final_epoch(results: StudyResults) -> int | None:
@@ -103,7 +109,8 @@ def variant_rows(results: StudyResults, epoch: int | None) -> list[dict]:
             cells[metric] = {"mean_ci": fmt_mean_ci(s, percent), "sd": fmt_sd(s, percent), "summary": s}
         rows.append({
             "name": variant, "baseline": variant == results.baseline, "n": len(reached),
-            "params": f"{params:,}" if params else "—", "diverged": sum(r.status == "diverged" for r in runs),
+            "params": f"{params:,}" if params else "—",
+            "diverged": sum(r.status == "diverged" for r in results.runs_of(variant)),  # shown, not counted
             **cells,
         })
     return rows
@@ -115,9 +122,8 @@ def variant_rows(results: StudyResults, epoch: int | None) -> list[dict]:
 def comparison_row(c: Comparison) -> dict:
     return {
         "variant": c.variant, "metric": metric_label(c.metric), "n": c.n,
-        "diff": format_diff(c.diff_mean, c.metric),
-        "ci": f"{format_diff(c.ci_low, c.metric, unit=False)} to {format_diff(c.ci_high, c.metric, unit=False)}",
-        "relative": f"{c.relative_pct:+.4f}%" if math.isfinite(c.relative_pct) else "n/a",
+        "diff": format_diff(c.diff_mean, c.metric), "ci": format_ci(c.ci_low, c.ci_high, c.metric),
+        "relative": format_relative(c.relative_pct),
         "p": fmt_p(c.p_value), "p_holm": fmt_p(c.p_holm), "d_z": fmt_num(c.d_z),
         "wins": f"{c.wins}/{c.n}", "mde": format_diff(c.mde, c.metric, signed=False),
         "verdict": c.verdict, "css": verdict_css(c.verdict),
@@ -126,20 +132,21 @@ def comparison_row(c: Comparison) -> dict:
 
 
 def verdict_css(verdict: str) -> str:
-    return {"better": "better", "worse": "worse"}.get(verdict, "nodiff")
+    return {"better": "better", "worse": "worse", "diverged": "diverged"}.get(verdict, "nodiff")
 
 
 def relative_sentence(acc: Comparison | None, loss: Comparison | None) -> str | None:
-    """'ReLU has 0.0888% lower accuracy and 0.3474% higher loss than LReLU' (relative to the baseline)."""
-    parts = []
-    for c, noun in ((acc, "accuracy"), (loss, "loss")):
-        if c is not None and math.isfinite(c.relative_pct):
-            word = "higher" if c.relative_pct > 0 else "lower" if c.relative_pct < 0 else "the same"
-            parts.append(f"{abs(c.relative_pct):.4f}% {word} {noun}" if c.relative_pct else f"the same {noun}")
+    """'ReLU vs LReLU: test accuracy -0.08 pp (-0.09% relative), test loss +0.0012 (+0.35% relative)'.
+
+    The absolute difference first (percentage points for accuracies), then the
+    relative change, named as such so it is never read as points.
+    """
+    parts = [f"{metric_label(c.metric)} {format_diff(c.diff_mean, c.metric)} ({format_relative(c.relative_pct)})"
+             for c in (acc, loss) if c is not None and math.isfinite(c.relative_pct)]
     if not parts:
         return None
     c = acc or loss
-    return f"{c.variant} has {' and '.join(parts)} than {c.baseline}"
+    return f"{c.variant} vs {c.baseline}: {', '.join(parts)}"
 
 
 def epoch_sections(results: StudyResults, comparisons: list[Comparison]) -> list[dict]:
@@ -157,8 +164,9 @@ def epoch_sections(results: StudyResults, comparisons: list[Comparison]) -> list
         sections.append({
             "epoch": epoch, "rows": variant_rows(results, epoch),
             "comparisons": [comparison_row(c) for c in at_epoch], "relative": relative,
-            # One line per comparison that cannot support a conclusion, shown first.
+            # One line per "no detectable difference" on too few seeds to rule out all but large differences.
             "warnings": [f"{c.variant}, {metric_label(c.metric)}: {c.warning}" for c in at_epoch if c.warning],
+            "rule": VERDICT_RULE, "min_seeds": MIN_SEEDS,
         })
     return sections
 
@@ -176,7 +184,7 @@ def predictions_by_seed(results: StudyResults, variant: str, epoch: int | None) 
 def class_section(results: StudyResults, variant: str, epoch: int | None, baseline_preds: dict) -> dict:
     """Mean confusion matrix, classification table, confused pairs and F1 differences of one variant."""
     preds = predictions_by_seed(results, variant, epoch)
-    section = {"name": variant, "n": len(preds), "epoch": epoch, "cm": None}
+    section = {"name": variant, "n": len(preds), "epoch": epoch, "cm": None, "diverged": None}
     if not preds:
         return section
     classes = list(results.classes)
@@ -197,7 +205,9 @@ def class_section(results: StudyResults, variant: str, epoch: int | None, baseli
     ]
     section["confused"] = [pair[4] for pair in most_confused_pairs(section["cm"], classes, top=5)]
     section["differences"] = None  # None: not compared (the baseline itself, or no baseline runs)
-    if variant != results.baseline and baseline_preds:
+    if variant != results.baseline:
+        section["diverged"] = divergence(results, variant) or divergence(results, results.baseline)
+    if variant != results.baseline and baseline_preds and not section["diverged"]:
         diffs = per_class_f1_differences(results.y_true, baseline_preds, preds, classes, variant, results.baseline,
                                          epoch=epoch if epoch is not None else -1)
         section["differences"] = [comparison_row(c) for c in diffs]
@@ -245,11 +255,63 @@ def diagnostics(results: StudyResults) -> dict:
     return {
         "failed": [{"variant": r.variant, "seed": r.seed, "run_id": r.run_id, "error": r.error or "(no message)"}
                    for r in runs if r.status == "failed"],
-        "diverged": [{"variant": r.variant, "seed": r.seed, "run_id": r.run_id, "epoch": last_epoch(r)}
+        "diverged": [{"variant": r.variant, "seed": r.seed, "run_id": r.run_id,
+                      "epoch": r.diverged_at if r.diverged_at is not None else "?"}
                      for r in runs if r.status == "diverged"],
         "unfinished": [{"variant": r.variant, "seed": r.seed, "run_id": r.run_id, "status": r.status,
                         "epoch": last_epoch(r)}
                        for r in runs if r.status in ("pending", "running")],
+    }
+
+
+def _setting(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def run_settings(results: StudyResults) -> dict:
+    """How the runs were trained, from what each run recorded (not from the latest command line).
+
+    Returns
+    -------
+    dict
+        ``same``: [(label, "cpu (all 10 runs)")] for settings every recording
+        run shares; ``columns`` and ``rows`` ({"variant", "seeds", "values"}):
+        a table of the settings that differ, one row per variant and set of
+        values; ``unrecorded``: a note on started runs that recorded nothing
+        (trained by an older nnstudy), or None.
+    """
+    order = {v: i for i, v in enumerate(results.variants)}
+    runs = sorted(results.runs, key=lambda r: (order.get(r.variant, len(order)), r.seed))
+    recorded = [r for r in runs if r.settings]
+    keys = [k for k in SETTING_LABELS if any(k in r.settings for r in recorded)]
+    keys += sorted({k for r in recorded for k in r.settings} - set(keys) - set(HIDDEN_SETTINGS))
+    values = {k: [_setting(r.settings.get(k)) for r in recorded] for k in keys}
+    same_keys = [k for k in keys if len(set(values[k])) == 1]
+    differ = [k for k in keys if k not in same_keys]
+    silent = [r for r in runs if not r.settings and r.status != "pending"]
+    scope = f"all {len(recorded)} runs" if len(recorded) > 1 else "1 run"
+    if silent:
+        scope += " that recorded it"
+    rows: list[dict] = []
+    for i, run in enumerate(recorded):
+        cells = [values[k][i] for k in differ]
+        if rows and rows[-1]["variant"] == run.variant and rows[-1]["values"] == cells:
+            rows[-1]["seeds"].append(run.seed)
+        else:
+            rows.append({"variant": run.variant, "seeds": [run.seed], "values": cells})
+    unrecorded = None
+    if silent:
+        which = ", ".join(f"{r.variant} seed {r.seed}" for r in silent)
+        unrecorded = f"{len(silent)} run(s) recorded no settings (trained before runs recorded them): {which}."
+    return {
+        "same": [(SETTING_LABELS.get(k, k), f"{values[k][0]} ({scope})") for k in same_keys],
+        "columns": [SETTING_LABELS.get(k, k) for k in differ],
+        "rows": [{**row, "seeds": ", ".join(str(s) for s in row["seeds"])} for row in rows] if differ else [],
+        "unrecorded": unrecorded,
     }
 
 
@@ -258,7 +320,7 @@ def header(results: StudyResults) -> dict:
         "name": results.name, "description": results.description,
         "dataset": dataset_lines(results.dataset),
         "split_note": results.dataset.get("split_note") or FIXED_SPLIT,
-        "settings": [(str(k), str(v)) for k, v in results.settings.items()],
+        "settings": run_settings(results),
         "seeds": ", ".join(str(s) for s in results.seeds),
         "baseline": results.baseline, "variants": list(results.variants),
         "report_epochs": ", ".join(str(e) for e in results.report_epochs),

@@ -2,53 +2,59 @@
 
 Every variant of a study runs on the same seeds, so the seed's own effect
 (initialisation, data order) cancels in the per-seed difference. The test is
-the paired t-test (``scipy.stats.ttest_rel``); p-values are Holm-adjusted over
-the whole family of comparisons a study makes, and a comparison is called
-"better" or "worse" only when the adjusted p-value is below 0.05 and the
-interval of the mean difference excludes zero. Otherwise the verdict is "no
-detectable difference", reported together with the smallest difference the
-seeds could have detected, so that "no difference" is never read as "equal".
+the paired t-test (``scipy.stats.ttest_rel``); when every seed gives the same
+difference its statistic is undefined (sd 0), and the exact sign-flip test
+decides instead. p-values are Holm-adjusted over the whole family of
+comparisons a study makes. ``VERDICT_RULE`` states the verdict rule in words;
+the report and the README print it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, stats
 
-from nnstudy.store.results import METRICS, StudyResults
-
 from .summary import t_interval
+from .words import format_diff, sentence
 
 ALPHA = 0.05
 POWER = 0.8
-MIN_SEEDS = 5  # below this a comparison carries a warning
+MIN_SEEDS = 5  # below this a "no detectable difference" carries a warning
 DEFAULT_SEEDS = 10  # advice when the needed seed count cannot be estimated
 
 BETTER = "better"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference"
+DIVERGED = "diverged"
 
-_LABELS = {
-    "test_acc": "test accuracy",
-    "test_loss": "test loss",
-    "train_acc": "train accuracy",
-    "train_loss": "train loss",
-}
+VERDICT_RULE = (
+    f'A comparison is "better" or "worse" only when its Holm-adjusted p-value is below {ALPHA} and the 95% CI '
+    f"of the difference excludes zero. The paired t-test (an exact sign-flip test when every seed gives the same "
+    f"difference) keeps such false verdicts at {ALPHA:.0%} or less with any number of seeds from 2 up, so the "
+    f'verdict stands even with few seeds. "No detectable difference" is not "equal": it rules out only '
+    f'differences of the "detectable" size or more, and below {MIN_SEEDS} seeds that size is large, so it comes '
+    f'with a warning. A variant whose runs diverged on more than half of its seeds gets the verdict "diverged"; '
+    f"otherwise diverged seeds are left out of every comparison and named in it."
+)
 
 
 @dataclass(frozen=True)
 class Comparison:
     """The paired comparison of one variant with the baseline on one metric.
 
-    ``diff_mean``, ``ci_low`` and ``ci_high`` are in the metric's own unit
-    (accuracies are fractions); ``sentence`` states the verdict in words with
-    accuracies in percentage points. See the module docstring for the rule.
+    ``diff_mean``, ``sd_diff``, ``ci_low`` and ``ci_high`` are in the metric's
+    own unit (accuracies are fractions); ``sentence`` states the verdict in
+    words with accuracies in percentage points. ``diverged`` says why a
+    comparison was not made (verdict "diverged"), ``excluded`` which seeds were
+    left out because they diverged. See ``VERDICT_RULE`` for the rule.
     """
 
     variant: str
@@ -59,6 +65,7 @@ class Comparison:
     baseline_mean: float
     variant_mean: float
     diff_mean: float
+    sd_diff: float
     ci_low: float
     ci_high: float
     relative_pct: float
@@ -71,6 +78,8 @@ class Comparison:
     verdict: str
     sentence: str
     warning: str | None
+    diverged: str | None = None
+    excluded: str | None = None
 
 
 # ---------------------------------------------------------------- power
@@ -121,12 +130,13 @@ def recommended_seeds(sd_diff: float, difference: float, alpha: float = ALPHA, p
     """Smallest number of seeds that detects ``difference`` with the given power.
 
     Returns None when the difference is zero or not finite, or when more than
-    ``max_n`` seeds would be needed. A zero spread needs only 2 seeds.
+    ``max_n`` seeds would be needed. A zero spread needs the seeds the exact
+    sign-flip test needs to reject equal differences (``exact_min_seeds``).
     """
     if not (math.isfinite(sd_diff) and math.isfinite(difference)) or difference == 0:
         return None
     if sd_diff <= 0:
-        return 2
+        return exact_min_seeds(alpha)
     # Power grows with n: scan blocks of doubling size (2-3, 4-7, 8-15, ...)
     # so that the usual small answers cost little.
     start = 2
@@ -167,6 +177,61 @@ def apply_holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
     return [_decide(dataclasses.replace(c, p_holm=p)) for c, p in zip(comparisons, adjusted)]
 
 
+# ---------------------------------------------------------------- the test
+
+
+def exact_min_seeds(alpha: float = ALPHA) -> int:
+    """Seeds the exact sign-flip test needs before equal differences can reach p < alpha (6 at 0.05)."""
+    n = 2
+    while 2 / 2**n >= alpha:
+        n += 1
+    return n
+
+
+def _all_equal(diffs: np.ndarray) -> np.ndarray:
+    # Equal up to float rounding (0.82 - 0.81 vs 0.71 - 0.70), per row.
+    scale = np.maximum(1.0, np.abs(diffs).max(axis=-1))
+    return np.ptp(diffs, axis=-1) <= 1e-12 * scale
+
+
+def sign_flip_p_value(diffs) -> np.ndarray:
+    """Exact two-sided sign-flip (paired permutation) test of each row of ``diffs`` [..., n].
+
+    Under "no difference" each seed's difference is as likely to have either
+    sign, so p is the share of the 2^n sign patterns whose |mean| is at least
+    the observed |mean|. n equal nonzero differences give 2 / 2^n, all zero 1.
+    """
+    d = np.asarray(diffs, dtype=float)
+    n = d.shape[-1]
+    if n > 20:
+        raise ValueError(f"sign_flip_p_value enumerates 2^n sign patterns; n={n} is too many")
+    signs = np.array(list(itertools.product((-1.0, 1.0), repeat=n)))  # [2^n, n]
+    observed = np.abs(d.mean(axis=-1))
+    flipped = np.abs(d @ signs.T) / n  # [..., 2^n]
+    tol = 1e-12 * np.maximum(1.0, observed)
+    return (flipped >= (observed - tol)[..., None]).mean(axis=-1)
+
+
+def paired_p_value(variant, baseline) -> np.ndarray:
+    """Two-sided p-value of "no mean difference" for paired rows ``variant``, ``baseline`` [..., n], n >= 2.
+
+    The paired t-test where the differences vary; where they are all equal its
+    statistic is undefined, and the exact sign-flip test takes over (on the
+    exactly equal differences). Vectorised over leading axes, so simulations
+    can test millions of rows; ``compare_paired`` calls it with one.
+    """
+    v, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
+    diffs = v - b
+    tied = _all_equal(diffs)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on the tied rows we replace
+        p = np.asarray(stats.ttest_rel(v, b, axis=-1).pvalue, dtype=float)
+    if np.any(tied):
+        exact = np.broadcast_to(np.median(diffs, axis=-1, keepdims=True), diffs.shape)
+        p = np.where(tied, sign_flip_p_value(exact), p)
+    return p
+
+
 # ---------------------------------------------------------------- one comparison
 
 
@@ -202,136 +267,53 @@ def compare_paired(baseline: Mapping[int, float], variant: Mapping[int, float], 
     v_mean = float(v.mean()) if n else nan
     diff = float(diffs.mean()) if n else nan
     sd = float(diffs.std(ddof=1)) if n >= 2 else nan
-    if n >= 2 and np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):
-        # identical differences (up to float rounding, e.g. 0.82 - 0.81 vs
-        # 0.71 - 0.70): the difference is exact and has no spread
-        diff, sd = float(np.median(diffs)), 0.0
+    p = float(paired_p_value(v, b)) if n >= 2 else nan
     ci_low, ci_high = t_interval(diff, sd, n)
-    relative = 100 * diff / abs(b_mean) if n and b_mean != 0 else nan
-
-    if n < 2:
-        p, d_z = nan, nan
-    elif sd == 0:
-        # ttest_rel is undefined here; identical differences are exact.
-        p = 1.0 if diff == 0 else 0.0
+    d_z = diff / sd if n >= 2 and sd > 0 else nan
+    if n >= 2 and _all_equal(diffs):
+        # The difference is exact, with no spread: the t-interval would collapse onto it. The interval of
+        # the exact test is that point once it can reject every other shift, else unbounded.
+        diff, sd = float(np.median(diffs)), 0.0
+        ci_low, ci_high = (diff, diff) if 2 / 2**n < ALPHA else (-math.inf, math.inf)
         d_z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    else:
-        p = float(stats.ttest_rel(v, b).pvalue)
-        d_z = diff / sd
+    relative = 100 * diff / abs(b_mean) if n and b_mean != 0 else nan
     wins = int(np.sum(diffs > 0 if higher_is_better else diffs < 0))
 
     comparison = Comparison(
         variant=variant_name, baseline=baseline_name, metric=metric, epoch=epoch, n=n,
-        baseline_mean=b_mean, variant_mean=v_mean, diff_mean=diff, ci_low=ci_low, ci_high=ci_high,
+        baseline_mean=b_mean, variant_mean=v_mean, diff_mean=diff, sd_diff=sd, ci_low=ci_low, ci_high=ci_high,
         relative_pct=relative, p_value=p, p_holm=p, d_z=d_z, wins=wins,
         higher_is_better=higher_is_better, mde=minimum_detectable_difference(sd, n),
-        verdict=NO_DIFFERENCE, sentence="", warning=_warning(n, sd, diff),
+        verdict=NO_DIFFERENCE, sentence="", warning=None,
     )
     return _decide(comparison)
 
 
-def _warning(n: int, sd: float, diff: float) -> str | None:
-    if n >= MIN_SEEDS:
-        return None
-    needed = recommended_seeds(sd, diff) if n >= 2 else None
-    needed = max(needed, MIN_SEEDS) if needed is not None else DEFAULT_SEEDS
-    return f"only n={n} seeds: no conclusion is possible; run at least {needed} seeds"
-
-
 def _decide(c: Comparison) -> Comparison:
-    """Set verdict and sentence from ``p_holm``, the interval and the sign."""
+    """Set verdict, sentence and warning from ``p_holm``, the interval and the sign."""
     verdict = NO_DIFFERENCE
-    if c.n >= 2 and c.p_holm < ALPHA and (c.ci_low > 0 or c.ci_high < 0):
+    if c.diverged:
+        verdict = DIVERGED
+    elif c.n >= 2 and c.p_holm < ALPHA and (c.ci_low > 0 or c.ci_high < 0):
         favours_variant = (c.diff_mean > 0) == c.higher_is_better
         verdict = BETTER if favours_variant else WORSE
-    return dataclasses.replace(c, verdict=verdict, sentence=_sentence(c, verdict))
+    return dataclasses.replace(c, verdict=verdict, sentence=sentence(c, verdict, exact_min_seeds()),
+                               warning=_warning(c, verdict))
 
 
-# ---------------------------------------------------------------- words
-
-
-def metric_label(metric: str) -> str:
-    """Human name of a metric: "test_acc" -> "test accuracy", "f1:cat" -> "F1 of class cat"."""
-    if metric.startswith("f1:"):
-        return f"F1 of class {metric[3:]}"
-    return _LABELS.get(metric, metric.replace("_", " "))
-
-
-def is_fraction(metric: str) -> bool:
-    """Whether the metric is a fraction in [0, 1], shown in percentage points."""
-    return metric.endswith("_acc") or metric.startswith("f1:")
-
-
-def format_diff(value: float, metric: str, signed: bool = True, unit: bool = True) -> str:
-    """A difference in the metric's display unit ("+0.42 pp" or "-0.0123")."""
-    if not math.isfinite(value):
-        return "n/a"
-    sign = "+" if signed else ""
-    if is_fraction(metric):
-        return f"{100 * value:{sign}.2f}" + (" pp" if unit else "")
-    return f"{value:{sign}.4f}"
-
-
-def format_p(p: float) -> str:
-    """"p = 0.031", "p < 0.001": two significant digits, never rounded across 0.05."""
-    if not math.isfinite(p):
-        return "p = n/a"
-    if p < 0.001:
-        return "p < 0.001"
-    text = f"{p:.2g}"
-    if (float(text) < ALPHA) != (p < ALPHA):
-        text = f"{p:.3g}"
-    return f"p = {text}"
-
-
-def _sentence(c: Comparison, verdict: str) -> str:
-    where = f" on {metric_label(c.metric)}" + (f" at epoch {c.epoch}" if c.epoch >= 0 else "")
-    ci = f"95% CI {format_diff(c.ci_low, c.metric, unit=False)} to {format_diff(c.ci_high, c.metric, unit=False)}"
-    diff = format_diff(c.diff_mean, c.metric)
-    if verdict in (BETTER, WORSE):
-        seeds = f"{c.wins}/{c.n} seeds" if verdict == BETTER else f"better on only {c.wins}/{c.n} seeds"
-        return (f"{c.variant} is {verdict} than {c.baseline}{where}: {diff} ({ci}), "
-                f"Holm {format_p(c.p_holm)}, {seeds}.")
-    head = f"{c.variant} vs {c.baseline}{where}: no detectable difference"
+def _warning(c: Comparison, verdict: str) -> str | None:
+    """Only a "no detectable difference" on few seeds is warned about: a better/worse verdict stands at any n >= 2."""
+    if verdict != NO_DIFFERENCE or c.n >= MIN_SEEDS:
+        return None
     if c.n < 2:
-        return f"{head}: only {c.n} paired seed(s), a comparison needs at least 2."
-    text = f"{head} at n={c.n} (diff {diff}, {ci}, Holm {format_p(c.p_holm)})"
+        return f"only {c.n} paired seed(s): no comparison is possible; run at least {MIN_SEEDS} seeds"
+    if c.sd_diff == 0 and c.diff_mean != 0:
+        return (f"only n={c.n} seeds, each with the same difference: telling it from chance takes at least "
+                f"{exact_min_seeds()} seeds")
+    needed = recommended_seeds(c.sd_diff, c.diff_mean)
+    needed = max(needed, MIN_SEEDS) if needed is not None else DEFAULT_SEEDS
     if math.isfinite(c.mde):
-        return (f"{text}; with this spread, {c.n} seeds can only detect differences of "
-                f"{format_diff(c.mde, c.metric, signed=False)} or more.")
-    return f"{text}; every seed gave the same difference."
-
-
-# ---------------------------------------------------------------- a whole study
-
-
-def compare_study(results: StudyResults, metrics: Sequence[str] = ("test_acc", "test_loss")) -> list[Comparison]:
-    """Compare every variant with the baseline at every reported epoch.
-
-    Runs that failed or lack the epoch are skipped; the remaining values are
-    paired by seed. Holm is applied over all comparisons returned, which are
-    ordered by epoch, then metric, then variant in study order.
-    """
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
-
-    def values(variant: str, metric: str, epoch: int) -> dict[int, float]:
-        out = {}
-        for run in results.runs_of(variant):
-            row = run.at_epoch(epoch) if run.status != "failed" else None
-            if row is not None:
-                out[run.seed] = float(getattr(row, metric))
-        return out
-
-    comparisons = []
-    for epoch in results.report_epochs:
-        for metric in metrics:
-            base = values(results.baseline, metric, epoch)
-            for variant in results.variants:
-                if variant == results.baseline:
-                    continue
-                comparisons.append(compare_paired(
-                    base, values(variant, metric, epoch), higher_is_better=METRICS[metric],
-                    variant_name=variant, baseline_name=results.baseline, metric=metric, epoch=epoch))
-    return apply_holm(comparisons)
+        detectable = format_diff(c.mde, c.metric, signed=False)
+        return (f"only n={c.n} seeds: they can only detect differences of {detectable} or more; "
+                f"run at least {needed} seeds")
+    return f"only n={c.n} seeds: they can only detect large differences; run at least {needed} seeds"
