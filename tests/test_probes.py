@@ -82,8 +82,9 @@ def test_activation_statistics_dead_and_saturated_units_match_a_hand_computation
         model[3].weight.mul_(40)  # a sigmoid layer driven into saturation
     prober, _ = _prober(model, digits)
     probes = prober.measure(model.state_dict(), shifts=False)
-    h = F.relu(F.linear(prober.x.flatten(1), model[1].weight, model[1].bias))
-    s = torch.sigmoid(F.linear(h, model[3].weight, model[3].bias))
+    with torch.no_grad():
+        h = F.relu(F.linear(prober.x.flatten(1), model[1].weight, model[1].bias))
+        s = torch.sigmoid(F.linear(h, model[3].weight, model[3].bias))
     assert probes["act_mean|2"] == pytest.approx(float(h.mean()), rel=1e-5)
     assert probes["act_std|2"] == pytest.approx(float(h.std()), rel=1e-5)
     dead = float(((h > 0).sum(0) == 0).double().mean())
