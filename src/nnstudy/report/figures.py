@@ -113,7 +113,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> Figure:
     ax.set_yticks(range(k), names, fontsize=fontsize)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(plain(title))
+    fig.suptitle(plain(title))  # over the whole figure: the axes alone are too narrow for a long title
     if k <= ANNOTATE_MAX_CLASSES:
         integral = np.allclose(cm, np.round(cm))
         for i in range(k):

@@ -28,7 +28,7 @@ from .words import format_diff, sentence
 ALPHA = 0.05
 POWER = 0.8
 MIN_SEEDS = 5  # below this a "no detectable difference" carries a warning
-DEFAULT_SEEDS = 10  # advice when the needed seed count cannot be estimated
+DEFAULT_SEEDS = 10  # the warning also says what this many seeds would detect
 
 BETTER = "better"
 WORSE = "worse"
@@ -310,10 +310,10 @@ def _warning(c: Comparison, verdict: str) -> str | None:
     if c.sd_diff == 0 and c.diff_mean != 0:
         return (f"only n={c.n} seeds, each with the same difference: telling it from chance takes at least "
                 f"{exact_min_seeds()} seeds")
-    needed = recommended_seeds(c.sd_diff, c.diff_mean)
-    needed = max(needed, MIN_SEEDS) if needed is not None else DEFAULT_SEEDS
-    if math.isfinite(c.mde):
-        detectable = format_diff(c.mde, c.metric, signed=False)
-        return (f"only n={c.n} seeds: they can only detect differences of {detectable} or more; "
-                f"run at least {needed} seeds")
-    return f"only n={c.n} seeds: they can only detect large differences; run at least {needed} seeds"
+    if not math.isfinite(c.mde):
+        return f"only n={c.n} seeds: they can only detect large differences; run at least {MIN_SEEDS} seeds"
+    shown = {k: format_diff(minimum_detectable_difference(c.sd_diff, k), c.metric, signed=False)
+             for k in (c.n, MIN_SEEDS, DEFAULT_SEEDS)}
+    return (f"only n={c.n} seeds: they can only detect differences of {shown[c.n]} or more; run at least "
+            f"{MIN_SEEDS} seeds (with this spread, {MIN_SEEDS} detect about {shown[MIN_SEEDS]}, "
+            f"{DEFAULT_SEEDS} about {shown[DEFAULT_SEEDS]})")
