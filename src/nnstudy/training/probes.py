@@ -70,13 +70,16 @@ class Prober:
         return {"params": float(sum(p.numel() for p in self.model.parameters())),
                 "flops_per_image": float(counter.get_total_flops())}
 
-    def measure(self, state: dict[str, torch.Tensor], shifts: bool) -> dict[str, float]:
-        """One seed's probes, flat: "probe" for the whole network, "probe|layer" per layer."""
+    def measure(self, state: dict[str, torch.Tensor], shifts: bool, loss_fn=None) -> dict[str, float]:
+        """One seed's probes, flat: "probe" for the whole network, "probe|layer" per layer.
+
+        `loss_fn`: the seed's own loss, where stacked seeds differ in it (default: the prober's).
+        """
         devices = [self.x.device] if self.x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # dropout in the probe pass must not move training's RNG
-            return self._measure(state, shifts)
+            return self._measure(state, shifts, loss_fn or self.loss_fn)
 
-    def _measure(self, state: dict[str, torch.Tensor], shifts: bool) -> dict[str, float]:
+    def _measure(self, state: dict[str, torch.Tensor], shifts: bool, loss_fn) -> dict[str, float]:
         self.model.load_state_dict(state)
         # Shifts first, in eval mode: the train-mode pass below moves the copy's BatchNorm statistics.
         out: dict[str, float] = self._shift_probes() if shifts else {}
@@ -84,7 +87,7 @@ class Prober:
         self.model.zero_grad(set_to_none=True)
         self._outputs.clear()
         logits = self.model(self.x)
-        self.loss_fn(logits.float(), self.y).mean().backward()
+        loss_fn(logits.float(), self.y).mean().backward()
         for name, kind in self.activations:
             a = self._outputs[name].float()
             out[f"act_mean|{name}"] = float(a.mean())

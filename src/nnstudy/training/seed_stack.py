@@ -27,14 +27,14 @@ from nnstudy.training import stacked_forward
 
 
 class SeedStack:
-    def __init__(self, build: Callable[[], nn.Module], seeds: list[int], device: torch.device, vectorize: bool = True,
+    def __init__(self, build: Callable[[int], nn.Module], seeds: list[int], device: torch.device, vectorize: bool = True,
                  channels_last: bool = False):
         self.seeds = list(seeds)
         self.k = len(self.seeds)
         models = []
-        for seed in self.seeds:
+        for k, seed in enumerate(self.seeds):
             torch.manual_seed(seed)  # a seed drives its own initialisation
-            models.append(build().to(device))
+            models.append(build(k).to(device))  # k: the stack member (its variant may differ in init)
         self.stacked = vectorize and self.k > 1
         self.channels_last = channels_last
         self.transposed: set[str] = set()  # stacked parameters stored as [K, in, out]

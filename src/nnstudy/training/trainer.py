@@ -8,6 +8,7 @@ normalised/augmented as whole-batch tensor ops, and K seeds step together.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -60,6 +61,16 @@ class SeedState:
     probes: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch (0: at initialisation) -> probes
 
 
+# Keys that may differ between variants trained in one stack: they change values, not tensor shapes or steps.
+VALUE_KEYS = {"model": {"init", "init_value"}, "train": {"loss", "label_smoothing", "loss_args"}}
+_LOSS_KEYS = VALUE_KEYS["train"]
+
+
+def stack_key(cfg: RunConfig) -> str:
+    """Variants with equal keys can train as one stack (their members differ only in VALUE_KEYS)."""
+    return json.dumps(cfg.model_dump(mode="json", exclude=VALUE_KEYS), sort_keys=True)
+
+
 def can_stack(cfg: RunConfig) -> bool:
     """Whether several seeds of this config can train as one stacked model.
 
@@ -76,10 +87,18 @@ def _data_seed(seed: int) -> int:
 
 
 class GroupTrainer:
-    """Trains the seeds of one variant together; see `SeedStack` for how."""
+    """Trains the seeds of one variant together; see `SeedStack` for how.
 
-    def __init__(self, cfg: RunConfig, data, seeds: list[int], options: TrainOptions):
+    `member_cfgs` (one per seed) stacks runs of several variants that differ
+    only in values (`VALUE_KEYS`: initialisation, loss): member k builds its
+    network and computes its loss from its own config; everything else comes
+    from `cfg`, which they share.
+    """
+
+    def __init__(self, cfg: RunConfig, data, seeds: list[int], options: TrainOptions,
+                 member_cfgs: list[RunConfig] | None = None):
         self.cfg, self.data, self.seeds, self.options = cfg, data, list(seeds), options
+        members = member_cfgs or [cfg] * len(self.seeds)
         self.device = torch.device(options.device)
         t = cfg.train
         input_shape = tuple(data.train_x.shape[1:])
@@ -91,11 +110,18 @@ class GroupTrainer:
         if channels_last is None:
             channels_last = cfg.model.kind == "cnn" and self.device.type == "cpu"
         self.model_changes: dict = {}  # what nnstudy changed in a user's network (init, activation, norm)
-        self.stack = SeedStack(lambda: build_model(cfg.model, input_shape, n_classes, cfg.source_dir, self.model_changes),
+        self.stack = SeedStack(lambda k: build_model(members[k].model, input_shape, n_classes, cfg.source_dir,
+                                                     self.model_changes),
                                self.seeds, self.device, vectorize, channels_last)
         self.n_params = count_parameters(self.stack.module)  # one seed's network (a meta copy when stacked)
         self.optimizer = make_optimizer(t, self.stack.parameters())
         self.loss = make_loss(t, cfg.source_dir)
+        # Members with the same loss share one call; each group is (loss, member indices).
+        by_loss: dict[str, list[int]] = {}
+        for k, m in enumerate(members):
+            by_loss.setdefault(json.dumps(m.train.model_dump(include=_LOSS_KEYS), sort_keys=True), []).append(k)
+        self.loss_groups = [(make_loss(members[ks[0]].train, cfg.source_dir), torch.tensor(ks, device=self.device))
+                            for ks in by_loss.values()]
         self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
         self.states = [SeedState() for _ in self.seeds]
         self.epoch = 0  # epochs the group has trained (a diverged seed's history stops earlier)
@@ -198,10 +224,20 @@ class GroupTrainer:
             if all(s.diverged for s in self.states):
                 break
 
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One loss per member [K], each from its own loss function."""
+        if len(self.loss_groups) == 1:
+            return per_seed_loss(self.loss_groups[0][0], logits, y)
+        out = logits.new_empty(logits.shape[0])
+        for loss, ks in self.loss_groups:
+            out = out.index_copy(0, ks, per_seed_loss(loss, logits.index_select(0, ks), y.index_select(0, ks)))
+        return out
+
     def _probe(self, epoch: int, shifts: bool, extra: dict) -> None:
         for k, state in enumerate(self.states):
             if not state.diverged:  # a diverged network's numbers mean nothing
-                state.probes[epoch] = {**self.prober.measure(self.stack.model_state(k), shifts), **extra}
+                loss = next(fn for fn, ks in self.loss_groups if k in ks.tolist())
+                state.probes[epoch] = {**self.prober.measure(self.stack.model_state(k), shifts, loss), **extra}
 
     def _train_epoch(self, epoch: int, total: int):
         started = time.perf_counter()
@@ -229,7 +265,7 @@ class GroupTrainer:
             x = self.pipeline.train_batch(self.gather_train(idx), batch_draws)
             with self.autocast:
                 logits = self.stack.forward_train(x)
-                losses = per_seed_loss(self.loss, logits.float(), y)
+                losses = self._losses(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             self.optimizer.step()
@@ -255,7 +291,7 @@ class GroupTrainer:
             with self.autocast:
                 logits = self.stack.forward_eval(x).float()
             yk = y.expand(len(self.seeds), -1)
-            loss_sum += per_seed_loss(self.loss, logits, yk) * y.shape[0]
+            loss_sum += self._losses(logits, yk) * y.shape[0]
             preds.append(logits.argmax(-1))
         preds = torch.cat(preds, 1).cpu()
         acc = (preds == self.test_y.cpu()).double().mean(1)
