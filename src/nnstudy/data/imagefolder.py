@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import re
+import stat
+import struct
 import warnings
 from pathlib import Path
 
@@ -78,23 +82,59 @@ class _Tree:
             raise UserError(f"cannot read imagefolder file {self.show(rel)}: {exc.strerror or exc}; check its permissions") from exc
 
 
+# Images sit at most at wrapper/split/class/image: deeper folders are listed
+# (so a misplaced one gets a clear error) but not walked into.
+_MAX_DEPTH = 4
+
+
 def _walk(top: Path):
-    """Files (rel -> disk path), folders and (rel, size, mtime) stats under `top`."""
+    """Files (rel -> disk path), folders and (rel, size, mtime) stats under `top`.
+
+    Symlinks are followed, but one that leads back to a folder it sits in, or
+    that cannot be followed at all, is refused with its path.
+    """
     files, dirs, stats = {}, set(), []
-    stack = [""]
+    top_stat = os.stat(top)
+    stack = [("", ((top_stat.st_dev, top_stat.st_ino),))]  # folder, identities of it and its parents
     while stack:
-        rel_dir = stack.pop()
-        with os.scandir(top / rel_dir if rel_dir else top) as it:
-            for entry in it:
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                if entry.is_dir():
-                    dirs.add(rel)
-                    stack.append(rel)
-                else:
-                    st = entry.stat()
-                    files[rel] = entry.path
-                    stats.append(f"{rel}|{st.st_size}|{st.st_mtime_ns}")
+        rel_dir, parents = stack.pop()
+        folder = top / rel_dir if rel_dir else top
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise UserError(f"cannot read imagefolder folder {folder}: {exc.strerror or exc}; check its permissions") from exc
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            st = _stat(entry)
+            if stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in parents:
+                    raise UserError(f"imagefolder data {entry.path} leads back to {os.path.realpath(entry.path)}, a folder it is "
+                                    f"inside (a symlink loop); remove the link or point it at a folder of images")
+                dirs.add(rel)
+                if rel.count("/") < _MAX_DEPTH - 1:
+                    stack.append((rel, (*parents, (st.st_dev, st.st_ino))))
+            else:
+                files[rel] = entry.path
+                stats.append(f"{rel}|{st.st_size}|{st.st_mtime_ns}")
     return files, dirs, sorted(stats)
+
+
+def _stat(entry: os.DirEntry) -> os.stat_result:
+    """The entry's stat, following symlinks; a UserError naming it if that fails."""
+    try:
+        return entry.stat()
+    except OSError as exc:
+        if not entry.is_symlink():
+            raise UserError(f"cannot read imagefolder file {entry.path}: {exc.strerror or exc}; check its permissions") from exc
+        if exc.errno == errno.ELOOP:
+            why = "it is part of a symlink loop"
+        elif exc.errno == errno.ENOENT:
+            why = f"its target {os.readlink(entry.path)!r} is missing"
+        else:
+            why = exc.strerror or str(exc)
+        raise UserError(f"imagefolder data {entry.path} is a symlink that cannot be followed ({why}); "
+                        f"remove it or point it at an image") from exc
 
 
 def _find_root(tree: _Tree) -> str:
@@ -175,12 +215,14 @@ def _list_split(tree: _Tree, split: str) -> dict[str, list[str]]:
 def _decode(tree: _Tree, path: str, rgb: bool = False) -> torch.Tensor:
     """Decode one image to uint8 [C, H, W] (C = 1 or 3, or 3 when `rgb`)."""
     raw = tree.read(path)
+    _check_pixels(_header_size(raw, tree.show(path)), tree.show(path))
     try:
         from torchvision.io import ImageReadMode, decode_image
 
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
         # torchvision's decoders are several times faster than PIL's on small images.
         im = decode_image(data, mode=ImageReadMode.RGB if rgb else ImageReadMode.UNCHANGED)
+        _check_pixels((im.shape[-1], im.shape[-2]), tree.show(path))  # formats whose header PIL cannot read
         if im.dtype != torch.uint8:  # 16-bit PNG: keep the high byte
             im = (im.to(torch.int32) >> 8).to(torch.uint8)
         if im.shape[0] in (1, 3):
@@ -204,3 +246,57 @@ def _decode_pil(data: bytes, shown: str, rgb: bool) -> torch.Tensor:
         raise UserError(f"imagefolder file {shown} is not a readable image ({' '.join(str(exc).split())[:120]}); "
                         f"remove or replace it") from exc
     return torch.from_numpy(arr.copy()).reshape(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1).contiguous()
+
+
+def _check_pixels(size, shown: str) -> None:
+    """Refuse an image over PIL's pixel limit; PIL only warns up to twice the limit, this refuses at once."""
+    from PIL import Image
+
+    if size is not None and Image.MAX_IMAGE_PIXELS and size[0] * size[1] > Image.MAX_IMAGE_PIXELS:
+        raise _too_large(shown, f"is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels")
+
+
+def _too_large(shown: str, what: str) -> UserError:
+    from PIL import Image
+
+    return UserError(f"imagefolder file {shown} {what}, over PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                     f"(PIL.Image.MAX_IMAGE_PIXELS); an image this large is not a training image (it may be a "
+                     f"decompression bomb): resize or remove it")
+
+
+def _header_size(raw: bytes, shown: str) -> tuple[int, int] | None:
+    """(width, height) from the image's header, before decoding; None if unknown."""
+    if raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR":
+        return struct.unpack(">II", raw[16:24])
+    if raw[:2] == b"\xff\xd8":
+        return _jpeg_size(raw)
+    # Other formats: PIL reads the header only (about 40 us, too slow for every JPEG).
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(raw)) as img:
+                return img.size
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            pixels = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_large(shown, f"has {int(pixels[1]):,} pixels" if pixels else "has too many pixels") from None
+        except Exception:
+            return None  # not an image PIL knows: the decoders say what is wrong
+
+
+def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header (SOFn marker); None if none is found."""
+    i = 2
+    while i + 9 <= len(raw) and raw[i] == 0xFF:
+        marker = raw[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            i += 2
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", raw[i + 5:i + 9])
+            return width, height
+        else:
+            i += 2 + int.from_bytes(raw[i + 2:i + 4], "big")
+    return None
