@@ -229,8 +229,9 @@ def _verdict(claim: dict, epoch: int, reference: str, c, p_for: float, p_against
     else:
         level = "90%" if claim["direction"] == "within" else "95%"
         against = f"{reference} {shown(c.baseline_mean)}" if claim.get("baseline") is not None else shown(c.baseline_mean)
-        evidence = (f"{claim['variant']} {shown(c.variant_mean)} vs {against}: difference "
-                    f"{diff(c.diff_mean)} ({level} CI {diff(low)} to {diff(high)}), n={c.n} seeds")
+        interval = (f"{level} CI {diff(low)} to {diff(high)}" if math.isfinite(low) and math.isfinite(high)
+                    else "every seed gave the same difference")
+        evidence = f"{claim['variant']} {shown(c.variant_mean)} vs {against}: difference {diff(c.diff_mean)} ({interval}), n={c.n} seeds"
     if verdict == NOT_SHOWN and c.n >= 2:
         evidence += f"; not shown at n={c.n} seeds"
     return ClaimResult(
