@@ -43,14 +43,16 @@ class Study:
     def run(self, out: str | os.PathLike = "nnstudy-out", *, device: str | None = None, executor: str = "auto",
             workers: int | None = None, vectorize: bool = True, compile: bool = False, force: bool = False,
             retry_failed: bool = False, cache_dir: str | os.PathLike | None = None, ray_address: str | None = None,
-            progress: bool = True, probes: bool = True, log=None) -> "Results":
+            progress: bool = True, probes: bool = True, cpus_per_job: float | None = None,
+            gpus_per_job: float | None = None, checkpoint_dir: str | None = None, log=None) -> "Results":
         """Train every (variant, seed) run that is missing, then write the report (options as `nnstudy run`)."""
         from nnstudy.runner import RunOptions, run_study
 
         options = RunOptions(out=Path(out), device=device, executor=executor, workers=workers, vectorize=vectorize,
                              compile=compile, force=force, retry_failed=retry_failed,
                              cache_dir=Path(cache_dir) if cache_dir else None, ray_address=ray_address,
-                             progress=progress, probes=probes, log=log)
+                             progress=progress, probes=probes, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
+                             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, log=log)
         results, paths = run_study(self.config, self.source, options)
         return Results(results, paths)
 

@@ -36,6 +36,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _amount(text: str) -> float:
+    """A resource amount for Ray: a number >= 0, fractions allowed (two jobs at 0.5 GPU share one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as for every other user mistake
         raise UserError(f"{message} (see `{self.prog} --help`)")
@@ -56,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["auto", "local", "process", "ray"], default="auto",
                      help="where runs train: this process, a process pool, or a Ray cluster (default: auto)")
     run.add_argument("--workers", type=_positive, help="process-pool size (default: one per CPU core on cpu)")
-    run.add_argument("--ray-address", help="Ray cluster address for --executor ray (default: start a local Ray)")
+    run.add_argument("--ray-address", help="join the Ray cluster at HOST:PORT ('auto': the one started on this "
+                     "machine); implies --executor ray, which otherwise starts a local Ray")
+    run.add_argument("--cpus-per-job", type=_amount, help="Ray: CPUs each job asks for, and its torch threads "
+                     "(default 1)")
+    run.add_argument("--gpus-per-job", type=_amount, help="Ray: GPUs each job asks for; fractions share a GPU "
+                     "(default 1 with --device cuda, else 0)")
+    run.add_argument("--checkpoint-dir", help="where checkpoints go: a folder or URI that every node reaches, "
+                     "e.g. /shared/ckpt or s3://bucket/prefix (default: each run's folder)")
     run.add_argument("--no-vectorize", action="store_true", help="train seeds one at a time instead of stacked")
     run.add_argument("--precision", choices=["fp32", "bf16"], help="override train.precision (bf16: autocast; recorded in the run config)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
@@ -101,7 +119,8 @@ def _cmd_run(args) -> int:
     results = study.run(args.out, device=args.device, executor=args.executor, workers=args.workers,
                         vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
                         retry_failed=args.retry_failed, cache_dir=args.cache_dir, ray_address=args.ray_address,
-                        progress=not args.quiet, probes=not args.no_probes)
+                        progress=not args.quiet, probes=not args.no_probes, cpus_per_job=args.cpus_per_job,
+                        gpus_per_job=args.gpus_per_job, checkpoint_dir=args.checkpoint_dir)
     failed = [r for r in results.study.runs if r.status == "failed"]
     print(f"report: {results.report}")
     if failed:

@@ -28,7 +28,8 @@ from nnstudy.recorder import Recorder
 from nnstudy.store import Store, load_results
 from nnstudy.store import files
 from nnstudy.store.load import TEST_LABELS
-from nnstudy.training.checkpoint import align_checkpoints, checkpoint_identity
+from nnstudy.training.checkpoint import (align_checkpoints, checkpoint_folder, checkpoint_identity, has_checkpoint,
+                                        remove_checkpoints, remove_temp_files)
 from nnstudy.training.threads import default_cpu_threads
 from nnstudy.training.preflight import check_variant
 
@@ -44,7 +45,10 @@ class RunOptions:
     force: bool = False
     retry_failed: bool = False
     cache_dir: Path | None = None
-    ray_address: str | None = None
+    ray_address: str | None = None  # implies executor ray
+    cpus_per_job: float | None = None  # Ray: CPUs each job asks for, and its torch threads; None: 1
+    gpus_per_job: float | None = None  # Ray: GPUs each job asks for (fractions share one); None: 1 on cuda, else 0
+    checkpoint_dir: str | None = None  # None: each run's folder; else a folder or URI that every node reaches
     progress: bool = True
     probes: bool = True  # mechanism probes per epoch (training/probes.py); they never change the numbers
     log: object = field(default=None, repr=False)  # None: sys.stderr at run time (not at import)
@@ -117,7 +121,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         store.save_study(study.name, study.model_dump(mode="json"), info, source)
         _save_study_files(study_dir, data, sample_grid)
 
-        rows = _plan(store, study, study_dir, cache_dir, options.force, log)
+        rows = _plan(store, study, study_dir, cache_dir, options.force, log, options.checkpoint_dir)
         wanted = ("failed",) if options.retry_failed else ("pending", "running")
         todo = [r for r in rows if r.status in wanted]
         skipped = {s: sum(r.status == s for r in rows) for s in ("done", "diverged", "failed")}
@@ -146,7 +150,8 @@ def _save_study_files(study_dir: Path, data, sample_grid) -> None:
     sample_grid(data.train_x, data.train_y, data.classes, study_dir / "figures" / "samples.png")
 
 
-def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, force: bool, log):
+def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, force: bool, log,
+          checkpoint_root: str | None = None):
     """Make the store's runs match the study file and what the run folders hold.
 
     A run folder is resumed (or restored, when it holds the final checkpoint)
@@ -162,18 +167,21 @@ def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, fo
             row, reset = store.sync_run(study.name, vname, seed, cfg.model_dump(mode="json"), identity,
                                         data.fingerprint, run_dir, force)
             where = f"{study.name}: {vname} seed {seed}"
-            if run_dir.exists() and (reset or (row.status not in ("done", "diverged")
-                                               and checkpoint_identity(run_dir) != identity)):
-                shutil.rmtree(run_dir)  # results of another config (or of --force): never resumed
+            ckpt = run_checkpoint_dir(checkpoint_root, study.name, row)
+            if (run_dir.exists() or has_checkpoint(ckpt)) and (reset or (row.status not in ("done", "diverged")
+                                                                   and checkpoint_identity(ckpt) != identity)):
+                if run_dir.exists():  # results of another config (or of --force): never resumed
+                    shutil.rmtree(run_dir)
+                remove_checkpoints(ckpt)
                 if not reset:
                     print(f"{where}: its run folder held another config's results; retraining from scratch", file=log)
             elif row.status in ("done", "diverged") and not _complete(store, row):
                 print(f"{where}: marked {row.status} but its record is incomplete; "
-                      + ("restoring it from its checkpoint" if checkpoint_identity(run_dir) == identity
+                      + ("restoring it from its checkpoint" if checkpoint_identity(ckpt) == identity
                          else "retraining it"), file=log)
                 store.reopen_run(row.id)
                 row = store.run(study.name, vname, seed)
-            elif row.status == "pending" and checkpoint_identity(run_dir) == identity:
+            elif row.status == "pending" and checkpoint_identity(ckpt) == identity:
                 print(f"{where}: not in the store, but its run folder holds its checkpoint; resuming from there",
                       file=log)
             rows.append(row)
@@ -181,6 +189,11 @@ def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, fo
     if dropped:
         print(f"{study.name}: {dropped} stored runs are no longer in the study and were dropped from it", file=log)
     return rows
+
+
+def run_checkpoint_dir(root: str | None, study: str, row) -> str:
+    """A run's checkpoint folder: its run folder, or ROOT/<study>/<variant>/seed-<k> with --checkpoint-dir ROOT."""
+    return str(row.run_dir) if root is None else checkpoint_folder(root, study, row.variant, f"seed-{row.seed}")
 
 
 def _complete(store: Store, row) -> bool:
@@ -207,21 +220,24 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
           stacking: dict):
     """Group runs of one variant that stand at the same epoch: they train as one stacked model."""
     groups: dict[tuple, list] = {}
-    epochs: dict[Path, int] = {}
+    epochs: dict[str, int] = {}
+    ckpt = {r.id: run_checkpoint_dir(options.checkpoint_dir, study.name, r) for r in todo}
+    for folder in ckpt.values():
+        remove_temp_files(folder)  # of writes cut short by a dead worker or node; no job runs now
     stacks = {v: options.vectorize and stacking[v].stackable for v in study.variants}
     for variant in {r.variant for r in todo}:
         if stacks[variant]:
-            epochs.update(align_checkpoints([r.run_dir for r in todo if r.variant == variant]))
+            epochs.update(align_checkpoints([ckpt[r.id] for r in todo if r.variant == variant]))
     for row in todo:
         stack = stacks[row.variant]
-        key = (row.variant, epochs[row.run_dir]) if stack else (row.variant, row.seed)
+        key = (row.variant, epochs[ckpt[row.id]]) if stack else (row.variant, row.seed)
         groups.setdefault(key, []).append(row)
     jobs = []
     for (variant, *_), rows in groups.items():
         jobs.append(Job(
             study=study.name, variant=variant, config=study.variants[variant].model_dump(mode="json"),
             run_ids=[r.id for r in rows], seeds=[r.seed for r in rows], identities=[r.config_hash for r in rows],
-            checkpoint_dirs=[str(r.run_dir) for r in rows], report_epochs=report_epochs, cache_dir=str(cache_dir),
+            checkpoint_dirs=[ckpt[r.id] for r in rows], report_epochs=report_epochs, cache_dir=str(cache_dir),
             device=device, vectorize=stacks[variant], compile=options.compile, progress=options.progress,
             stack_note=stacking[variant].why_not or "", probes=options.probes,
         ))
@@ -243,9 +259,14 @@ def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, optio
     workers = options.workers or default_workers(len(jobs), device)
     kind = options.executor
     if kind == "auto":
-        kind = "process" if workers > 1 else "local"
+        kind = "ray" if options.ray_address else "process" if workers > 1 else "local"
     # Chosen once: retries after a worker died stay in (fresh) worker processes.
-    executor = make_executor(kind, workers, options.ray_address, device)
+    executor = make_executor(kind, workers, options.ray_address, device, options.cpus_per_job, options.gpus_per_job)
+    if kind == "ray" and options.checkpoint_dir is None and executor.nodes > 1:
+        print(f"{study_dir.name}: checkpoints go to the run folders under {Path(options.out).resolve()} on whichever "
+              "node trains a job; unless every node shares that folder, give --checkpoint-dir (a shared folder or "
+              "s3://bucket/prefix) so that a job resumes on another node", file=log)
+    lost = "Ray worker or its node" if kind == "ray" else "worker process"
     name = study_dir.name
     deaths: dict[int, int] = {}
     idle_deaths = 0  # deaths with no run started: workers that die on start-up would loop forever
@@ -268,14 +289,14 @@ def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, optio
                     deaths[rid] = deaths.get(rid, 0) + 1
                 row = rows[rid]
                 if deaths.get(rid, 0) >= _WORKER_DEATHS_TO_FAIL:
-                    store.fail_run(rid, "its worker process died twice while training it (killed by the operating "
+                    store.fail_run(rid, f"its {lost} died twice while training it (killed by the operating "
                                         "system, often for running out of memory, or a crash in native code); rerun "
                                         "with --retry-failed, with fewer --workers if memory is short", "")
-                    print(f"  {row.variant} seed {row.seed}: failed (its worker process died twice)", file=log)
+                    print(f"  {row.variant} seed {row.seed}: failed (its {lost} died twice)", file=log)
                 else:
                     retry.append(store.run(name, row.variant, row.seed))
         if retry:
-            print(f"{name}: a worker process died; {len(retry)} unfinished run(s) of its job continue from their "
+            print(f"{name}: a {lost} died; {len(retry)} unfinished run(s) of its job continue from their "
                   "last checkpoint", file=log)
         jobs = plan(retry)
         rows.update({r.id: r for r in retry})

@@ -1,15 +1,23 @@
 """Where jobs run: in this process, in worker processes, or on a Ray cluster."""
 
+from nnstudy.errors import UserError
 from nnstudy.executors.job import Job, execute_job
 from nnstudy.executors.local import LocalExecutor, ProcessExecutor, default_workers
 
 __all__ = ["Job", "LocalExecutor", "ProcessExecutor", "default_workers", "execute_job", "make_executor"]
 
 
-def make_executor(name: str, workers: int, ray_address: str | None = None, device: str = "cpu"):
+def make_executor(name: str, workers: int, ray_address: str | None = None, device: str = "cpu",
+                  cpus_per_job: float | None = None, gpus_per_job: float | None = None):
+    if name != "ray" and (ray_address or cpus_per_job is not None or gpus_per_job is not None):
+        raise UserError(f"--ray-address, --cpus-per-job and --gpus-per-job are for --executor ray (this run would use "
+                        f"the {name} executor)")
     if name == "local" or (name == "process" and workers <= 1):
         return LocalExecutor()
     if name == "process":
         return ProcessExecutor(workers)
+    if cpus_per_job is not None and cpus_per_job <= 0:
+        raise UserError(f"--cpus-per-job {cpus_per_job:g}: a job needs more than 0 CPUs (fractions are allowed)")
     from nnstudy.executors.ray import RayExecutor
-    return RayExecutor(ray_address, gpus_per_job=1 if device == "cuda" else 0)
+    return RayExecutor(ray_address, cpus_per_job=1 if cpus_per_job is None else cpus_per_job,
+                       gpus_per_job=(1 if device == "cuda" else 0) if gpus_per_job is None else gpus_per_job)

@@ -17,7 +17,6 @@ import time
 import traceback
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -95,8 +94,11 @@ def is_output_error(exc: BaseException) -> bool:
     return isinstance(exc, UserError) and isinstance(exc.__cause__, OSError) and exc.__cause__.errno in OUTPUT_ERRNOS
 
 
-def execute_job(job: Job, emit: Callable[[Event], None]) -> None:
-    """Train the job's runs to the end, resuming from their checkpoints; report through `emit`."""
+def execute_job(job: Job, emit: Callable[[Event], None], data=None) -> None:
+    """Train the job's runs to the end, resuming from their checkpoints; report through `emit`.
+
+    `data`: the dataset when the executor ships it (Ray, through its object store); None loads it here.
+    """
     start = time.perf_counter()
     if job.device == "cpu":
         keep_freed_memory()
@@ -112,11 +114,12 @@ def execute_job(job: Job, emit: Callable[[Event], None]) -> None:
         if job.stack_note:
             settings["not_stacked"] = job.stack_note
         emit(Started(job.run_ids, settings, library_versions()))
-        data = load_study_data(cfg, job.cache_dir)
+        if data is None:
+            data = load_study_data(cfg, job.cache_dir)
         options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
                                progress=job.progress, label=job.label, position=job.position, probes=job.probes)
         trainer = GroupTrainer(cfg, data, job.seeds, options)
-        dirs = [Path(d) for d in job.checkpoint_dirs]
+        dirs = job.checkpoint_dirs  # local folders or object store URIs
         checkpoints = [load_checkpoint(resume_checkpoint(d)) for d in dirs]
         restored = 0
         if any(c is not None for c in checkpoints):

@@ -83,11 +83,22 @@ def checkpoint_identity(run_dir: Location) -> str | None:
     return ckpt.get("identity") if ckpt else None
 
 
+def has_checkpoint(run_dir: Location) -> bool:
+    """Whether the folder holds a checkpoint, the latest or the previous one (reads neither)."""
+    folder = _folder(run_dir)
+    return folder.exists(CHECKPOINT) or folder.exists(PREVIOUS_CHECKPOINT)
+
+
 def remove_checkpoints(run_dir: Location) -> None:
     """Delete a run's checkpoints (nothing else in its folder)."""
     folder = _folder(run_dir)
     folder.delete(CHECKPOINT)
     folder.delete(PREVIOUS_CHECKPOINT)
+
+
+def remove_temp_files(run_dir: Location) -> None:
+    """Temp files of checkpoint writes cut short by a crash (call only while no job writes the folder)."""
+    _folder(run_dir).remove_temp_files()
 
 
 def align_checkpoints(run_dirs: list[Location]) -> dict[Location, int]:
@@ -141,6 +152,10 @@ class _LocalFolder:
     def delete(self, name: str) -> None:
         (self.path / name).unlink(missing_ok=True)
 
+    def remove_temp_files(self) -> None:
+        for tmp in self.path.glob(f".{CHECKPOINT}.*.tmp"):  # files.atomic_path's names
+            tmp.unlink(missing_ok=True)
+
 
 class _StoreFolder:
     """A folder in an object store: no atomic rename, but an object is written whole or not at all."""
@@ -181,6 +196,9 @@ class _StoreFolder:
     def delete(self, name: str) -> None:
         if self.exists(name):
             self._call(self.fs.delete_file, self._path(name))
+
+    def remove_temp_files(self) -> None:
+        self.delete(f".{CHECKPOINT}.tmp")
 
     def _path(self, name: str) -> str:
         return f"{self.path}/{name}"
