@@ -6,6 +6,7 @@ Every line is the mean over seeds; the band spans the seeds' minimum to maximum.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -24,12 +25,13 @@ def _band(ax, x, rows: list[list[float]], label: str) -> None:
     """Mean line and min-max band of per-seed rows (rows of unequal length are cut to the shortest)."""
     width = min(len(r) for r in rows)
     data = np.array([r[:width] for r in rows], dtype=float)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(data, 0)
+    with warnings.catch_warnings():  # an epoch where every seed lacks the probe is a gap in the line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, low, high = np.nanmean(data, 0), np.nanmin(data, 0), np.nanmax(data, 0)
     (line,) = ax.plot(x[:width], mean, "o-", label=plain(label, 24), markersize=3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(rows) > 1:
-        ax.fill_between(x[:width], np.nanmin(data, 0), np.nanmax(data, 0), color=line.get_color(), alpha=0.2)
+        ax.fill_between(x[:width], low, high, color=line.get_color(), alpha=0.2)
 
 
 def _log_if_wide(ax, values) -> None:
@@ -58,7 +60,8 @@ def depth_figure(results: StudyResults, probe: str, ylabel: str, epochs=(0, 1)) 
         ax.set_xlabel("layer (input to output)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
-    axes[-1].legend(fontsize=8, loc="best")
+    if drawn:
+        axes[-1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="best")
     return fig if drawn else None
 
 

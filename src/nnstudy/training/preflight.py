@@ -10,6 +10,7 @@ whether the seeds of a variant can train stacked.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ from nnstudy.training.trainer import can_stack, normalisation
 class Preflight:
     stackable: bool
     why_not: str | None = None  # why the seeds train one at a time
+    step_seconds: float = 0.0  # one seed's forward and backward on one training batch, on this CPU: the cost unit
 
 
 def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Preflight:
@@ -58,13 +60,30 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
     except Exception as exc:
         raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {_first_line(exc)}; "
                         "a loss must map (logits [N, C], labels [N]) to per-example losses [N]") from None
+    step = _time_step(model, data, mean, std, cfg.train.batch_size, loss_fn)
     if not stack:
-        return Preflight(True)
+        return Preflight(True, step_seconds=step)
     if not can_stack(cfg):
-        return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone")
+        return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone",
+                         step)
     if stacked_forward.supports(model):
-        return Preflight(True)
-    return _try_vmap(model, x, y, loss_fn)
+        return Preflight(True, step_seconds=step)
+    result = _try_vmap(model, x, y, loss_fn)
+    result.step_seconds = step
+    return result
+
+
+def _time_step(model, data, mean, std, batch_size: int, loss_fn) -> float:
+    """Best of three forward+backward passes on one batch: what one step of this variant costs, roughly."""
+    x = BatchPipeline(mean, std, 0, False, torch.device("cpu")).normalise(data.train_x[:batch_size])
+    y = data.train_y[:batch_size]
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        loss_fn(model(x), y).mean().backward()
+        best = min(best, time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    return best
 
 
 def _try_vmap(model: torch.nn.Module, x, y, loss_fn) -> Preflight:
