@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sqlite3
 import subprocess
@@ -255,3 +256,47 @@ def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monk
     assert run(capsys, study, clean, cache)[0] == 0
     for key, row in runs(clean).items():
         assert retried[key]["epochs"] == row["epochs"], key
+
+
+def test_variants_that_differ_only_in_values_train_as_one_stack(capsys, tmp_path):
+    """init and loss variants share one stack (each run with its own numbers); a shape change gets its own."""
+    study, cache = tmp_path / "tiny.toml", tmp_path / "cache"
+    study.write_text(TINY + '\n[variants.xavier]\nmodel.init = "xavier"\n\n[variants.mse]\ntrain.loss = "mse"\n')
+    rc, _, err = run(capsys, study, tmp_path / "together", cache)
+    assert rc == 0, err
+    assert "a+xavier+mse [6 runs]" in err and "b [seed 0,1]" in err
+    rc, _, err = run(capsys, study, tmp_path / "apart", cache, "--no-stack-variants")
+    assert rc == 0 and "a+xavier+mse" not in err and "xavier [seed 0,1]" in err
+    together, apart = runs(tmp_path / "together"), runs(tmp_path / "apart")
+    assert together.keys() == apart.keys() and len(together) == 8
+    for key in together:  # every network keeps its own initialisation, data order and numbers
+        for mine, alone in zip(together[key]["epochs"], apart[key]["epochs"]):
+            assert mine[0] == alone[0] and all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-7) for x, y in zip(mine[1:], alone[1:])), key
+    for variant in ("a", "xavier", "mse"):
+        config = json.loads((tmp_path / "together" / "tiny" / "runs" / variant / "seed-1" / "config.json").read_text())
+        assert config["variant"] == variant and config["settings"]["stacked_with"] == "a+xavier+mse"
+    assert json.loads((tmp_path / "together" / "tiny" / "runs" / "mse" / "seed-0" / "config.json").read_text())["train"]["loss"] == "mse"
+
+
+def test_share_cores_gives_a_finished_jobs_core_to_the_one_still_running(tmp_path):
+    """With --share-cores the long job takes the freed core between epochs, and its runs record it."""
+    import os
+
+    if (os.cpu_count() or 1) < 2:
+        import pytest
+        pytest.skip("needs two cores")
+    study, out = tmp_path / "tiny.toml", tmp_path / "out"
+    study.write_text(TINY.replace("epochs = 3", "epochs = 1").replace("[variants.b]\nmodel.hidden = [24]",
+                                                                     "[variants.b]\ntrain.epochs = 60"))
+    cmd = [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+           "--executor", "process", "--workers", "2", "--share-cores"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "most expensive first: b [seed 0,1]; a [seed 0,1]" in proc.stderr
+    line = next(line for line in proc.stderr.splitlines() if "thread(s) from epoch" in line)
+    assert line.strip().startswith("b [seed 0,1]: 2 thread(s) from epoch"), proc.stderr
+    epoch = int(line.split("from epoch ")[1].split()[0])
+    config = json.loads((out / "tiny" / "runs" / "b" / "seed-0" / "config.json").read_text())
+    assert config["settings"]["threads"] == 1 and config["settings"]["threads_from_epoch"] == {str(epoch): 2}
+    # The epoch lines show the new thread count from that epoch on.
+    assert f"b [seed 0,1] epoch {epoch}/60" in proc.stderr and "on 2 thread(s)" in proc.stderr.split(line)[1]

@@ -44,7 +44,8 @@ class Study:
             workers: int | None = None, vectorize: bool = True, compile: bool = False, force: bool = False,
             retry_failed: bool = False, cache_dir: str | os.PathLike | None = None, ray_address: str | None = None,
             progress: bool = True, probes: bool = True, cpus_per_job: float | None = None,
-            gpus_per_job: float | None = None, checkpoint_dir: str | None = None, log=None) -> "Results":
+            gpus_per_job: float | None = None, checkpoint_dir: str | None = None, stack_variants: bool = True,
+            share_cores: bool = False, log=None) -> "Results":
         """Train every (variant, seed) run that is missing, then write the report (options as `nnstudy run`)."""
         from nnstudy.runner import RunOptions, run_study
 
@@ -52,7 +53,8 @@ class Study:
                              compile=compile, force=force, retry_failed=retry_failed,
                              cache_dir=Path(cache_dir) if cache_dir else None, ray_address=ray_address,
                              progress=progress, probes=probes, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
-                             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, log=log)
+                             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+                             stack_variants=stack_variants, share_cores=share_cores, log=log)
         results, paths = run_study(self.config, self.source, options)
         return Results(results, paths)
 

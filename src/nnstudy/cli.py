@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-dir", help="where checkpoints go: a folder or URI that every node reaches, "
                      "e.g. /shared/ckpt or s3://bucket/prefix (default: each run's folder)")
     run.add_argument("--no-vectorize", action="store_true", help="train seeds one at a time instead of stacked")
+    run.add_argument("--no-stack-variants", action="store_true",
+                     help="give each variant its own stack (by default variants that differ only in init or loss share one)")
+    run.add_argument("--share-cores", action="store_true",
+                     help="process pool: running jobs take the cores of finished ones between epochs (faster; CPU "
+                          "numbers of CNNs may then differ in the last bits between runs)")
     run.add_argument("--precision", choices=["fp32", "bf16"], help="override train.precision (bf16: autocast; recorded in the run config)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
     run.add_argument("--cache-dir", help="where decoded datasets are cached (default $NNSTUDY_CACHE or ~/.cache/nnstudy)")
@@ -118,6 +123,7 @@ def _cmd_run(args) -> int:
     study = load_study(args.study, seeds=args.seeds, data_dir=args.data_dir, precision=args.precision)
     results = study.run(args.out, device=args.device, executor=args.executor, workers=args.workers,
                         vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
+                        stack_variants=not args.no_stack_variants, share_cores=args.share_cores,
                         retry_failed=args.retry_failed, cache_dir=args.cache_dir, ray_address=args.ray_address,
                         progress=not args.quiet, probes=not args.no_probes, cpus_per_job=args.cpus_per_job,
                         gpus_per_job=args.gpus_per_job, checkpoint_dir=args.checkpoint_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnstudy.errors import UserError
-from nnstudy.executors.events import EpochsDone, JobEnded, RunFinished, RunsFailed, Started, WorkerLost
+from nnstudy.executors.events import EpochsDone, JobEnded, RunFinished, RunsFailed, Started, ThreadsChanged, WorkerLost
 from nnstudy.executors.job import Job, is_output_error
 from nnstudy.store import Store, files
 from nnstudy.store.results import EpochRow, RunResult
@@ -56,6 +56,13 @@ class Recorder:
             self.store.mark_running(event.run_ids, event.settings, event.versions)
         elif isinstance(event, EpochsDone):
             self._epochs(job, event)
+        elif isinstance(event, ThreadsChanged):
+            for rid in event.run_ids:  # a fact of the run: the report's settings show it
+                settings = self.settings.setdefault(rid, {})
+                settings["threads_from_epoch"] = {**settings.get("threads_from_epoch", {}), str(event.epoch): event.threads}
+            self.store.update_settings({rid: self.settings[rid] for rid in event.run_ids})
+            print(f"  {job.label}: {event.threads} thread(s) from epoch {event.epoch} (a core freed up)", file=self.log,
+                  flush=True)
         elif isinstance(event, RunFinished):
             self._finish(job, event)
         elif isinstance(event, RunsFailed):
@@ -88,7 +95,9 @@ class Recorder:
             accs = [h[-1].test_acc for h in event.histories.values()
                     if h and h[-1].epoch == event.epoch and math.isfinite(h[-1].test_acc)]
             acc = f"mean test acc {np.mean(accs):.2%}" if accs else "every seed diverged"
-            threads = self.settings.get(job.run_ids[0], {}).get("threads", "?")
+            settings = self.settings.get(job.run_ids[0], {})
+            changes = {int(e): n for e, n in settings.get("threads_from_epoch", {}).items() if int(e) <= event.epoch}
+            threads = changes[max(changes)] if changes else settings.get("threads", "?")
             print(f"  {job.label} epoch {event.epoch}/{event.epochs}: {acc}, "
                   f"{event.images / max(event.seconds, 1e-9):,.0f} img/s on {threads} thread(s); "
                   f"study time left ~{_duration(left)}", file=self.log, flush=True)
@@ -141,7 +150,7 @@ class Recorder:
                 predictions[e] = np.load(path, allow_pickle=False)
         final = history[-1]
         last = predictions.get(final.epoch) if event.status == "done" else None
-        config = {"study": job.study, "variant": job.variant, "seed": row.seed, **job.config,
+        config = {"study": job.study, "variant": row.variant, "seed": row.seed, **row.config,
                   "settings": self.settings.get(rid, {}), "n_params": event.n_params}
         artifacts = {
             "config": files.write_json(run_dir / "config.json", config),
@@ -152,7 +161,7 @@ class Recorder:
             artifacts["checkpoint"] = run_dir / CHECKPOINT
         if last is not None:
             artifacts["predictions"] = _save_npy(run_dir / "predictions.npy", last)
-        run = RunResult(str(rid), job.variant, row.seed, event.status, config, event.n_params, history,
+        run = RunResult(str(rid), row.variant, row.seed, event.status, config, event.n_params, history,
                         predictions if event.status == "done" else {})
         for path in write_run_figures(run, self.classes, self.y_true, run_dir):
             artifacts[path.stem] = path

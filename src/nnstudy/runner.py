@@ -8,6 +8,7 @@ missing or changed, and resumes interrupted runs from their last checkpoint.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from nnstudy.training.checkpoint import (align_checkpoints, checkpoint_folder, c
                                         remove_checkpoints, remove_temp_files)
 from nnstudy.training.threads import default_cpu_threads
 from nnstudy.training.preflight import check_variant
+from nnstudy.training.trainer import stack_key
 
 
 @dataclass
@@ -49,6 +51,8 @@ class RunOptions:
     cpus_per_job: float | None = None  # Ray: CPUs each job asks for, and its torch threads; None: 1
     gpus_per_job: float | None = None  # Ray: GPUs each job asks for (fractions share one); None: 1 on cuda, else 0
     checkpoint_dir: str | None = None  # None: each run's folder; else a folder or URI that every node reaches
+    stack_variants: bool = True  # variants that differ only in values (init, loss) train as one stack
+    share_cores: bool = False  # process pool: running jobs take the cores of finished ones (last-bit CPU differences)
     progress: bool = True
     probes: bool = True  # mechanism probes per epoch (training/probes.py); they never change the numbers
     log: object = field(default=None, repr=False)  # None: sys.stderr at run time (not at import)
@@ -206,10 +210,13 @@ def _complete(store: Store, row) -> bool:
 
 def _preflight(study: StudyConfig, cache_dir: Path, options: RunOptions, log) -> dict:
     """Check every variant on one batch before anything trains; say once which cannot stack its seeds."""
-    stacking = {}
+    stacking, step_seconds = {}, {}
     for name, cfg in study.variants.items():
         result = check_variant(name, cfg, load_study_data(cfg, str(cache_dir)),
                                stack=options.vectorize and len(study.seeds) > 1)
+        # One architecture, one step cost: timing noise must not reorder variants that cost the same.
+        same = json.dumps([cfg.model.model_dump(mode="json", exclude={"init", "init_value"}), cfg.train.batch_size])
+        result.step_seconds = step_seconds.setdefault(same, result.step_seconds)
         stacking[name] = result
         if not result.stackable:
             print(f"{study.name}: variant {name}: {result.why_not}", file=log)
@@ -218,30 +225,42 @@ def _preflight(study: StudyConfig, cache_dir: Path, options: RunOptions, log) ->
 
 def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str, options: RunOptions,
           stacking: dict):
-    """Group runs of one variant that stand at the same epoch: they train as one stacked model."""
+    """Group the runs that stand at the same epoch into stacked jobs, most expensive first.
+
+    A stack holds the seeds of one variant, and with `stack_variants` the runs of
+    every variant that differs from it only in values (initialisation, loss:
+    training/trainer.py VALUE_KEYS). The order is by estimated cost (one step's
+    measured time x steps left x runs), so the longest job never starts last.
+    """
     groups: dict[tuple, list] = {}
     epochs: dict[str, int] = {}
     ckpt = {r.id: run_checkpoint_dir(options.checkpoint_dir, study.name, r) for r in todo}
     for folder in ckpt.values():
         remove_temp_files(folder)  # of writes cut short by a dead worker or node; no job runs now
     stacks = {v: options.vectorize and stacking[v].stackable for v in study.variants}
-    for variant in {r.variant for r in todo}:
-        if stacks[variant]:
-            epochs.update(align_checkpoints([ckpt[r.id] for r in todo if r.variant == variant]))
+    together = {v: stack_key(cfg) if options.stack_variants else v for v, cfg in study.variants.items()}
+    for group in {together[r.variant] for r in todo if stacks[r.variant]}:
+        epochs.update(align_checkpoints([ckpt[r.id] for r in todo if stacks[r.variant] and together[r.variant] == group]))
     for row in todo:
         stack = stacks[row.variant]
-        key = (row.variant, epochs[ckpt[row.id]]) if stack else (row.variant, row.seed)
+        key = (together[row.variant], epochs[ckpt[row.id]]) if stack else (row.variant, row.seed)
         groups.setdefault(key, []).append(row)
     jobs = []
-    for (variant, *_), rows in groups.items():
+    for (_, start), rows in groups.items():
+        variants = list(dict.fromkeys(r.variant for r in rows))
+        lead = study.variants[variants[0]]
         jobs.append(Job(
-            study=study.name, variant=variant, config=study.variants[variant].model_dump(mode="json"),
+            study=study.name, variant="+".join(variants), config=lead.model_dump(mode="json"),
             run_ids=[r.id for r in rows], seeds=[r.seed for r in rows], identities=[r.config_hash for r in rows],
             checkpoint_dirs=[ckpt[r.id] for r in rows], report_epochs=report_epochs, cache_dir=str(cache_dir),
-            device=device, vectorize=stacks[variant], compile=options.compile, progress=options.progress,
-            stack_note=stacking[variant].why_not or "", probes=options.probes,
+            device=device, vectorize=stacks[variants[0]], compile=options.compile, progress=options.progress,
+            stack_note=stacking[variants[0]].why_not or "", probes=options.probes,
+            member_configs=[study.variants[r.variant].model_dump(mode="json") for r in rows] if len(variants) > 1 else [],
         ))
-    return jobs
+        steps = -(-load_study_data(lead, str(cache_dir)).train_x.shape[0] // lead.train.batch_size)
+        left = lead.train.epochs - (start if isinstance(start, int) and stacks[variants[0]] else 0)
+        jobs[-1].cost = max(stacking[v].step_seconds for v in variants) * steps * left * len(rows)
+    return sorted(jobs, key=lambda j: -j.cost)
 
 
 # A run whose worker died this many times (in this invocation) is failed instead of retried.
@@ -261,7 +280,8 @@ def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, optio
     if kind == "auto":
         kind = "ray" if options.ray_address else "process" if workers > 1 else "local"
     # Chosen once: retries after a worker died stay in (fresh) worker processes.
-    executor = make_executor(kind, workers, options.ray_address, device, options.cpus_per_job, options.gpus_per_job)
+    executor = make_executor(kind, workers, options.ray_address, device, options.cpus_per_job, options.gpus_per_job,
+                             options.share_cores)
     if kind == "ray" and options.checkpoint_dir is None and executor.nodes > 1:
         print(f"{study_dir.name}: checkpoints go to the run folders under {Path(options.out).resolve()} on whichever "
               "node trains a job; unless every node shares that folder, give --checkpoint-dir (a shared folder or "
@@ -315,7 +335,9 @@ def _execute_once(executor, workers: int, jobs: list[Job], recorder: Recorder, n
             job.threads = worker_threads(job, workers)
     recorder.plan(jobs)
     print(f"{name}: training {len(jobs)} job(s) on {device} with the {executor.name} executor"
-          + (f" ({workers} workers)" if executor.name == "process" else ""), file=log)
+          + (f" ({workers} workers)" if executor.name == "process" else "")
+          + (f", most expensive first: {'; '.join(j.label for j in jobs)}" if len(jobs) > 1 else f": {jobs[0].label}"),
+          file=log)
     overall = None
     if options.progress and executor.name != "local" and sys.stderr.isatty():
         total = sum(len(j.seeds) * j.config["train"]["epochs"] for j in jobs)

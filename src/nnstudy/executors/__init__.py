@@ -8,14 +8,14 @@ __all__ = ["Job", "LocalExecutor", "ProcessExecutor", "default_workers", "execut
 
 
 def make_executor(name: str, workers: int, ray_address: str | None = None, device: str = "cpu",
-                  cpus_per_job: float | None = None, gpus_per_job: float | None = None):
+                  cpus_per_job: float | None = None, gpus_per_job: float | None = None, share_cores: bool = False):
     if name != "ray" and (ray_address or cpus_per_job is not None or gpus_per_job is not None):
         raise UserError(f"--ray-address, --cpus-per-job and --gpus-per-job are for --executor ray (this run would use "
                         f"the {name} executor)")
     if name == "local" or (name == "process" and workers <= 1):
         return LocalExecutor()
     if name == "process":
-        return ProcessExecutor(workers)
+        return ProcessExecutor(workers, share_cores)
     if cpus_per_job is not None and cpus_per_job <= 0:
         raise UserError(f"--cpus-per-job {cpus_per_job:g}: a job needs more than 0 CPUs (fractions are allowed)")
     from nnstudy.executors.ray import RayExecutor

@@ -38,6 +38,15 @@ class EpochsDone:
 
 
 @dataclass
+class ThreadsChanged:
+    """From epoch `epoch` on the job trains on `threads` threads (cores freed by jobs that finished)."""
+
+    run_ids: list[int]
+    threads: int
+    epoch: int
+
+
+@dataclass
 class RunFinished:
     run_id: int
     status: str  # done | diverged
@@ -68,4 +77,4 @@ class JobEnded:
     """The job returned; nothing more comes from it."""
 
 
-Event = Started | EpochsDone | RunFinished | RunsFailed | WorkerLost | JobEnded
+Event = Started | EpochsDone | ThreadsChanged | RunFinished | RunsFailed | WorkerLost | JobEnded

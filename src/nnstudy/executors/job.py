@@ -15,7 +15,7 @@ import platform
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
@@ -24,7 +24,7 @@ import torch
 
 from nnstudy.config.schema import RunConfig
 from nnstudy.errors import UserError
-from nnstudy.executors.events import EpochsDone, Event, RunFinished, RunsFailed, Started
+from nnstudy.executors.events import EpochsDone, Event, RunFinished, RunsFailed, Started, ThreadsChanged
 from nnstudy.store import files
 from nnstudy.training import GroupTrainer, TrainOptions
 from nnstudy.training.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
@@ -53,13 +53,16 @@ class Job:
     threads: int = 0  # 0: nnstudy's choice for the job's size (training/threads.py)
     stack_note: str = ""  # why this variant's seeds train one at a time, if they do
     probes: bool = True  # mechanism probes (training/probes.py)
+    member_configs: list[dict] = field(default_factory=list)  # per run, when the stack holds several variants
     progress: bool = True
     position: int = 0
+    cost: float = 0.0  # estimated seconds, for the order jobs start in
 
     @property
     def label(self) -> str:
-        seeds = ",".join(map(str, self.seeds))
-        return f"{self.variant} [seed {seeds}]"
+        if self.member_configs:
+            return f"{self.variant} [{len(self.seeds)} runs]"
+        return f"{self.variant} [seed {','.join(map(str, self.seeds))}]"
 
     @property
     def stacked(self) -> bool:
@@ -94,10 +97,12 @@ def is_output_error(exc: BaseException) -> bool:
     return isinstance(exc, UserError) and isinstance(exc.__cause__, OSError) and exc.__cause__.errno in OUTPUT_ERRNOS
 
 
-def execute_job(job: Job, emit: Callable[[Event], None], data=None) -> None:
+def execute_job(job: Job, emit: Callable[[Event], None], data=None,
+                threads: Callable[[], int | None] | None = None) -> None:
     """Train the job's runs to the end, resuming from their checkpoints; report through `emit`.
 
     `data`: the dataset when the executor ships it (Ray, through its object store); None loads it here.
+    `threads`: asked between epochs for a new thread count (cores that other jobs freed), if any.
     """
     start = time.perf_counter()
     if job.device == "cpu":
@@ -113,12 +118,15 @@ def execute_job(job: Job, emit: Callable[[Event], None], data=None) -> None:
                     "vectorized": job.stacked, "threads": torch.get_num_threads(), "host": socket.gethostname()}
         if job.stack_note:
             settings["not_stacked"] = job.stack_note
+        if job.member_configs:
+            settings["stacked_with"] = job.variant  # "a+b+c": variants trained as one stack
         emit(Started(job.run_ids, settings, library_versions()))
         if data is None:
             data = load_study_data(cfg, job.cache_dir)
         options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
                                progress=job.progress, label=job.label, position=job.position, probes=job.probes)
-        trainer = GroupTrainer(cfg, data, job.seeds, options)
+        members = [RunConfig.model_validate(c) for c in job.member_configs] or None
+        trainer = GroupTrainer(cfg, data, job.seeds, options, members)
         dirs = job.checkpoint_dirs  # local folders or object store URIs
         checkpoints = [load_checkpoint(resume_checkpoint(d)) for d in dirs]
         restored = 0
@@ -139,6 +147,10 @@ def execute_job(job: Job, emit: Callable[[Event], None], data=None) -> None:
             for k, new in probes.items():
                 sent[k].update(new)
             emit(_epochs_event(job, tr, {k: {tr.epoch: p} for k, p in predictions.items()}, probes, restored=False))
+            wanted = threads() if threads is not None else None
+            if wanted and wanted != torch.get_num_threads() and tr.epoch < tr.cfg.train.epochs:
+                torch.set_num_threads(wanted)
+                emit(ThreadsChanged(job.run_ids, wanted, tr.epoch + 1))
 
         trainer.fit(on_epoch, predict_epochs=job.report_epochs)
         wall = time.perf_counter() - start

@@ -19,6 +19,7 @@ from typing import Callable
 
 from nnstudy.executors.events import Event, JobEnded, WorkerLost
 from nnstudy.executors.job import Job, execute_job
+from nnstudy.training.threads import default_cpu_threads
 
 Handler = Callable[[Job, Event], None]
 
@@ -45,10 +46,22 @@ def _worker_init(parent: int | None = None) -> None:
 
 
 def _worker_main(conn, parent: int) -> None:
-    """A worker process: run the jobs it is sent, streaming their events back; None ends it."""
+    """A worker process: run the jobs it is sent, streaming their events back; None ends it.
+
+    Between epochs a job takes the thread count the driver last sent (cores freed by finished jobs).
+    """
     _worker_init(parent)
+
+    def threads() -> int | None:
+        latest = None
+        while conn.poll():
+            latest = conn.recv()[1]  # ("threads", n)
+        return latest
+
     while (job := conn.recv()) is not None:
-        execute_job(job, conn.send)
+        if isinstance(job, tuple):  # a thread count that arrived after its job ended
+            continue
+        execute_job(job, conn.send, threads=threads)
         conn.send(JobEnded())
 
 
@@ -59,6 +72,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.job: Job | None = None
+        self.threads = 0
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -82,8 +96,8 @@ class ProcessExecutor:
 
     name = "process"
 
-    def __init__(self, workers: int):
-        self.workers = workers
+    def __init__(self, workers: int, share_cores: bool = False):
+        self.workers, self.share_cores = workers, share_cores
 
     def run(self, jobs: list[Job], handle: Handler) -> None:
         ctx = mp.get_context("spawn")
@@ -95,7 +109,10 @@ class ProcessExecutor:
                     if w.job is None and queue:
                         w.job = queue.pop(0)
                         w.job.position = i
+                        w.threads = w.job.threads
                         w.conn.send(w.job)
+                if not queue and self.share_cores:
+                    self._share_cores([w for w in pool if w.job])
                 busy = [w for w in pool if w.job]
                 wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
                 for i, w in enumerate(pool):
@@ -111,6 +128,24 @@ class ProcessExecutor:
             raise
         for w in pool:
             w.stop()
+
+    @staticmethod
+    def _share_cores(busy: list[_Worker]) -> None:
+        """No idle core while work remains: the jobs still running split the cores between them.
+
+        The small-step rule still holds (one thread below SMALL_STEP_IMAGES a step).
+        """
+        cores = os.cpu_count() or 1
+        for i, w in enumerate(busy):
+            share = cores // len(busy) + (i < cores % len(busy))
+            images = w.job.config["train"]["batch_size"] * len(w.job.seeds)
+            threads = default_cpu_threads(images, cores=share)
+            if threads != w.threads:
+                try:
+                    w.conn.send(("threads", threads))
+                except OSError:  # it just died: the loop below finds out
+                    continue
+                w.threads = threads
 
     @staticmethod
     def _drain(w: _Worker, handle: Handler) -> bool:

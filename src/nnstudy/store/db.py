@@ -223,6 +223,10 @@ class Store:
                           (time.time(), settings.get("host") or socket.gethostname(), settings.get("device"),
                            json.dumps(versions), json.dumps(settings), rid))
 
+    def update_settings(self, settings: dict[int, dict]) -> None:
+        with self.transaction() as c:
+            c.executemany("UPDATE runs SET settings=? WHERE id=?", [(json.dumps(s), rid) for rid, s in settings.items()])
+
     def reopen_run(self, run_id: int) -> None:
         """A finished run whose record is incomplete trains (or restores) again; its checkpoint stays."""
         with self.transaction() as c:
