@@ -1,6 +1,9 @@
 """Executors: the same study gives the same runs in-process, in a process pool and on Ray."""
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -36,13 +39,20 @@ def test_process_pool_gives_the_local_results(tmp_path, capsys):
     _same(_run(tmp_path, "local", capsys), _run(tmp_path, "process", capsys))
 
 
-def test_ray_gives_the_local_results(tmp_path, capsys):
+def test_ray_gives_the_local_results(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
+    # --executor ray without an address starts a local Ray, even where a dead cluster's address was left
+    # behind (Ray alone would try to join it). A short temp dir: Ray's socket paths have a length limit.
+    temp = Path(tempfile.mkdtemp(prefix="nnray", dir="/tmp"))
+    (temp / "ray").mkdir()
+    (temp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
+    monkeypatch.setenv("RAY_TMPDIR", str(temp))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         _same(_run(tmp_path, "local", capsys), _run(tmp_path, "ray", capsys))
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_task_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, capsys, monkeypatch):

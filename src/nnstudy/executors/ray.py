@@ -105,10 +105,13 @@ class RayExecutor:
 
 # --- connecting ------------------------------------------------------------------------------
 def connect(address: str | None):
-    """The `ray` module, joined to the cluster at `address` (None: a new local Ray; 'auto': the one here).
+    """The `ray` module, joined to the cluster at `address` ('auto': the one started on this machine).
 
-    Any failure to connect is one line (UserError) that says what to set.
+    None starts a new local Ray, unless RAY_ADDRESS names a cluster (as in a Ray
+    job); Ray itself would join whatever cluster was last started here, even one
+    long dead. Any failure to connect is one line (UserError) that says what to set.
     """
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address not in (None, "auto"):
         _use_token_if_held()
     try:
@@ -121,7 +124,7 @@ def connect(address: str | None):
         _check_address(address)
     try:
         if address is None:
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, its own errors
