@@ -286,8 +286,9 @@ def test_share_cores_gives_a_finished_jobs_core_to_the_one_still_running(tmp_pat
         import pytest
         pytest.skip("needs two cores")
     study, out = tmp_path / "tiny.toml", tmp_path / "out"
-    study.write_text(TINY.replace("epochs = 3", "epochs = 1").replace("[variants.b]\nmodel.hidden = [24]",
-                                                                     "[variants.b]\ntrain.epochs = 60"))
+    # b runs for seconds (150 epochs of 38 small steps), a for a fraction of one: a's core frees up mid-b.
+    study.write_text(TINY.replace("epochs = 3", "epochs = 1").replace(
+        "[variants.b]\nmodel.hidden = [24]", "[variants.b]\ntrain.epochs = 150\ntrain.batch_size = 8"))
     cmd = [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
            "--executor", "process", "--workers", "2", "--share-cores"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -299,4 +300,4 @@ def test_share_cores_gives_a_finished_jobs_core_to_the_one_still_running(tmp_pat
     config = json.loads((out / "tiny" / "runs" / "b" / "seed-0" / "config.json").read_text())
     assert config["settings"]["threads"] == 1 and config["settings"]["threads_from_epoch"] == {str(epoch): 2}
     # The epoch lines show the new thread count from that epoch on.
-    assert f"b [seed 0,1] epoch {epoch}/60" in proc.stderr and "on 2 thread(s)" in proc.stderr.split(line)[1]
+    assert f"b [seed 0,1] epoch {epoch}/150" in proc.stderr and "on 2 thread(s)" in proc.stderr.split(line)[1]

@@ -81,8 +81,9 @@ class Recorder:
         for rid, by_epoch in event.predictions.items():
             for epoch, preds in by_epoch.items():
                 _save_npy(self.rows[rid].run_dir / f"predictions-epoch{epoch}.npy", preds)
-        self.histories.update(event.histories)
-        self.store.record_epochs(event.histories)
+        for rid, rows in event.histories.items():
+            self.histories[rid] = list(rows) if event.restored else self.histories.get(rid, []) + list(rows)
+        self.store.record_epochs(event.histories, replace=event.restored)
         if event.probes:
             self.store.record_probes(event.probes, replace=event.restored)
         if event.restored:
@@ -163,7 +164,11 @@ class Recorder:
             artifacts["predictions"] = _save_npy(run_dir / "predictions.npy", last)
         run = RunResult(str(rid), row.variant, row.seed, event.status, config, event.n_params, history,
                         predictions if event.status == "done" else {})
-        for path in write_run_figures(run, self.classes, self.y_true, run_dir):
+        if event.figures is not None:
+            paths = [files.write_bytes(run_dir / name, png) for name, png in event.figures.items()]
+        else:
+            paths = write_run_figures(run, self.classes, self.y_true, run_dir)
+        for path in paths:
             artifacts[path.stem] = path
         return {key: str(p) for key, p in artifacts.items()}
 

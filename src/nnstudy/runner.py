@@ -256,6 +256,7 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
             device=device, vectorize=stacks[variants[0]], compile=options.compile, progress=options.progress,
             stack_note=stacking[variants[0]].why_not or "", probes=options.probes,
             member_configs=[study.variants[r.variant].model_dump(mode="json") for r in rows] if len(variants) > 1 else [],
+            member_variants=[r.variant for r in rows] if len(variants) > 1 else [],
         ))
         steps = -(-load_study_data(lead, str(cache_dir)).train_x.shape[0] // lead.train.batch_size)
         left = lead.train.epochs - (start if isinstance(start, int) and stacks[variants[0]] else 0)

@@ -100,7 +100,7 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
         bad = [k for k in vover if k not in ("dataset", "model", "train")]
         if bad:
             raise UserError(f"{source}: variants.{vname}: unknown key {bad[0]!r}; a variant may override dataset.*, model.* and train.*")
-        merged = _deep_merge(base_cfg.model_dump(), vover)
+        merged = _deep_merge(base_cfg.model_dump(by_alias=True), vover)
         _apply_overrides(merged, overrides, base_dir)
         variants[vname] = _validate(RunConfig, merged, source, prefix=f"variants.{vname}.")
 

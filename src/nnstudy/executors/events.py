@@ -25,7 +25,7 @@ class Started:
 
 @dataclass
 class EpochsDone:
-    """Every run's full history after `epoch`; `restored`: read back from checkpoints, not trained now."""
+    """Runs' epoch rows: their whole history when `restored` (read back from checkpoints), else epoch `epoch`'s."""
 
     epoch: int
     epochs: int  # the runs' planned number of epochs
@@ -55,6 +55,7 @@ class RunFinished:
     epochs_restored: int  # from a checkpoint
     epochs_trained: int  # in this attempt
     model_changes: dict | None = None  # what nnstudy changed in a user's network, e.g. {"init": [layer names]}
+    figures: dict[str, bytes] | None = None  # the run folder's PNGs, drawn where the run trained
 
 
 @dataclass

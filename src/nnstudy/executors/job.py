@@ -54,6 +54,7 @@ class Job:
     stack_note: str = ""  # why this variant's seeds train one at a time, if they do
     probes: bool = True  # mechanism probes (training/probes.py)
     member_configs: list[dict] = field(default_factory=list)  # per run, when the stack holds several variants
+    member_variants: list[str] = field(default_factory=list)  # their variant names, per run
     progress: bool = True
     position: int = 0
     cost: float = 0.0  # estimated seconds, for the order jobs start in
@@ -156,8 +157,9 @@ def execute_job(job: Job, emit: Callable[[Event], None], data=None,
         wall = time.perf_counter() - start
         for k, rid in enumerate(job.run_ids):
             state = trainer.states[k]
-            emit(RunFinished(rid, "diverged" if state.diverged else "done", trainer.n_params, wall, restored,
-                             trainer.epoch - restored, trainer.model_changes))
+            status = "diverged" if state.diverged else "done"
+            emit(RunFinished(rid, status, trainer.n_params, wall, restored, trainer.epoch - restored,
+                             trainer.model_changes, _figures(job, k, state, status, data)))
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # a failing run is recorded, and the study goes on
@@ -167,11 +169,24 @@ def execute_job(job: Job, emit: Callable[[Event], None], data=None,
         emit(RunsFailed(job.run_ids, message, traceback.format_exc(), stop_study=is_output_error(exc)))
 
 
+def _figures(job: Job, k: int, state, status: str, data) -> dict[str, bytes]:
+    """The run folder's figures, drawn here so that workers draw in parallel; the driver writes them."""
+    from nnstudy.report.figures import run_figure_pngs
+    from nnstudy.store.results import RunResult
+
+    variant = job.member_variants[k] if job.member_configs else job.variant
+    predictions = {e: p.numpy().astype(np.int64) for e, p in state.predictions.items()} if status == "done" else {}
+    run = RunResult(str(job.run_ids[k]), variant, job.seeds[k], status, {}, 0, state.history, predictions)
+    return run_figure_pngs(run, data.classes, data.test_y.numpy())
+
+
 def _epochs_event(job: Job, tr: GroupTrainer, predictions: dict[int, dict], probes: dict[int, dict],
                   restored: bool) -> EpochsDone:
     return EpochsDone(
         probes={job.run_ids[k]: by_epoch for k, by_epoch in probes.items() if by_epoch},
         epoch=tr.epoch, epochs=tr.cfg.train.epochs, restored=restored,
-        histories={rid: list(tr.states[k].history) for k, rid in enumerate(job.run_ids)},
+        # Whole histories on a restore (the store is made to match them), else this epoch's rows only.
+        histories={rid: [r for r in tr.states[k].history if restored or r.epoch == tr.epoch]
+                   for k, rid in enumerate(job.run_ids)},
         predictions={job.run_ids[k]: {e: p.numpy() for e, p in preds.items()} for k, preds in predictions.items()},
         images=tr.train_x.shape[0] * len(job.seeds), seconds=tr.epoch_seconds)

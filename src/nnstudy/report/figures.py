@@ -7,6 +7,7 @@ backend is needed (the Agg canvas is the default for a bare Figure).
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nnstudy.stats.summary import summarize
-from nnstudy.store.files import atomic_path
+from nnstudy.store.files import atomic_path, write_bytes
 from nnstudy.store.results import RunResult
 
 DPI = 100
@@ -47,21 +48,33 @@ def save_png(fig: Figure, path: Path, dpi: int = DPI) -> Path:
 
 
 def write_run_figures(run: RunResult, classes: list[str], y_true: np.ndarray, run_dir: Path) -> list[Path]:
-    """Write `curves.png` and `confusion.png` for one run into `run_dir`.
+    """Write `curves.png` and `confusion.png` for one run into `run_dir`; returns the paths written."""
+    return [write_bytes(Path(run_dir) / name, data) for name, data in run_figure_pngs(run, classes, y_true).items()]
 
-    A run without history (failed, pending) gets no curves; one without
-    predictions gets no confusion matrix. Returns the paths written.
+
+def run_figure_pngs(run: RunResult, classes: list[str], y_true: np.ndarray) -> dict[str, bytes]:
+    """One run's `curves.png` and `confusion.png` as PNG bytes.
+
+    Drawn where the run trained (in parallel across workers), written by the
+    driver. A run without history (failed, pending) gets no curves; one
+    without predictions gets no confusion matrix.
     """
-    run_dir = Path(run_dir)
-    written = []
+    out = {}
     if run.history:
-        written.append(save_png(run_curves_figure(run), run_dir / "curves.png"))
+        out["curves.png"] = png_bytes(run_curves_figure(run))
     if run.predictions:
         last = max(run.predictions)
         cm = confusion_counts(y_true, run.predictions[last], len(classes))
         title = f"{run.variant}, seed {run.seed}, epoch {last}"
-        written.append(save_png(confusion_figure(cm, classes, title), run_dir / "confusion.png"))
-    return written
+        out["confusion.png"] = png_bytes(confusion_figure(cm, classes, title))
+    return out
+
+
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    fig.clf()
+    return buf.getvalue()
 
 
 def run_curves_figure(run: RunResult) -> Figure:

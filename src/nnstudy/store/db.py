@@ -236,14 +236,16 @@ class Store:
     def epoch_count(self, run_id: int) -> int:
         return self._query("SELECT COUNT(*) FROM epochs WHERE run=?", (run_id,))[0][0]
 
-    def record_epochs(self, rows: dict[int, list[EpochRow]]) -> None:
-        """Replace the per-epoch metrics of several runs with their full history, atomically."""
+    def record_epochs(self, rows: dict[int, list[EpochRow]], replace: bool = True) -> None:
+        """Store per-epoch metrics of several runs, atomically; `replace`: the rows are each run's whole history
+        (else they are added: one epoch at a time, so a 1000-epoch run costs linear, not quadratic, writes)."""
         with self.transaction() as c:
             for rid, history in rows.items():
-                c.execute("DELETE FROM epochs WHERE run=?", (rid,))
-                c.executemany("INSERT INTO epochs VALUES (?,?,?,?,?,?,?,?)",
+                if replace:
+                    c.execute("DELETE FROM epochs WHERE run=?", (rid,))
+                c.executemany("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?)",
                               [(rid, r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds) for r in history])
-                c.execute("UPDATE runs SET epochs_done=? WHERE id=?", (len(history), rid))
+                c.execute("UPDATE runs SET epochs_done=(SELECT COUNT(*) FROM epochs WHERE run=?) WHERE id=?", (rid, rid))
 
     def record_probes(self, probes: dict[int, dict[int, dict[str, float]]], replace: bool = False) -> None:
         """Store probes (run -> epoch -> {"name" or "name|layer": value}); `replace`: they are the run's whole record."""
