@@ -103,30 +103,11 @@ class ModelConfig(_Strict):
     init_value: float = 0.05  # for init = "constant"; std for init = "normal"
     dropout: float = Field(0.0, ge=0, lt=1)
 
-    @field_validator("kind")
+    @field_validator("kind", "activation", "norm", "pool", "init")
     @classmethod
-    def _known_kind(cls, v):
-        return _registered(MODELS, v)
-
-    @field_validator("activation")
-    @classmethod
-    def _known_activation(cls, v):
-        return _registered(ACTIVATIONS, v)
-
-    @field_validator("norm")
-    @classmethod
-    def _known_norm(cls, v):
-        return _registered(NORMS, v)
-
-    @field_validator("pool")
-    @classmethod
-    def _known_pool(cls, v):
-        return _registered(POOLINGS, v)
-
-    @field_validator("init")
-    @classmethod
-    def _known_init(cls, v):
-        return _registered(INITS, v)
+    def _known_name(cls, v, info):
+        registry = {"kind": MODELS, "activation": ACTIVATIONS, "norm": NORMS, "pool": POOLINGS, "init": INITS}
+        return _registered(registry[info.field_name], v)
 
     @model_validator(mode="after")
     def _model_reference(self):
@@ -171,20 +152,11 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(1000, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
 
-    @field_validator("optimizer")
+    @field_validator("optimizer", "schedule", "loss")
     @classmethod
-    def _known_optimizer(cls, v):
-        return _registered(OPTIMIZERS, v)
-
-    @field_validator("schedule")
-    @classmethod
-    def _known_schedule(cls, v):
-        return _registered(SCHEDULES, v)
-
-    @field_validator("loss")
-    @classmethod
-    def _known_loss(cls, v):
-        return _registered(LOSSES, v, allow_reference=True)
+    def _known_name(cls, v, info):
+        registry = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES}[info.field_name]
+        return _registered(registry, v, allow_reference=info.field_name == "loss")
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):

@@ -65,21 +65,29 @@ def depth_figure(results: StudyResults, probe: str, ylabel: str, epochs=(0, 1)) 
     return fig if drawn else None
 
 
+def _variant_lines(ax, results: StudyResults, row_of) -> bool:
+    """One band per variant over its seeds; `row_of(run)` gives (x, values) or None. True when anything was drawn."""
+    drawn = False
+    for variant in results.variants:
+        rows = [r for r in map(row_of, results.runs_of(variant)) if r is not None and len(r[1])]
+        if rows:
+            x = max((r[0] for r in rows), key=len)
+            _band(ax, np.asarray(x), [r[1] for r in rows], variant)
+            drawn = True
+    return drawn
+
+
 def dead_units_figure(results: StudyResults) -> Figure | None:
     """Mean fraction of dead units (over activation layers) per epoch."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
-    drawn = False
-    for variant in results.variants:
-        rows = []
-        for run in results.runs_of(variant):
-            epochs = sorted(run.probes)
-            rows.append([np.mean(_layer_values(run, e, "dead")) if _layer_values(run, e, "dead") else np.nan
-                         for e in epochs])
-        rows = [r for r in rows if r]
-        if rows:
-            _band(ax, np.arange(0, max(map(len, rows))), rows, variant)
-            drawn = True
+
+    def row(run):
+        epochs = sorted(run.probes)
+        dead = [_layer_values(run, e, "dead") for e in epochs]
+        return epochs, [np.mean(d) if d else np.nan for d in dead]
+
+    drawn = _variant_lines(ax, results, row)
     ax.set_xlabel("epoch (0: at initialisation)")
     ax.set_ylabel("dead units (fraction)")
     ax.set_ylim(-0.02, 1.02)
@@ -92,17 +100,13 @@ def shift_figure(results: StudyResults, epoch: int) -> Figure | None:
     """Test accuracy when the test images move by k pixels, at `epoch`."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
-    drawn = False
-    for variant in results.variants:
-        rows = []
-        for run in results.runs_of(variant):
-            p = run.probes.get(epoch, {})
-            shifts = sorted(int(k.split("@")[1]) for k in p if k.startswith("shift_acc@"))
-            if shifts:
-                rows.append([100 * p[f"shift_acc@{s}"] for s in shifts])
-        if rows:
-            _band(ax, np.array(shifts), rows, variant)
-            drawn = True
+
+    def row(run):
+        p = run.probes.get(epoch, {})
+        shifts = sorted(int(k.split("@")[1]) for k in p if k.startswith("shift_acc@"))
+        return shifts, [100 * p[f"shift_acc@{s}"] for s in shifts]
+
+    drawn = _variant_lines(ax, results, row)
     ax.set_xlabel("shift (pixels, right and down)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"epoch {epoch}")
