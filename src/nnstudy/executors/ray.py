@@ -80,12 +80,18 @@ class RayExecutor:
                     except errors.RayError as exc:  # e.g. nnstudy missing on a node: the job's runs fail, we go on
                         handle(job, RunsFailed(job.run_ids, f"Ray: {_first_line(exc)}", traceback.format_exc()))
                     handle(job, JobEnded())
+        except errors.RayError as exc:  # the queue's node or the cluster itself is gone
+            raise UserError(f"lost the Ray cluster ({type(exc).__name__}: {_first_line(exc)}); finished epochs are "
+                            "checkpointed: rerun the same command to resume") from None
         except BaseException:
             for ref in refs:
                 self.ray.cancel(ref, force=True)
             raise
         finally:
-            queue.shutdown()
+            try:
+                queue.shutdown()
+            except Exception:  # nothing left to shut down when the cluster went away
+                pass
 
     def _dataset(self, job: Job):
         """The job's dataset in the object store; the driver has it decoded already (load_study_data caches it)."""
@@ -195,4 +201,4 @@ def _token_help(address: str | None) -> str:
 
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
+    return lines[0].strip().rstrip(".") if lines else type(exc).__name__
