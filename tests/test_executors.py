@@ -85,3 +85,24 @@ def test_pool_workers_get_their_share_of_cores_but_one_thread_for_small_steps(mo
     assert worker_threads(job(4, 1), workers=1) == 1  # 4 images a step: a second thread only costs
     assert worker_threads(job(4, 5), workers=2) == 4  # 5 seeds stacked: 20 images a step
     assert worker_threads(job(64, 1), workers=16) == 1
+
+
+def test_a_script_without_a_main_guard_runs_its_study_once(tmp_path):
+    """The README's API example pasted into a file: process-pool workers must not re-run the script."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "example.py"
+    study = tmp_path / "tiny.toml"
+    study.write_text(STUDY)
+    script.write_text(
+        "import nnstudy\n"
+        f"study = nnstudy.load_study({str(study)!r})\n"
+        "print('script body ran')\n"
+        f"results = study.run({str(tmp_path / 'out')!r}, cache_dir={str(tmp_path / 'cache')!r}, executor='process',\n"
+        "                    workers=2, progress=False)\n"
+        "print(sorted(set(results.runs()['status'])))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("script body ran") == 1, proc.stdout
+    assert "['done']" in proc.stdout

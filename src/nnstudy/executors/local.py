@@ -14,6 +14,8 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from typing import Callable
 
@@ -65,11 +67,32 @@ def _worker_main(conn, parent: int) -> None:
         conn.send(JobEnded())
 
 
+@contextmanager
+def _caller_script_hidden():
+    """Start workers without the caller's script: they need only nnstudy and the job.
+
+    'spawn' re-imports the parent's __main__ in every worker; a user's script
+    without an `if __name__ == "__main__":` guard (the README's API example,
+    pasted into a file) would run its whole study again in each of them.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
 class _Worker:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True)
-        self.process.start()
+        with _caller_script_hidden():
+            self.process.start()
         child.close()
         self.job: Job | None = None
         self.threads = 0
