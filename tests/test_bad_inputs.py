@@ -171,7 +171,7 @@ def test_truncated_checkpoint(finished, tmp_path):
     cmd = [sys.executable, "-m", "nnstudy", *run_args(study, out, finished.cache)]
     # Seed 0's epoch-2 checkpoint write is cut short: both seeds of variant a stand at epoch 1
     # (seed 0's epoch-1 checkpoint is already moved to checkpoint-prev.pt; seed 1's is checkpoint.pt).
-    env = {**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:3"}
+    env = {**os.environ, "NNSTUDY_CRASH_AT": "runs/a/seed-0/checkpoint.pt:2"}  # whichever job starts first
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode == -9
     ckpt = out / "tiny" / "runs" / "a" / "seed-1" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
