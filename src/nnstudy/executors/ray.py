@@ -104,8 +104,11 @@ class RayExecutor:
         from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        # On the driver's node: losing another node never loses the queue, nor the events in it.
-        here = NodeAffinitySchedulingStrategy(self.ray.get_runtime_context().get_node_id(), soft=True)
+        # On the head node: losing a worker node never loses the queue, nor the events in it (losing the head
+        # loses the cluster anyway). The driver's own node can be a worker node: it attaches to any raylet here.
+        heads = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
+        node = heads[0] if heads else self.ray.get_runtime_context().get_node_id()
+        here = NodeAffinitySchedulingStrategy(node, soft=True)
         return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
 
