@@ -186,7 +186,7 @@ def test_list_show_report(capsys, tmp_path):
 
 def test_ctrl_c_then_resume(tmp_path):
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
-    study.write_text(TINY.replace("epochs = 3", "epochs = 12"))
+    study.write_text(TINY.replace("epochs = 3", "epochs = 150"))  # long enough that Ctrl-C lands mid-study
     cmd = [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = out / "nnstudy.db"
@@ -205,7 +205,7 @@ def test_ctrl_c_then_resume(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     stopped = runs(out)
-    assert sum(len(r["epochs"]) for r in stopped.values()) < 4 * 12, "Ctrl-C must land before the study ends"
+    assert sum(len(r["epochs"]) for r in stopped.values()) < 4 * 150, "Ctrl-C must land before the study ends"
     assert "Traceback" not in err
     assert "interrupted" in err and "run the same command again to resume" in err
     with sqlite3.connect(db) as conn:

@@ -7,6 +7,7 @@ missing or changed, and resumes interrupted runs from their last checkpoint.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -172,8 +173,9 @@ def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, fo
                                         data.fingerprint, run_dir, force)
             where = f"{study.name}: {vname} seed {seed}"
             ckpt = run_checkpoint_dir(checkpoint_root, study.name, row)
+            held = functools.cache(lambda ckpt=ckpt: checkpoint_identity(ckpt))  # read once (a download on a store)
             if (run_dir.exists() or has_checkpoint(ckpt)) and (reset or (row.status not in ("done", "diverged")
-                                                                   and checkpoint_identity(ckpt) != identity)):
+                                                                   and held() != identity)):
                 if run_dir.exists():  # results of another config (or of --force): never resumed
                     shutil.rmtree(run_dir)
                 remove_checkpoints(ckpt)
@@ -181,11 +183,11 @@ def _plan(store: Store, study: StudyConfig, study_dir: Path, cache_dir: Path, fo
                     print(f"{where}: its run folder held another config's results; retraining from scratch", file=log)
             elif row.status in ("done", "diverged") and not _complete(store, row):
                 print(f"{where}: marked {row.status} but its record is incomplete; "
-                      + ("restoring it from its checkpoint" if checkpoint_identity(ckpt) == identity
+                      + ("restoring it from its checkpoint" if held() == identity
                          else "retraining it"), file=log)
                 store.reopen_run(row.id)
                 row = store.run(study.name, vname, seed)
-            elif row.status == "pending" and checkpoint_identity(ckpt) == identity:
+            elif row.status == "pending" and held() == identity:
                 print(f"{where}: not in the store, but its run folder holds its checkpoint; resuming from there",
                       file=log)
             rows.append(row)

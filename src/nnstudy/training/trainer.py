@@ -115,13 +115,14 @@ class GroupTrainer:
                                self.seeds, self.device, vectorize, channels_last)
         self.n_params = count_parameters(self.stack.module)  # one seed's network (a meta copy when stacked)
         self.optimizer = make_optimizer(t, self.stack.parameters())
-        self.loss = make_loss(t, cfg.source_dir)
         # Members with the same loss share one call; each group is (loss, member indices).
         by_loss: dict[str, list[int]] = {}
         for k, m in enumerate(members):
             by_loss.setdefault(json.dumps(m.train.model_dump(include=_LOSS_KEYS), sort_keys=True), []).append(k)
         self.loss_groups = [(make_loss(members[ks[0]].train, cfg.source_dir), torch.tensor(ks, device=self.device))
                             for ks in by_loss.values()]
+        self.member_losses = [fn for k in range(len(members)) for fn, ks in self.loss_groups if k in ks.tolist()]
+        self.loss = self.member_losses[0]
         self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
         self.states = [SeedState() for _ in self.seeds]
         self.epoch = 0  # epochs the group has trained (a diverged seed's history stops earlier)
@@ -236,8 +237,8 @@ class GroupTrainer:
     def _probe(self, epoch: int, shifts: bool, extra: dict) -> None:
         for k, state in enumerate(self.states):
             if not state.diverged:  # a diverged network's numbers mean nothing
-                loss = next(fn for fn, ks in self.loss_groups if k in ks.tolist())
-                state.probes[epoch] = {**self.prober.measure(self.stack.model_state(k), shifts, loss), **extra}
+                state.probes[epoch] = {**self.prober.measure(self.stack.model_state(k), shifts, self.member_losses[k]),
+                                       **extra}
 
     def _train_epoch(self, epoch: int, total: int):
         started = time.perf_counter()
