@@ -106,9 +106,10 @@ class RayExecutor:
 
         # On the head node: losing a worker node never loses the queue, nor the events in it (losing the head
         # loses the cluster anyway). The driver's own node can be a worker node: it attaches to any raylet here.
+        # Hard affinity: a soft one let Ray spill the actor to another node (seen with Ray 2.60).
         heads = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
-        node = heads[0] if heads else self.ray.get_runtime_context().get_node_id()
-        here = NodeAffinitySchedulingStrategy(node, soft=True)
+        node, soft = (heads[0], False) if heads else (self.ray.get_runtime_context().get_node_id(), True)
+        here = NodeAffinitySchedulingStrategy(node, soft=soft)
         return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
 
 
