@@ -259,22 +259,24 @@ def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monk
 
 
 def test_variants_that_differ_only_in_values_train_as_one_stack(capsys, tmp_path):
-    """init and loss variants share one stack (each run with its own numbers); a shape change gets its own."""
+    """init, loss, activation and learning-rate variants share one stack (each run with its own numbers);
+    a shape change gets its own."""
     study, cache = tmp_path / "tiny.toml", tmp_path / "cache"
-    study.write_text(TINY + '\n[variants.xavier]\nmodel.init = "xavier"\n\n[variants.mse]\ntrain.loss = "mse"\n')
+    study.write_text(TINY + '\n[variants.xavier]\nmodel.init = "xavier"\n\n[variants.mse]\ntrain.loss = "mse"\n'
+                     '\n[variants.tanh]\nmodel.activation = "tanh"\n\n[variants.slow]\ntrain.lr = 0.02\n')
     rc, _, err = run(capsys, study, tmp_path / "together", cache)
     assert rc == 0, err
-    assert "a+xavier+mse [6 runs]" in err and "b [seed 0,1]" in err
+    assert "a+xavier+mse+tanh+slow [10 runs]" in err and "b [seed 0,1]" in err
     rc, _, err = run(capsys, study, tmp_path / "apart", cache, "--no-stack-variants")
-    assert rc == 0 and "a+xavier+mse" not in err and "xavier [seed 0,1]" in err
+    assert rc == 0 and "a+xavier" not in err and "xavier [seed 0,1]" in err
     together, apart = runs(tmp_path / "together"), runs(tmp_path / "apart")
-    assert together.keys() == apart.keys() and len(together) == 8
+    assert together.keys() == apart.keys() and len(together) == 12
     for key in together:  # every network keeps its own initialisation, data order and numbers
         for mine, alone in zip(together[key]["epochs"], apart[key]["epochs"]):
             assert mine[0] == alone[0] and all(math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-7) for x, y in zip(mine[1:], alone[1:])), key
     for variant in ("a", "xavier", "mse"):
         config = json.loads((tmp_path / "together" / "tiny" / "runs" / variant / "seed-1" / "config.json").read_text())
-        assert config["variant"] == variant and config["settings"]["stacked_with"] == "a+xavier+mse"
+        assert config["variant"] == variant and config["settings"]["stacked_with"] == "a+xavier+mse+tanh+slow"
     assert json.loads((tmp_path / "together" / "tiny" / "runs" / "mse" / "seed-0" / "config.json").read_text())["train"]["loss"] == "mse"
 
 

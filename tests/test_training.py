@@ -276,3 +276,62 @@ def test_diverged_seeds_stop_at_their_epoch_stacked_or_alone(digits):
             assert all(k not in p for e, p in kept if e >= last.epoch)
         else:
             assert len(mine.history) == 4 and set(mine.predictions) == {1, 2, 3, 4}
+
+
+# Variants that differ in values only, each as (model keys, train keys): activation, pooling, optimiser settings.
+_MEMBERS = [
+    ({}, {}),
+    ({"activation": "leaky_relu", "negative_slope": 0.1}, {}),
+    ({"activation": "sigmoid"}, {}),
+    ({"pool": "avg"}, {}),
+    ({}, {"lr": 0.02, "momentum": 0.5}),
+    ({}, {"weight_decay": 1e-3, "schedule": "cosine"}),
+]
+
+
+def test_variants_differing_in_activation_pooling_and_optimiser_train_as_one_stack(digits):
+    """Each member keeps its own layers, learning rate and momentum: its numbers equal its variant trained alone."""
+    cfgs = [_cfg(model={"pool_size": 2, **m}, **t) for m, t in _MEMBERS]
+    members = [c for c in cfgs for _ in (0, 1)]
+    seeds = [0, 1] * len(cfgs)
+    together = GroupTrainer(cfgs[0], digits, seeds, TrainOptions(progress=False, probes=True), member_cfgs=members)
+    assert together.stack.stacked and set(together.stack.mixed) == {"2", "6", "10"}  # activation and pooling spans
+    preds = {}
+    together.fit(lambda tr, p: preds.update(p))
+    for i, cfg in enumerate(cfgs):
+        alone, alone_preds = _fit(cfg, digits, [0, 1])
+        for s in (0, 1):
+            k = 2 * i + s
+            assert torch.equal(preds[k], alone_preds[s]), (_MEMBERS[i], s)
+            for a, b in zip(together.states[k].history, alone.states[s].history):
+                assert a.lr == b.lr
+                for field in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                    assert math.isclose(getattr(a, field), getattr(b, field), rel_tol=1e-5, abs_tol=1e-6), (i, s, field)
+    # Each member's probes measure its own network: ReLU follows max pooling (layer 3), leaky ReLU precedes it
+    # (layer 2); only sigmoid has saturated outputs.
+    probes = lambda k: together.states[k].probes[2]
+    assert "act_std|3" in probes(0) and "act_std|2" not in probes(0) and "act_std|2" in probes(2)
+    assert probes(4)["saturated|2"] > 0 and probes(0)["saturated|3"] == 0
+
+
+def test_a_mixed_stack_resumes_from_its_checkpoints_exactly(digits):
+    cfgs = [_cfg(model=m, epochs=3, **t) for m, t in _MEMBERS[3:]]
+    members, seeds = cfgs, [0, 1, 2]
+    straight = GroupTrainer(cfgs[0], digits, seeds, TrainOptions(progress=False), member_cfgs=members)
+    straight.fit(lambda tr, p: None)
+    first = GroupTrainer(cfgs[0], digits, seeds, TrainOptions(progress=False), member_cfgs=members)
+    saved = []
+
+    def stop_after_one(tr, _):
+        saved[:] = [tr.checkpoint(k) for k in range(3)]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(stop_after_one)
+    assert all("momentum_buffer" in state for state in saved[1]["optimizer"].values())  # momentum 0.5 member
+    resumed = GroupTrainer(cfgs[0], digits, seeds, TrainOptions(progress=False), member_cfgs=members)
+    resumed.restore(saved)
+    resumed.fit(lambda tr, p: None)
+    for k in range(3):
+        assert [vars(r) | {"seconds": 0} for r in resumed.states[k].history] == \
+               [vars(r) | {"seconds": 0} for r in straight.states[k].history]

@@ -230,8 +230,8 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
     """Group the runs that stand at the same epoch into stacked jobs, most expensive first.
 
     A stack holds the seeds of one variant, and with `stack_variants` the runs of
-    every variant that differs from it only in values (initialisation, loss:
-    training/trainer.py VALUE_KEYS). The order is by estimated cost (one step's
+    every variant that differs from it only in values (initialisation, activation, pooling, loss, optimiser
+    settings: training/trainer.py VALUE_KEYS) and has weights of the same shapes. The order is by estimated cost (one step's
     measured time x steps left x runs), so the longest job never starts last.
     """
     groups: dict[tuple, list] = {}
@@ -240,7 +240,8 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
     for folder in ckpt.values():
         remove_temp_files(folder)  # of writes cut short by a dead worker or node; no job runs now
     stacks = {v: options.vectorize and stacking[v].stackable for v in study.variants}
-    together = {v: stack_key(cfg) if options.stack_variants else v for v, cfg in study.variants.items()}
+    together = {v: stack_key(cfg) + stacking[v].structure if options.stack_variants else v
+                for v, cfg in study.variants.items()}
     for group in {together[r.variant] for r in todo if stacks[r.variant]}:
         epochs.update(align_checkpoints([ckpt[r.id] for r in todo if stacks[r.variant] and together[r.variant] == group]))
     for row in todo:

@@ -2,10 +2,16 @@
 
 An optimiser acts element-wise (SGD, momentum, Adam, weight decay), so one
 optimiser over the stacked [K, ...] parameters updates each seed as if alone.
+Stack members whose hyperparameters differ (variants stacked together that
+differ in learning rate, momentum, weight decay or schedule) get one optimiser
+per run of equal members, each over its slice of the stack: the same kernels
+with each member's own values (`MemberOptimizer`).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 
 import torch
@@ -37,8 +43,99 @@ def _adamw(params, t):
     return _fast(lambda **kw: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **kw))
 
 
-def make_optimizer(t, params) -> torch.optim.Optimizer:
+# Train keys an optimiser or schedule reads: members may differ in them and still share one stack.
+HYPERPARAMETERS = {"lr", "momentum", "nesterov", "weight_decay", "schedule", "step_size", "gamma",
+                   "warmup_epochs"}
+
+
+def make_optimizer(t, params, members=None):
+    """One optimiser over the stacked parameters; a `MemberOptimizer` when the members' settings differ.
+
+    `members`: each stack member's TrainConfig (None: all share `t`).
+    """
+    if members and len({_settings(m) for m in members}) > 1:
+        return MemberOptimizer(params, members)
     return OPTIMIZERS.get(t.optimizer)(params, t)
+
+
+def _settings(t) -> str:
+    return json.dumps(t.model_dump(mode="json", include=HYPERPARAMETERS | {"optimizer"}), sort_keys=True)
+
+
+def set_lrs(optimizer, lrs: list[float]) -> None:
+    """Set this epoch's learning rate of each stack member (all equal unless a MemberOptimizer)."""
+    if isinstance(optimizer, MemberOptimizer):
+        optimizer.set_lrs(lrs)
+    else:
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[0]
+
+
+class MemberOptimizer:
+    """Optimisers over slices [a:b] of the stacked [K, ...] parameters, one per run of members with equal settings.
+
+    Each slice optimiser is the registered optimiser built from its members'
+    own TrainConfig, over detached views that share the stack's storage, so it
+    updates those members in place with the kernels (and numbers) they would
+    get alone. `state` reads and writes per stacked parameter, in the layout of
+    a plain optimiser over the whole stack (what checkpoints hold).
+    """
+
+    def __init__(self, params: list[torch.Tensor], members):
+        self.params = list(params)
+        self.slices = []  # (start, stop, optimiser, views)
+        start = 0
+        for _, run in itertools.groupby(members, key=_settings):
+            stop = start + len(list(run))
+            views = [p.detach()[start:stop] for p in self.params]
+            self.slices.append((start, stop, OPTIMIZERS.get(members[start].optimizer)(views, members[start]), views))
+            start = stop
+        self.state = _MemberState(self)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        for start, stop, opt, views in self.slices:
+            for p, v in zip(self.params, views):
+                v.grad = None if p.grad is None else p.grad[start:stop]
+            opt.step()
+
+    def set_lrs(self, lrs: list[float]) -> None:
+        for start, _, opt, _ in self.slices:
+            for group in opt.param_groups:
+                group["lr"] = lrs[start]
+
+
+class _MemberState:
+    """`optimizer.state` of a MemberOptimizer: per stacked parameter, its slices' states joined along the stack."""
+
+    def __init__(self, owner: MemberOptimizer):
+        self.owner = owner
+        self.index = {id(p): i for i, p in enumerate(owner.params)}
+
+    def get(self, p, default=None):
+        i = self.index[id(p)]
+        parts = [(opt.state.get(views[i], {}), stop - start, views[i]) for start, stop, opt, views in self.owner.slices]
+        keys = {key for state, _, _ in parts for key, v in state.items() if torch.is_tensor(v)}
+        if not keys:
+            return default
+        out = {}
+        for key in sorted(keys):
+            first = next(state[key] for state, _, _ in parts if torch.is_tensor(state.get(key)))
+            if first.shape == parts[0][2].shape or first.dim() == p.dim():  # per element: join the slices
+                out[key] = torch.cat([state[key] if torch.is_tensor(state.get(key)) else torch.zeros_like(view)
+                                      for state, _, view in parts])
+            else:  # shared, e.g. Adam's step count
+                out[key] = first
+        return out
+
+    def __setitem__(self, p, state: dict) -> None:
+        i = self.index[id(p)]
+        for start, stop, opt, views in self.owner.slices:
+            opt.state[views[i]] = {key: (v[start:stop].clone() if v.dim() == p.dim() else v.clone())
+                                   for key, v in state.items()}
 
 
 # Schedules: (train config, epoch after warm-up, epochs after warm-up) -> learning-rate factor.

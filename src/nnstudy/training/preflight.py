@@ -10,6 +10,7 @@ whether the seeds of a variant can train stacked.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ class Preflight:
     stackable: bool
     why_not: str | None = None  # why the seeds train one at a time
     step_seconds: float = 0.0  # one seed's forward and backward on one training batch, on this CPU: the cost unit
+    # What must be equal for variants to share a stack: the weights' names and shapes and, where the stack runs
+    # through vmap (which cannot mix layers), the whole network.
+    structure: str = ""
 
 
 def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Preflight:
@@ -61,15 +65,18 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
         raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {_first_line(exc)}; "
                         "a loss must map (logits [N, C], labels [N]) to per-example losses [N]") from None
     step = _time_step(model, data, mean, std, cfg.train.batch_size, loss_fn)
+    fast = stacked_forward.supports(model)
+    weights = [[n, list(t.shape)] for n, t in model.state_dict().items()]
+    structure = json.dumps(weights if fast else [weights, repr(model)])
     if not stack:
-        return Preflight(True, step_seconds=step)
+        return Preflight(True, step_seconds=step, structure=structure)
     if not can_stack(cfg):
         return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone",
-                         step)
-    if stacked_forward.supports(model):
-        return Preflight(True, step_seconds=step)
+                         step, structure)
+    if fast:
+        return Preflight(True, step_seconds=step, structure=structure)
     result = _try_vmap(model, x, y, loss_fn)
-    result.step_seconds = step
+    result.step_seconds, result.structure = step, structure
     return result
 
 

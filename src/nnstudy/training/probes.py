@@ -58,12 +58,18 @@ class Prober:
                             and kinds[type(m)] != "identity"]
         self.weights = [name for name, m in self.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         self._outputs: dict[str, torch.Tensor] = {}
+        self._cost: dict[str, float] | None = None
         modules = dict(self.model.named_modules())
         for name, _ in self.activations:
             modules[name].register_forward_hook(lambda mod, inp, out, name=name: self._outputs.__setitem__(name, out.detach()))
 
     def cost(self) -> dict[str, float]:
-        """Parameters and forward FLOPs per image (counted by torch's FLOP counter)."""
+        """Parameters and forward FLOPs per image (counted by torch's FLOP counter), counted once."""
+        if self._cost is None:
+            self._cost = self._count()
+        return self._cost
+
+    def _count(self) -> dict[str, float]:
         self.model.eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             self.model(self.x[:1])

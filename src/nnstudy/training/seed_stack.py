@@ -17,6 +17,7 @@ path, behind the same interface.
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Callable
 
 import torch
@@ -46,10 +47,15 @@ class SeedStack:
             self.transposed = stacked_forward.transposed_weights(self.module) if fast else set()
             self.params = {n: self._to_stack(n, p).detach().requires_grad_() for n, p in params.items()}
             self.buffers = buffers
+            # Layers without weights that differ between members (activation, pooling), as runs of members.
+            self.mixed = _mixed_layers(models) if fast else {}
             if fast:
-                k, cl = self.k, channels_last
-                self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, channels_last=cl)
-                self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, True, cl)
+                k, cl, mixed = self.k, channels_last, self.mixed
+                self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, False, cl, mixed)
+                self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, True, cl, mixed)
+            elif len({repr(m) for m in models}) > 1:
+                raise ValueError("stack members that differ in layers need a Sequential of known layers "
+                                 "(training/stacked_forward.py)")
             else:  # any other architecture: the generic vmap route
                 self._train_fn = vmap(self._call, in_dims=(0, 0, 0))
                 self._eval_fn = vmap(self._call, in_dims=(0, 0, None))
@@ -61,6 +67,18 @@ class SeedStack:
                 self.module.to(memory_format=torch.channels_last)
             self.params = dict(self.module.named_parameters())
             self.buffers = dict(self.module.named_buffers())
+            self.mixed = {}
+
+    def member_module(self, k: int) -> nn.Module:
+        """Stack member k's network structure (its own activation and pooling where members differ)."""
+        if not self.mixed:
+            return self.module
+        module = copy.deepcopy(self.module)
+        for span, runs in self.mixed.values():
+            layers = next(seq for start, stop, seq in runs if start <= k < stop)
+            for name, layer in zip(span, layers):
+                setattr(module, name, copy.deepcopy(layer))
+        return module
 
     def _call(self, params, buffers, x):
         return functional_call(self.module, (params, buffers), (x,))
@@ -132,6 +150,46 @@ class SeedStack:
                 else:  # shared (Adam's step count), or the plain module's own layout
                     new[key] = first.clone().to(p.device if first.dim() else "cpu")
             optimizer.state[p] = new
+
+
+def _mixed_layers(models: list[nn.Module]) -> dict[str, tuple[list[str], list[tuple[int, int, nn.Sequential]]]]:
+    """Spans of layers without weights that differ between members: first name -> (names, runs).
+
+    A run (start, stop, layers) is members [start, stop) with equal layers there.
+    A span reaches from one weight layer (or Flatten) to the next: members may
+    order their layers differently inside it (the builder pools before a ReLU,
+    which commutes with max pooling, but after a leaky ReLU), only its ends meet.
+    """
+    children = [dict(m.named_children()) for m in models]
+    names = list(children[0])
+    if any(list(c) != names for c in children):
+        raise ValueError("stack members have different layers")
+    spans, span = [], []
+    for name in names:
+        if all(_weightless(c[name]) for c in children):
+            span.append(name)
+        elif span:
+            spans, span = spans + [span], []
+        if not _weightless(children[0][name]) and len({repr(c[name]) for c in children}) > 1:
+            raise ValueError(f"stack members differ in layer {name}, which holds weights")
+    spans += [span] if span else []
+    mixed = {}
+    for span in spans:
+        key = lambda c: repr([c[n] for n in span])
+        if len({key(c) for c in children}) == 1:
+            continue
+        runs, start = [], 0
+        for _, run in itertools.groupby(children, key=key):
+            stop = start + len(list(run))
+            runs.append((start, stop, nn.Sequential(*[children[start][n] for n in span])))
+            start = stop
+        mixed[span[0]] = (span, runs)
+    return mixed
+
+
+def _weightless(layer: nn.Module) -> bool:
+    return not isinstance(layer, nn.Flatten) and next(layer.parameters(), None) is None and \
+        next(layer.buffers(), None) is None
 
 
 def _per_seed(v: torch.Tensor, p: torch.Tensor, stacked: bool) -> bool:

@@ -46,12 +46,15 @@ def transposed_weights(module: nn.Module) -> set[str]:
 
 
 def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch.Tensor, k: int,
-                    shared_input: bool = False, channels_last: bool = False) -> torch.Tensor:
+                    shared_input: bool = False, channels_last: bool = False, mixed: dict | None = None) -> torch.Tensor:
     """x: [K, B, C, H, W] (or [B, C, H, W] with `shared_input`) -> logits [K, B, classes].
 
     `channels_last` runs the convolutions in NHWC layout: on CPU the grouped
     convolution is then 2-3x faster (measured: bench/roofline.py).
+    `mixed`: spans of layers without weights that differ between members
+    (SeedStack._mixed_layers): each run of members goes through its own layers.
     """
+    mixed, skip = mixed or {}, set()
     b = x.shape[0] if shared_input else x.shape[1]
     if shared_input:
         x = x.unsqueeze(0).expand(k, *x.shape)
@@ -69,7 +72,13 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         def p(key: str) -> torch.Tensor:
             return params[f"{name}.{key}"] if f"{name}.{key}" in params else buffers[f"{name}.{key}"]
 
-        if isinstance(layer, nn.Conv2d):
+        if name in skip:
+            continue
+        if name in mixed:
+            span, runs = mixed[name]
+            skip.update(span)
+            h = _per_member(runs, h, k, is_flat)
+        elif isinstance(layer, nn.Conv2d):
             w = p("weight")  # [K, O, C, kh, kw]
             bias = p("bias").reshape(-1) if layer.bias is not None else None
             h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias, layer.stride, layer.padding, layer.dilation, groups=k)
@@ -89,6 +98,14 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         else:
             h = layer(h)
     return h
+
+
+def _per_member(runs, h: torch.Tensor, k: int, is_flat: bool) -> torch.Tensor:
+    """Members [start, stop) through their own layers: a slice of the stack ([K, B, F]) or of its channels."""
+    if is_flat:
+        return torch.cat([layer(h[start:stop]) for start, stop, layer in runs])
+    c = h.shape[1] // k
+    return torch.cat([layer(h[:, start * c:stop * c]) for start, stop, layer in runs], 1)
 
 
 def _batch_norm(layer, p, name, buffers, h):

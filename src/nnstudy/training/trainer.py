@@ -24,7 +24,7 @@ from nnstudy.models import build_model, count_parameters
 from nnstudy.store import files
 from nnstudy.store.results import EpochRow
 from nnstudy.training.losses import make_loss, per_seed_loss
-from nnstudy.training.optim import lr_factor, make_optimizer
+from nnstudy.training.optim import HYPERPARAMETERS, lr_factor, make_optimizer, set_lrs
 from nnstudy.training.probes import Prober
 from nnstudy.training.progress import EpochProgress
 from nnstudy.training.seed_stack import SeedStack
@@ -61,9 +61,11 @@ class SeedState:
     probes: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch (0: at initialisation) -> probes
 
 
-# Keys that may differ between variants trained in one stack: they change values, not tensor shapes or steps.
-VALUE_KEYS = {"model": {"init", "init_value"}, "train": {"loss", "label_smoothing", "loss_args"}}
-_LOSS_KEYS = VALUE_KEYS["train"]
+# Keys that may differ between variants trained in one stack: they change values, not steps. Activation and
+# pooling change layers without weights; the planner still checks that the members' weights have equal shapes.
+_LOSS_KEYS = {"loss", "label_smoothing", "loss_args"}
+LAYER_KEYS = {"activation", "negative_slope", "pool"}
+VALUE_KEYS = {"model": {"init", "init_value"} | LAYER_KEYS, "train": _LOSS_KEYS | HYPERPARAMETERS}
 
 
 def stack_key(cfg: RunConfig) -> str:
@@ -90,15 +92,15 @@ class GroupTrainer:
     """Trains the seeds of one variant together; see `SeedStack` for how.
 
     `member_cfgs` (one per seed) stacks runs of several variants that differ
-    only in values (`VALUE_KEYS`: initialisation, loss): member k builds its
-    network and computes its loss from its own config; everything else comes
-    from `cfg`, which they share.
+    only in values (`VALUE_KEYS`: initialisation, activation, pooling, loss,
+    optimiser settings): member k builds its network, computes its loss and
+    steps with its own config; everything else comes from `cfg`, which they share.
     """
 
     def __init__(self, cfg: RunConfig, data, seeds: list[int], options: TrainOptions,
                  member_cfgs: list[RunConfig] | None = None):
         self.cfg, self.data, self.seeds, self.options = cfg, data, list(seeds), options
-        members = member_cfgs or [cfg] * len(self.seeds)
+        self.members = members = member_cfgs or [cfg] * len(self.seeds)
         self.device = torch.device(options.device)
         t = cfg.train
         input_shape = tuple(data.train_x.shape[1:])
@@ -114,7 +116,7 @@ class GroupTrainer:
                                                      self.model_changes),
                                self.seeds, self.device, vectorize, channels_last)
         self.n_params = count_parameters(self.stack.module)  # one seed's network (a meta copy when stacked)
-        self.optimizer = make_optimizer(t, self.stack.parameters())
+        self.optimizer = make_optimizer(t, self.stack.parameters(), [m.train for m in members])
         # Members with the same loss share one call; each group is (loss, member indices).
         by_loss: dict[str, list[int]] = {}
         for k, m in enumerate(members):
@@ -150,7 +152,13 @@ class GroupTrainer:
         )
         if options.compile:
             self.stack.forward_train = torch.compile(self.stack.forward_train)
-        self.prober = Prober(self.stack.module, data, self.pipeline, self.loss, self.device) if options.probes else None
+        self.probers = []  # per member: members with the same network structure share one
+        if options.probes:
+            by_structure: dict[str, Prober] = {}
+            for k in range(len(self.seeds)):
+                module = self.stack.member_module(k)
+                self.probers.append(by_structure.get(repr(module)) or by_structure.setdefault(
+                    repr(module), Prober(module, data, self.pipeline, self.loss, self.device)))
 
     # --- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, k: int) -> dict:
@@ -192,14 +200,12 @@ class GroupTrainer:
         that have not diverged (a diverged network's argmax is no prediction).
         """
         total = self.cfg.train.epochs
-        if self.prober is not None and self.epoch == 0:
-            cost = self.prober.cost()
-            self._probe(0, shifts=False, extra=cost)
+        if self.probers and self.epoch == 0:
+            self._probe(0, shifts=False, extra={})
         while self.epoch < total:
             epoch = self.epoch + 1
-            lr = self.cfg.train.lr * lr_factor(self.cfg.train, epoch - 1)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lrs = [m.train.lr * lr_factor(m.train, epoch - 1) for m in self.members]
+            set_lrs(self.optimizer, lrs)
             start = time.perf_counter()
             train_loss, train_acc = self._train_epoch(epoch, total)
             test_loss, test_acc, preds = self._evaluate()
@@ -211,7 +217,7 @@ class GroupTrainer:
                 if state.diverged:
                     continue
                 row = EpochRow(epoch, float(train_loss[k]), float(train_acc[k]), float(test_loss[k]),
-                               float(test_acc[k]), lr, seconds)
+                               float(test_acc[k]), lrs[k], seconds)
                 if not (math.isfinite(row.train_loss) and math.isfinite(row.test_loss)):
                     state.diverged = True
                     row.test_acc = math.nan
@@ -219,7 +225,7 @@ class GroupTrainer:
                     kept[k] = state.predictions[epoch] = preds[k].to(torch.int16 if len(self.data.classes) < 2**15
                                                                      else torch.int32)
                 state.history.append(row)
-            if self.prober is not None:
+            if self.probers:
                 self._probe(epoch, shifts=keep, extra={"step_ms": 1000 * self.train_seconds / self.steps})
             on_epoch(self, kept)
             if all(s.diverged for s in self.states):
@@ -237,8 +243,9 @@ class GroupTrainer:
     def _probe(self, epoch: int, shifts: bool, extra: dict) -> None:
         for k, state in enumerate(self.states):
             if not state.diverged:  # a diverged network's numbers mean nothing
-                state.probes[epoch] = {**self.prober.measure(self.stack.model_state(k), shifts, self.member_losses[k]),
-                                       **extra}
+                prober = self.probers[k]
+                state.probes[epoch] = {**prober.measure(self.stack.model_state(k), shifts, self.member_losses[k]),
+                                       **extra, **(prober.cost() if epoch == 0 else {})}
 
     def _train_epoch(self, epoch: int, total: int):
         started = time.perf_counter()
