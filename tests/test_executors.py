@@ -39,6 +39,24 @@ def test_process_pool_gives_the_local_results(tmp_path, capsys):
     _same(_run(tmp_path, "local", capsys), _run(tmp_path, "process", capsys))
 
 
+def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path, capsys):
+    """relu and tanh variants form one stack of 4 runs; two workers get half of it each, numbers unchanged."""
+    study = tmp_path / "tiny.toml"
+    study.write_text(STUDY)
+    common = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["run", str(study), "--out", str(tmp_path / "one"), "--executor", "local", *common]) == 0
+    assert "training 1 job(s) on cpu with the local executor: a+b [4 runs]" in capsys.readouterr().err
+    assert main(["run", str(study), "--out", str(tmp_path / "two"), "--executor", "process", "--workers", "2",
+                 *common]) == 0
+    err = capsys.readouterr().err
+    assert "training 2 job(s)" in err and "a [2 runs]" in err and "b [2 runs]" in err, err
+    shown = []
+    for out in ("one", "two"):
+        assert main(["show", "tiny", "--out", str(tmp_path / out), "--json"]) == 0
+        shown.append({(r["variant"], r["seed"]): r for r in json.loads(capsys.readouterr().out)["runs"]})
+    _same(*shown)
+
+
 def test_ray_gives_the_local_results(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
     # --executor ray without an address starts a local Ray, even where a dead cluster's address was left

@@ -7,6 +7,7 @@ missing or changed, and resumes interrupted runs from their last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -264,7 +265,39 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
         steps = -(-load_study_data(lead, str(cache_dir)).train_x.shape[0] // lead.train.batch_size)
         left = lead.train.epochs - (start if isinstance(start, int) and stacks[variants[0]] else 0)
         jobs[-1].cost = max(stacking[v].step_seconds for v in variants) * steps * left * len(rows)
-    return sorted(jobs, key=lambda j: -j.cost)
+    return sorted(_fill_slots(jobs, _cpu_slots(device, options)), key=lambda j: -j.cost)
+
+
+def _cpu_slots(device: str, options: RunOptions) -> int:
+    """Worker processes a process pool would run on this CPU (Ray and a GPU place jobs themselves)."""
+    if device != "cpu" or options.executor in ("local", "ray") or options.ray_address:
+        return 1
+    return options.workers or os.cpu_count() or 1
+
+
+def _fill_slots(jobs: list[Job], slots: int) -> list[Job]:
+    """With fewer jobs than workers, split the stack with the most runs in two until no worker would idle.
+
+    Chosen by run count and study order, never by timing, so a study splits the same way every time.
+    """
+    jobs = list(jobs)
+    while len(jobs) < slots:
+        big = max(jobs, key=lambda j: len(j.run_ids))
+        if len(big.run_ids) < 2:
+            break
+        i, half = jobs.index(big), (len(big.run_ids) + 1) // 2
+        jobs[i:i + 1] = [_part(big, slice(0, half)), _part(big, slice(half, None))]
+    return jobs
+
+
+def _part(job: Job, runs: slice) -> Job:
+    """The runs `runs` of a stacked job, as a job of their own."""
+    members = job.member_variants[runs]
+    return dataclasses.replace(
+        job, variant="+".join(dict.fromkeys(members)) if members else job.variant, run_ids=job.run_ids[runs],
+        seeds=job.seeds[runs], identities=job.identities[runs], checkpoint_dirs=job.checkpoint_dirs[runs],
+        member_configs=job.member_configs[runs], member_variants=members,
+        cost=job.cost * len(job.run_ids[runs]) / len(job.run_ids))
 
 
 # A run whose worker died this many times (in this invocation) is failed instead of retried.
