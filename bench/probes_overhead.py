@@ -10,6 +10,10 @@ dataset cache.
     python bench/probes_overhead.py --data-dir ../shared/data --study mnist-loss --subset 60000
 
 Prints `ratio:` (probes on / probes off) last; the goal is at most 1.05.
+On a shared 2-core machine two whole-study timings vary by more than 5%, so
+`--breakdown` also times the probe work itself inside one more probes-on run
+(in-process executor): the probe passes in training and the report's
+Mechanisms section, as a share of that run's wall time.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import time
 from pathlib import Path
 
 import nnstudy
+from nnstudy.registry import REPORT_SECTIONS
+from nnstudy.training.trainer import GroupTrainer
 
 
 def main() -> None:
@@ -30,6 +36,7 @@ def main() -> None:
     p.add_argument("--subset", type=int, default=10_000, help="training images (the test set stays whole)")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--executor", default="auto")
+    p.add_argument("--breakdown", action="store_true", help="time the probe work inside one more in-process run")
     args = p.parse_args()
 
     config = nnstudy.load_study(args.study, data_dir=args.data_dir).config.model_dump(mode="json", by_alias=True)
@@ -54,9 +61,37 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 best[probes] = min(best[probes], seconds)
                 print(f"# repeat {i + 1}: probes {'on ' if probes else 'off'} {seconds:.1f} s", flush=True)
+        if args.breakdown:
+            probe_s, wall = timed_probe_work(study, Path(tmp) / "breakdown", cache)
+            print(f"probe work: {probe_s:.1f} s of a {wall:.1f} s study run in-process ({100 * probe_s / wall:.1f}%)")
     print(f"{args.study}: {runs} runs, {args.subset:,} training images, best of {args.repeat}: "
           f"probes off {best[False]:.1f} s, on {best[True]:.1f} s")
     print(f"ratio: {best[True] / best[False]:.3f}")
+
+
+def timed_probe_work(study, out: Path, cache: Path) -> tuple[float, float]:
+    """Seconds spent probing (training's probe passes + the Mechanisms section) and the run's wall time."""
+    spent = [0.0]
+
+    def timed(fn):
+        def wrapper(*a, **kw):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[0] += time.perf_counter() - start
+        return wrapper
+
+    probe, entry = GroupTrainer._probe, REPORT_SECTIONS.entry("mechanisms")
+    GroupTrainer._probe = timed(probe)
+    REPORT_SECTIONS.register("mechanisms", timed(entry.build), **entry.meta)
+    try:
+        start = time.perf_counter()
+        study.run(out, cache_dir=cache, progress=False, probes=True, executor="local", force=True, log=io.StringIO())
+        return spent[0], time.perf_counter() - start
+    finally:
+        GroupTrainer._probe = probe
+        REPORT_SECTIONS.register("mechanisms", entry.build, **entry.meta)
 
 
 if __name__ == "__main__":
