@@ -40,7 +40,7 @@ def test_process_pool_gives_the_local_results(tmp_path, capsys):
 
 
 def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path, capsys):
-    """relu and tanh variants form one stack of 4 runs; two workers get half of it each, numbers unchanged."""
+    """relu and tanh variants form one stack of 4 runs; each of two workers gets one seed of each, numbers unchanged."""
     study = tmp_path / "tiny.toml"
     study.write_text(STUDY)
     common = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
@@ -49,7 +49,7 @@ def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path, capsys):
     assert main(["run", str(study), "--out", str(tmp_path / "two"), "--executor", "process", "--workers", "2",
                  *common]) == 0
     err = capsys.readouterr().err
-    assert "training 2 job(s)" in err and "a [2 runs]" in err and "b [2 runs]" in err, err
+    assert "training 2 job(s)" in err and err.count("a+b [2 runs]") >= 2, err
     shown = []
     for out in ("one", "two"):
         assert main(["show", "tiny", "--out", str(tmp_path / out), "--json"]) == 0

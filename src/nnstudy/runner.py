@@ -279,14 +279,15 @@ def _fill_slots(jobs: list[Job], slots: int) -> list[Job]:
     """With fewer jobs than workers, split the stack with the most runs in two until no worker would idle.
 
     Chosen by run count and study order, never by timing, so a study splits the same way every time.
+    The halves take every other run, so each gets its share of every variant (of every cost).
     """
     jobs = list(jobs)
     while len(jobs) < slots:
         big = max(jobs, key=lambda j: len(j.run_ids))
         if len(big.run_ids) < 2:
             break
-        i, half = jobs.index(big), (len(big.run_ids) + 1) // 2
-        jobs[i:i + 1] = [_part(big, slice(0, half)), _part(big, slice(half, None))]
+        i = jobs.index(big)
+        jobs[i:i + 1] = [_part(big, slice(0, None, 2)), _part(big, slice(1, None, 2))]
     return jobs
 
 
