@@ -278,6 +278,8 @@ def test_variants_that_differ_only_in_values_train_as_one_stack(capsys, tmp_path
         config = json.loads((tmp_path / "together" / "tiny" / "runs" / variant / "seed-1" / "config.json").read_text())
         assert config["variant"] == variant and config["settings"]["stacked_with"] == "a+xavier+mse+tanh+slow"
     assert json.loads((tmp_path / "together" / "tiny" / "runs" / "mse" / "seed-0" / "config.json").read_text())["train"]["loss"] == "mse"
+    report = (tmp_path / "together" / "tiny" / "report.html").read_text()
+    assert "one stack with" in report and "a+xavier+mse+tanh+slow" in report
 
 
 def test_share_cores_gives_a_finished_jobs_core_to_the_one_still_running(tmp_path):

@@ -7,7 +7,6 @@ missing or changed, and resumes interrupted runs from their last checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import json
@@ -134,7 +133,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         print(f"{study.name}: {len(rows)} runs; {skipped['done'] + skipped['diverged']} already finished, "
               f"{len(todo)} to train" + (f", {skipped['failed']} failed (rerun them with --retry-failed)"
                                          if skipped["failed"] and not options.retry_failed else ""), file=log)
-        plan = lambda runs: _jobs(runs, study, report_epochs, cache_dir, device, options, stacking)
+        plan = lambda runs: _jobs(runs, rows, study, report_epochs, cache_dir, device, options, stacking)
         if todo:
             _execute(todo, plan, store, study_dir, data, device, options, log)
         results = load_results(store, study.name)
@@ -226,7 +225,7 @@ def _preflight(study: StudyConfig, cache_dir: Path, options: RunOptions, log) ->
     return stacking
 
 
-def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str, options: RunOptions,
+def _jobs(todo, study_runs, study: StudyConfig, report_epochs, cache_dir: Path, device: str, options: RunOptions,
           stacking: dict):
     """Group the runs that stand at the same epoch into stacked jobs, most expensive first.
 
@@ -243,11 +242,12 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
     stacks = {v: options.vectorize and stacking[v].stackable for v in study.variants}
     together = {v: stack_key(cfg) + stacking[v].structure if options.stack_variants else v
                 for v, cfg in study.variants.items()}
-    for group in {together[r.variant] for r in todo if stacks[r.variant]}:
-        epochs.update(align_checkpoints([ckpt[r.id] for r in todo if stacks[r.variant] and together[r.variant] == group]))
+    stack_of = _stacks(study_runs, together, stacks, _cpu_slots(device, options))
+    for group in {stack_of[r.id] for r in todo if stacks[r.variant]}:
+        epochs.update(align_checkpoints([ckpt[r.id] for r in todo if stacks[r.variant] and stack_of[r.id] == group]))
     for row in todo:
         stack = stacks[row.variant]
-        key = (together[row.variant], epochs[ckpt[row.id]]) if stack else (row.variant, row.seed)
+        key = (stack_of[row.id], epochs[ckpt[row.id]]) if stack else (row.variant, row.seed)
         groups.setdefault(key, []).append(row)
     jobs = []
     for (_, start), rows in groups.items():
@@ -265,7 +265,7 @@ def _jobs(todo, study: StudyConfig, report_epochs, cache_dir: Path, device: str,
         steps = -(-load_study_data(lead, str(cache_dir)).train_x.shape[0] // lead.train.batch_size)
         left = lead.train.epochs - (start if isinstance(start, int) and stacks[variants[0]] else 0)
         jobs[-1].cost = max(stacking[v].step_seconds for v in variants) * steps * left * len(rows)
-    return sorted(_fill_slots(jobs, _cpu_slots(device, options)), key=lambda j: -j.cost)
+    return sorted(jobs, key=lambda j: -j.cost)
 
 
 def _cpu_slots(device: str, options: RunOptions) -> int:
@@ -275,30 +275,28 @@ def _cpu_slots(device: str, options: RunOptions) -> int:
     return options.workers or os.cpu_count() or 1
 
 
-def _fill_slots(jobs: list[Job], slots: int) -> list[Job]:
-    """With fewer jobs than workers, split the stack with the most runs in two until no worker would idle.
+def _stacks(study_runs, together: dict, stacks: dict, slots: int) -> dict:
+    """run id -> its stack: runs whose variants share a stack key, split so that no worker idles.
 
-    Chosen by run count and study order, never by timing, so a study splits the same way every time.
-    The halves take every other run, so each gets its share of every variant (of every cost).
+    With fewer stacks than workers, the stack with the most runs is split in two, every
+    other run to each half (so each gets its share of every variant's cost), while both
+    halves keep two runs or more. Decided over all the study's runs, never by timing
+    or by what is left to train, so a run trains in the same stack when the study is
+    resumed, retried or run again: its numbers do not change.
     """
-    jobs = list(jobs)
-    while len(jobs) < slots:
-        big = max(jobs, key=lambda j: len(j.run_ids))
-        if len(big.run_ids) < 2:
+    pieces: dict[str, list] = {}
+    for r in study_runs:
+        if stacks[r.variant]:
+            pieces.setdefault(together[r.variant], []).append(r.id)
+    pieces = list(pieces.values())
+    alone = sum(not stacks[r.variant] for r in study_runs)
+    while len(pieces) + alone < slots:
+        big = max(pieces, key=len, default=[])
+        if len(big) < 4:
             break
-        i = jobs.index(big)
-        jobs[i:i + 1] = [_part(big, slice(0, None, 2)), _part(big, slice(1, None, 2))]
-    return jobs
-
-
-def _part(job: Job, runs: slice) -> Job:
-    """The runs `runs` of a stacked job, as a job of their own."""
-    members = job.member_variants[runs]
-    return dataclasses.replace(
-        job, variant="+".join(dict.fromkeys(members)) if members else job.variant, run_ids=job.run_ids[runs],
-        seeds=job.seeds[runs], identities=job.identities[runs], checkpoint_dirs=job.checkpoint_dirs[runs],
-        member_configs=job.member_configs[runs], member_variants=members,
-        cost=job.cost * len(job.run_ids[runs]) / len(job.run_ids))
+        i = pieces.index(big)
+        pieces[i:i + 1] = [big[0::2], big[1::2]]
+    return {run_id: i for i, piece in enumerate(pieces) for run_id in piece}
 
 
 # A run whose worker died this many times (in this invocation) is failed instead of retried.

@@ -36,7 +36,8 @@ DATASET_FIELDS = [  # (key in results.dataset, label)
 FIXED_SPLIT = "The train/test split is fixed: every seed and every variant uses the same images."
 # Settings each run records about itself (RunResult.settings), in display order, with their labels.
 SETTING_LABELS = {"device": "device", "precision": "precision", "compile": "torch.compile",
-                  "vectorized": "seeds stacked", "threads": "threads", "not_stacked": "not stacked because"}
+                  "vectorized": "seeds stacked", "threads": "threads", "threads_from_epoch": "threads from epoch",
+                  "stacked_with": "one stack with", "not_stacked": "not stacked because"}
 HIDDEN_SETTINGS = ("host",)  # a machine name says nothing about the results
 
 
