@@ -95,6 +95,9 @@ class MemberOptimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             p.grad = None
+        for _, _, _, views in self.slices:  # the views' grads are slices of the old ones: let them go too
+            for v in views:
+                v.grad = None
 
     def step(self) -> None:
         for start, stop, opt, views in self.slices:
