@@ -10,13 +10,13 @@ with each member's own values (`MemberOptimizer`).
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
 import torch
 
 from nnstudy.registry import OPTIMIZERS, SCHEDULES
+from nnstudy.training.seed_stack import member_runs
 
 
 def _fast(make):
@@ -84,12 +84,9 @@ class MemberOptimizer:
     def __init__(self, params: list[torch.Tensor], members):
         self.params = list(params)
         self.slices = []  # (start, stop, optimiser, views)
-        start = 0
-        for _, run in itertools.groupby(members, key=_settings):
-            stop = start + len(list(run))
+        for start, stop in member_runs([_settings(m) for m in members]):
             views = [p.detach()[start:stop] for p in self.params]
             self.slices.append((start, stop, OPTIMIZERS.get(members[start].optimizer)(views, members[start]), views))
-            start = stop
         self.state = _MemberState(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -120,16 +117,16 @@ class _MemberState:
 
     def get(self, p, default=None):
         i = self.index[id(p)]
-        parts = [(opt.state.get(views[i], {}), stop - start, views[i]) for start, stop, opt, views in self.owner.slices]
-        keys = {key for state, _, _ in parts for key, v in state.items() if torch.is_tensor(v)}
+        parts = [(opt.state.get(views[i], {}), views[i]) for _, _, opt, views in self.owner.slices]
+        keys = {key for state, _ in parts for key, v in state.items() if torch.is_tensor(v)}
         if not keys:
             return default
         out = {}
         for key in sorted(keys):
-            first = next(state[key] for state, _, _ in parts if torch.is_tensor(state.get(key)))
-            if first.shape == parts[0][2].shape or first.dim() == p.dim():  # per element: join the slices
+            first = next(state[key] for state, _ in parts if torch.is_tensor(state.get(key)))
+            if first.dim() == p.dim():  # per element: join the slices (zeros where a slice keeps none)
                 out[key] = torch.cat([state[key] if torch.is_tensor(state.get(key)) else torch.zeros_like(view)
-                                      for state, _, view in parts])
+                                      for state, view in parts])
             else:  # shared, e.g. Adam's step count
                 out[key] = first
         return out

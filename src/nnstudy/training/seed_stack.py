@@ -175,16 +175,20 @@ def _mixed_layers(models: list[nn.Module]) -> dict[str, tuple[list[str], list[tu
     spans += [span] if span else []
     mixed = {}
     for span in spans:
-        key = lambda c: repr([c[n] for n in span])
-        if len({key(c) for c in children}) == 1:
-            continue
-        runs, start = [], 0
-        for _, run in itertools.groupby(children, key=key):
-            stop = start + len(list(run))
-            runs.append((start, stop, nn.Sequential(*[children[start][n] for n in span])))
-            start = stop
-        mixed[span[0]] = (span, runs)
+        runs = member_runs([repr([c[n] for n in span]) for c in children])
+        if len(runs) > 1:
+            mixed[span[0]] = (span, [(a, b, nn.Sequential(*[children[a][n] for n in span])) for a, b in runs])
     return mixed
+
+
+def member_runs(keys: list) -> list[tuple[int, int]]:
+    """[(start, stop)] over runs of consecutive stack members with equal keys (members are in variant order)."""
+    runs, start = [], 0
+    for _, run in itertools.groupby(keys):
+        stop = start + len(list(run))
+        runs.append((start, stop))
+        start = stop
+    return runs
 
 
 def _weightless(layer: nn.Module) -> bool:

@@ -157,8 +157,9 @@ class GroupTrainer:
             by_structure: dict[str, Prober] = {}
             for k in range(len(self.seeds)):
                 module = self.stack.member_module(k)
-                self.probers.append(by_structure.get(repr(module)) or by_structure.setdefault(
-                    repr(module), Prober(module, data, self.pipeline, self.loss, self.device)))
+                if repr(module) not in by_structure:
+                    by_structure[repr(module)] = Prober(module, data, self.pipeline, self.loss, self.device)
+                self.probers.append(by_structure[repr(module)])
 
     # --- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, k: int) -> dict:
