@@ -23,9 +23,9 @@ from nnstudy.store.results import EpochRow, RunResult, StudyResults
 EVIL_CLASS = "<script>alert(1)</script>"
 CLASSES = ["cat", "dog", EVIL_CLASS, "ship"]
 VARIANTS = ["base", "a&b", "wide"]
-SECTIONS = ["Study", "Variants", "Training curves", "Comparisons at epoch 1", "Comparisons at epoch 3",
+SECTIONS = ["Findings", "Study", "Variants", "Training curves", "Comparisons at epoch 1", "Comparisons at epoch 3",
             "Sample training images", "Per-class results", "Diagnostics"]
-SECTION_IDS = ["study", "variants", "curves", "epoch-1", "epoch-3", "samples", "classes", "diagnostics"]
+SECTION_IDS = ["findings", "study", "variants", "curves", "epoch-1", "epoch-3", "samples", "classes", "diagnostics"]
 # The true effect of each variant on accuracy (and, negated, on loss): wide is 6 pp better, a&b no different.
 EFFECTS = {"base": 0.0, "a&b": 0.0, "wide": 0.06}
 RUN_SETTINGS = {"device": "cpu", "precision": "fp32", "compile": False, "vectorized": True, "threads": 2,
@@ -188,8 +188,8 @@ def test_html_is_self_contained(built):
 def test_markdown_links_figures(built):
     study, _, _, md = built
     links = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", md)
-    assert "figures/curves.png" in links and "figures/samples.png" in links
-    assert len(links) == 2 + len(VARIANTS)
+    assert "figures/curves.png" in links and "figures/samples.png" in links and "figures/difference.png" in links
+    assert len(links) == 3 + len(VARIANTS)
     for link in links:
         assert (study.out_dir / link).is_file()
 
@@ -202,7 +202,7 @@ def test_sections_present(built):
     variants = [(id_, text) for id_, text in page.section_headings("h3") if id_ and id_.startswith("variant-")]
     assert variants == [("variant-0", "base"), ("variant-1", "a&b"), ("variant-2", "wide")]
     headings = [line[3:] for line in md.splitlines() if line.startswith("## ")]
-    assert headings == ["Contents"] + SECTIONS
+    assert headings == ["Findings", "Contents"] + SECTIONS[1:]  # the answer first, then the contents
     assert [line[4:] for line in md.split("## Per-class results\n")[1].splitlines() if line.startswith("### ")][:3] \
         == VARIANTS
 
@@ -370,7 +370,7 @@ def fmt_one(value: float) -> str:
 def test_pngs_decode_with_sane_sizes(built):
     study, _, _, _ = built
     pngs = sorted((study.out_dir / "figures").glob("*.png"))
-    assert len(pngs) == 2 + len(VARIANTS)
+    assert len(pngs) == 3 + len(VARIANTS)  # curves, difference, samples, a confusion matrix per variant
     for png in pngs:
         with Image.open(png) as img:
             assert img.format == "PNG"

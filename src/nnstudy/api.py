@@ -66,17 +66,20 @@ class Study:
         """One row per variant: what it changes against the baseline, and its training length."""
         import pandas as pd
 
-        base = self.config.variants[self.baseline].model_dump(mode="json", by_alias=True)
         rows = []
         for name, cfg in self.config.variants.items():
-            mine = cfg.model_dump(mode="json", by_alias=True)
-            changes = {f"{section}.{k}": v for section in ("dataset", "model", "train")
-                       for k, v in mine[section].items() if v != base[section][k]}
-            rows.append({"variant": name, "baseline": name == self.baseline,
-                         "changes": ", ".join(f"{k} = {v}" for k, v in changes.items()) or "-",
+            rows.append({"variant": name, "baseline": name == self.baseline, "changes": self._changes(name),
                          "model": cfg.model.name or cfg.model.factory or cfg.model.kind,
                          "epochs": cfg.train.epochs, "seeds": len(self.seeds)})
         return pd.DataFrame(rows).set_index("variant")
+
+    def _changes(self, variant: str) -> str:
+        """What a variant sets differently from the baseline: "model.kind = mlp, ..." or "-"."""
+        base = self.config.variants[self.baseline].model_dump(mode="json", by_alias=True)
+        mine = self.config.variants[variant].model_dump(mode="json", by_alias=True)
+        changes = {f"{section}.{k}": v for section in ("dataset", "model", "train")
+                   for k, v in mine[section].items() if v != base[section][k]}
+        return ", ".join(f"{k} = {v}" for k, v in changes.items()) or "-"
 
     def _repr_html_(self) -> str:
         head = f"<p><b>{_escape(self.name)}</b>: {len(self.variants)} variants x {len(self.seeds)} seeds, " \
@@ -84,7 +87,14 @@ class Study:
         return head + self.summary().to_html()
 
     def __repr__(self) -> str:
-        return f"Study({self.name!r}, variants={self.variants}, seeds={self.seeds})"
+        """A summary: size, seeds, and what each variant changes against the baseline."""
+        epochs = sorted({cfg.train.epochs for cfg in self.config.variants.values()})
+        lines = [f"Study {self.name!r} ({self.source}): {len(self.variants)} variants x {len(self.seeds)} seeds = "
+                 f"{len(self.variants) * len(self.seeds)} runs, {'/'.join(map(str, epochs))} epochs, "
+                 f"seeds {', '.join(map(str, self.seeds))}"]
+        for name in self.variants:
+            lines.append(f"  {name}: " + ("baseline" if name == self.baseline else self._changes(name)))
+        return "\n".join(lines)
 
 
 def load_study(study, *, seeds: list[int] | None = None, data_dir: str | os.PathLike | None = None,
@@ -128,6 +138,24 @@ class Results:
     def report(self) -> Path | None:
         """The HTML report (None when only read from the store)."""
         return self.report_paths.get("html")
+
+    @property
+    def findings(self):
+        """Every verdict at the final epoch, then every claim's: a list of row dicts that prints as the
+        short table `nnstudy run` ends with (`pd.DataFrame(results.findings)` for a table)."""
+        from nnstudy.report.findings import findings
+
+        return findings(self.study)
+
+    def __repr__(self) -> str:
+        """A summary: the study, its runs by status, its findings and where the report is."""
+        from nnstudy.report.context import status_counts
+
+        status = ", ".join(f"{n} {s}" for s, n in status_counts(self.study)) or "none"
+        lines = [f"Results of study {self.study.name!r}: {len(self.study.runs)} runs ({status})", str(self.findings)]
+        if self.report:
+            lines.append(f"report: {self.report}")
+        return "\n".join(lines)
 
     def runs(self):
         """One row per (variant, seed): status, final metrics, how it ran."""

@@ -128,7 +128,10 @@ def _cmd_run(args) -> int:
                         progress=not args.quiet, probes=not args.no_probes, cpus_per_job=args.cpus_per_job,
                         gpus_per_job=args.gpus_per_job, checkpoint_dir=args.checkpoint_dir)
     failed = [r for r in results.study.runs if r.status == "failed"]
+    print(results.findings)
     print(f"report: {results.report}")
+    if results.report_paths.get("index"):
+        print(f"index: {results.report_paths['index']}")
     if failed:
         print(f"nnstudy: {len(failed)} run(s) failed; see the report's diagnostics, fix the cause, then rerun with --retry-failed",
               file=sys.stderr)
@@ -203,14 +206,20 @@ def _cmd_show(args) -> int:
 
 def _cmd_report(args) -> int:
     from nnstudy.report import build_report
+    from nnstudy.report.findings import findings
     from nnstudy.store import Store, load_results
 
     store = Store(args.out, create=False)
-    paths = build_report(load_results(store, args.study))
+    results = load_results(store, args.study)
+    paths = build_report(results)
+    rows = findings(results)
     if args.json:
-        print(json.dumps({k: str(v) for k, v in paths.items()}))
+        print(json.dumps({**{k: str(v) for k, v in paths.items()}, "findings": rows}))
     else:
+        print(rows)
         print(f"report: {paths['html']}")
+        if paths.get("index"):
+            print(f"index: {paths['index']}")
     return 0
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from nnstudy.config import StudyConfig, config_hash
 from nnstudy.errors import UserError
@@ -34,6 +33,7 @@ from nnstudy.training.checkpoint import (align_checkpoints, checkpoint_folder, c
                                         remove_checkpoints, remove_temp_files)
 from nnstudy.training.threads import default_cpu_threads
 from nnstudy.training.preflight import check_variant
+from nnstudy.training.progress import bars_shown, progress_bar
 from nnstudy.training.trainer import stack_key
 
 
@@ -375,9 +375,9 @@ def _execute_once(executor, workers: int, jobs: list[Job], recorder: Recorder, n
           + (f", most expensive first: {'; '.join(j.label for j in jobs)}" if len(jobs) > 1 else f": {jobs[0].label}"),
           file=log)
     overall = None
-    if options.progress and executor.name != "local" and sys.stderr.isatty():
+    if options.progress and executor.name != "local" and bars_shown():  # a terminal, or a widget in Jupyter
         total = sum(len(j.seeds) * j.config["train"]["epochs"] for j in jobs)
-        overall = tqdm(total=total, desc=f"{name} epochs", unit="epoch", position=workers, leave=False)
+        overall = progress_bar(total=total, desc=f"{name} epochs", unit="epoch", position=workers, leave=False)
 
     def handle(job: Job, event) -> None:
         recorder.handle(job, event)

@@ -20,7 +20,9 @@ from nnstudy.store.files import write_text
 from nnstudy.store.results import StudyResults
 
 from . import context as ctx
-from .figures import confusion_figure, save_png, study_curves_figure
+from .figures import confusion_figure, difference_figure, save_png, study_curves_figure
+from .findings import few_seeds_note, findings
+from .index import write_index
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -37,12 +39,15 @@ _ENV = jinja2.Environment(
 )
 # A Markdown table cell must not contain "|" or a line break.
 _ENV.filters["cell"] = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
+# The anchor GitHub and most Markdown viewers give a heading: "Claims checked" -> "claims-checked".
+_ENV.filters["md_anchor"] = lambda title: re.sub(r"[^\w\- ]", "", str(title).lower()).replace(" ", "-")
 
 
 def build_report(results: StudyResults) -> dict[str, Path]:
-    """Write the figures, `report.html` and `report.md` into `results.out_dir`.
+    """Write the figures, `report.html` and `report.md` into `results.out_dir`, then the
+    output folder's `index.html` of every study (when the folder holds a store).
 
-    Returns {"html": path, "md": path}.
+    Returns {"html": path, "md": path} (and "index": path when it was written).
     """
     out = Path(results.out_dir)
     fig_dir = out / "figures"
@@ -53,11 +58,12 @@ def build_report(results: StudyResults) -> dict[str, Path]:
     baseline_preds = ctx.predictions_by_seed(results, results.baseline, epoch)
     classes = [ctx.class_section(results, v, epoch, baseline_preds) for v in results.variants]
 
-    figures = {"curves": None, "samples": None}  # None: not available (yet)
+    figures = {"curves": None, "samples": None, "difference": None}  # None: not available (yet)
     usable_runs = {v: [r for r in results.runs_of(v) if ctx.usable(r)] for v in results.variants}
     if any(r.history for runs in usable_runs.values() for r in runs):
         figures["curves"] = _figure(save_png(study_curves_figure(usable_runs), fig_dir / "curves.png"), out,
                                     "Loss and accuracy per epoch, mean over seeds with 95% CI band")
+        figures["difference"] = _difference_figure(results, usable_runs, fig_dir, out)
     samples = fig_dir / "samples.png"
     if samples.exists():  # written by the runner with sample_grid()
         figures["samples"] = _figure(samples, out, "Sample training images with their class names")
@@ -70,8 +76,11 @@ def build_report(results: StudyResults) -> dict[str, Path]:
             section["figure"] = _figure(save_png(fig, fig_dir / name), out, title)
         section["anchor"] = f"variant-{i}"
 
+    finding_rows = findings(results, comparisons)
     page = {
         "header": ctx.header(results),
+        "findings": finding_rows,
+        "findings_note": few_seeds_note(finding_rows),
         "overview": ctx.variant_rows(results, epoch),
         "final_epoch": epoch,
         "epochs": ctx.epoch_sections(results, comparisons),
@@ -83,7 +92,25 @@ def build_report(results: StudyResults) -> dict[str, Path]:
     }
     html = write_text(out / "report.html", _ENV.get_template("report.html.j2").render(**page))
     md = write_text(out / "report.md", _plain_markdown(_ENV.get_template("report.md.j2").render(**page)))
-    return {"html": html, "md": md}
+    paths = {"html": html, "md": md}
+    index = write_index(out.parent)
+    if index is not None:
+        paths["index"] = index
+    return paths
+
+
+def _difference_figure(results: StudyResults, usable_runs: dict, fig_dir: Path, out: Path) -> dict | None:
+    """The figure of the verdict (variant minus baseline over epochs), drawn like the study curves."""
+    others = {v: runs for v, runs in usable_runs.items() if v != results.baseline}
+    if not others:
+        return None
+    styles = {v: i for i, v in enumerate(results.variants)}  # each variant's line as in the curves figure
+    fig = difference_figure(usable_runs[results.baseline], others, results.baseline, styles)
+    if fig is None:
+        return None
+    return _figure(save_png(fig, fig_dir / "difference.png"), out,
+                   f"Test accuracy difference from the baseline {results.baseline} per epoch, paired by seed, "
+                   "with its 95% CI band")
 
 
 # In Markdown, raw HTML can only start with "<" before a letter, "/", "!" or "?", and a

@@ -1,0 +1,131 @@
+"""A study's findings, the answer first: every verdict at the final epoch, and every claim's.
+
+One source for the three places that show them: the report's opening block,
+the short table `nnstudy run` and `nnstudy report` print, and
+`nnstudy.Results.findings`. Rows are plain dicts (JSON-ready); the report
+adds only markup.
+"""
+
+from __future__ import annotations
+
+from nnstudy.registry import REPORT_SECTIONS
+from nnstudy.stats.paired import MIN_SEEDS
+from nnstudy.stats.study import compare_study
+from nnstudy.stats.words import format_ci, format_diff, metric_label
+from nnstudy.store.results import StudyResults
+
+# Claim verdicts are opaque strings (the claims module owns them); only these are coloured.
+GOOD_CLAIMS = ("supported", "holds")
+BAD_CLAIMS = ("contradicted", "does not hold")
+COMPARISON_TONES = {"better": "good", "worse": "bad", "diverged": "diverged"}
+CLAIM_WIDTH = 60  # characters of a claim's text in the printed table
+
+
+class Findings(list):
+    """The rows of `findings()`; printed (or shown in a REPL) as the short table."""
+
+    def __str__(self) -> str:
+        return format_findings(self)
+
+    __repr__ = __str__
+
+
+def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
+    """One row per comparison at the final report epoch, then one per claim.
+
+    `comparisons` (from `compare_study`) and `claims` (from `check_claims`)
+    may be passed when already computed. A row has: kind ("comparison" or
+    "claim"), finding (what is compared or claimed), difference and interval
+    (formatted; empty for claims), verdict, tone ("good", "bad", "diverged" or
+    "neutral": how to colour it), detail (the sentence or the evidence),
+    warning (a comparison's few-seeds warning, or None), source, and section
+    and anchor (the report section with the details).
+    """
+    rows = Findings()
+    final = results.report_epochs[-1] if results.report_epochs else None
+    if comparisons is None:
+        comparisons = compare_study(results) if len(results.variants) > 1 else []
+    order = {v: i for i, v in enumerate(results.variants)}
+    for c in sorted((c for c in comparisons if c.epoch == final), key=lambda c: order.get(c.variant, len(order))):
+        rows.append({
+            "kind": "comparison", "finding": f"{c.variant} vs {c.baseline}, {metric_label(c.metric)}",
+            "variant": c.variant, "metric": c.metric, "epoch": c.epoch,
+            "difference": format_diff(c.diff_mean, c.metric), "interval": format_ci(c.ci_low, c.ci_high, c.metric),
+            "verdict": c.verdict, "tone": COMPARISON_TONES.get(c.verdict, "neutral"), "detail": c.sentence,
+            "warning": c.warning, "source": "", "section": f"Comparisons at epoch {c.epoch}", "anchor": f"epoch-{c.epoch}",
+        })
+    if claims is None:
+        claims = _check_claims(results)
+    title, anchor = _claims_section()
+    for claim in claims:
+        rows.append({
+            "kind": "claim", "finding": claim.text, "variant": None, "metric": None, "epoch": None,
+            "difference": "", "interval": "", "verdict": claim.verdict, "tone": claim_tone(claim.verdict),
+            "detail": claim.evidence, "warning": None, "source": claim.source, "section": title, "anchor": anchor,
+        })
+    return rows
+
+
+def claim_tone(verdict: str) -> str:
+    """'good' for a supported claim, 'bad' for a contradicted one, else 'neutral' (or 'diverged')."""
+    word = str(verdict).strip().lower()
+    if word in GOOD_CLAIMS:
+        return "good"
+    if word in BAD_CLAIMS:
+        return "bad"
+    return "diverged" if word == "diverged" else "neutral"
+
+
+def few_seeds_note(rows: list[dict]) -> str | None:
+    """One line when a comparison's "no detectable difference" rests on too few seeds to mean much."""
+    if not any(r["warning"] for r in rows):
+        return None
+    return (f'Fewer than {MIN_SEEDS} seeds, so "no detectable difference" rules out only large differences; '
+            "the comparisons say how large, and how many seeds to run.")
+
+
+def format_findings(rows: list[dict]) -> str:
+    """The findings as a short plain-text table (columns aligned, claims cut to CLAIM_WIDTH)."""
+    if not rows:
+        return "Findings: none (a single variant and no claims)."
+    epochs = sorted({r["epoch"] for r in rows if r["kind"] == "comparison"})
+    title = "Findings" + (f" (comparisons at the final epoch, {epochs[0]})" if epochs else "") + ":"
+    table = [("finding", "difference", "95% CI", "verdict")]
+    for r in rows:
+        finding = r["finding"] if r["kind"] == "comparison" else f"claim: {_cut(r['finding'], CLAIM_WIDTH)}"
+        table.append((finding, r["difference"], r["interval"], r["verdict"]))
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    lines = [title]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[3]]
+        lines.append("  " + "  ".join(cells).rstrip())
+    note = few_seeds_note(rows)
+    if note:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def headline(rows: list[dict]) -> list[dict]:
+    """The rows a one-line summary shows: test accuracy comparisons and every claim."""
+    return [r for r in rows if r["kind"] == "claim" or r["metric"] == "test_acc"]
+
+
+def _cut(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _check_claims(results: StudyResults) -> list:
+    if not results.claims:
+        return []
+    from nnstudy.stats.claims import check_claims
+
+    return check_claims(results)
+
+
+def _claims_section() -> tuple[str, str]:
+    """Title and anchor of the report section that details the claims."""
+    if "claims" in REPORT_SECTIONS:
+        meta = REPORT_SECTIONS.entry("claims").meta
+        return meta.get("title", "Claims checked"), meta.get("anchor", "claims")
+    return "Claims checked", "claims"
