@@ -137,9 +137,13 @@ def _check_mlflow(client, experiment: str, study: dict) -> tuple[object, dict]:
     for name in ("train_loss", "train_acc", "test_loss", "lr"):
         assert len(client.get_metric_history(child.info.run_id, name)) == 2
     # Probes: "name|layer" and "name@pixels" become MLflow-safe names; step 0 is at initialisation.
-    act = sorted(client.get_metric_history(child.info.run_id, "probe/act_std/2"), key=lambda m: m.step)
-    assert [m.step for m in act] == sorted(b1.probes) and act[0].value == pytest.approx(b1.probes[0]["act_std|2"])
-    assert child.data.metrics["probe/shift_acc_at_2"] == pytest.approx(b1.probes[2]["shift_acc@2"])
+    layer_key = next(k for k in b1.probes[0] if "|" in k)  # e.g. "act_std|2" -> "probe/act_std/2"
+    layer = sorted(client.get_metric_history(child.info.run_id, "probe/" + layer_key.replace("|", "/")),
+                   key=lambda m: m.step)
+    assert [m.step for m in layer] == [e for e in sorted(b1.probes) if layer_key in b1.probes[e]]
+    assert layer[0].value == pytest.approx(b1.probes[0][layer_key])
+    at_key = next(k for k in b1.probes[2] if "@" in k)  # e.g. "shift_acc@2" -> "probe/shift_acc_at_2"
+    assert child.data.metrics["probe/" + at_key.replace("@", "_at_")] == pytest.approx(b1.probes[2][at_key])
     assert child.data.params["train.lr"] == "0.05" and child.data.params["model.hidden"] == "[24]"
     assert child.data.params["dataset.name"] == "digits" and child.data.params["seed"] == "1"
     assert child.data.tags["nnstudy.config_hash"] == study["hashes"][("b", 1)]
@@ -230,7 +234,8 @@ def test_tensorboard_export_reads_back_and_replaces(capsys, study, tmp_path):
     assert [(s.step, s.value) for s in acc.Scalars("test_acc")] == \
         [(row.epoch, pytest.approx(row.test_acc)) for row in b1.history]
     assert len(acc.Scalars("train_loss")) == 2
-    assert len(acc.Scalars("probe/act_std/2")) == len(b1.probes)
+    layer_key = next(k for k in b1.probes[0] if "|" in k)
+    assert len(acc.Scalars("probe/" + layer_key.replace("|", "/"))) == sum(layer_key in p for p in b1.probes.values())
     hparams = acc.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["train.lr"].number_value == pytest.approx(0.05)

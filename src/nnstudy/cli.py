@@ -1,4 +1,4 @@
-"""The `nnstudy` command line: run, init, studies, list, show, report.
+"""The `nnstudy` command line: run, init, studies, list, show, report, export.
 
 User mistakes print one line (`nnstudy: error: ...`) and exit with status 2;
 Ctrl-C stops cleanly and says how to resume.
@@ -102,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("study")
         sp.add_argument("--out", default=DEFAULT_OUT)
         sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = sub.add_parser("export", help="export a stored study to MLflow or TensorBoard (the store is only read)")
+    export.add_argument("study")
+    # One option with an optional folder: argparse cannot put an optional positional after STUDY and --to.
+    export.add_argument("--to", nargs="+", required=True, metavar=("TARGET", "DIR"),
+                        help="mlflow, or tensorboard DIR (its runs go to DIR/STUDY/VARIANT/seed-K)")
+    export.add_argument("--tracking-uri", metavar="URI", help="MLflow: sqlite:///mlflow.db or http://HOST:PORT "
+                        "(default $MLFLOW_TRACKING_URI)")
+    export.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the study's name)")
+    export.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"folder holding the store (default ./{DEFAULT_OUT})")
     return p
 
 
@@ -223,8 +233,19 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from nnstudy.export import export_study
+
+    target, *rest = args.to
+    if len(rest) > 1:
+        raise UserError(f"--to {' '.join(args.to)}: too many values; write --to mlflow or --to tensorboard DIR")
+    print(export_study(args.out, args.study, target, dest=rest[0] if rest else None, tracking_uri=args.tracking_uri,
+                       experiment=args.experiment))
+    return 0
+
+
 _COMMANDS = {"run": _cmd_run, "init": _cmd_init, "studies": _cmd_studies, "list": _cmd_list, "show": _cmd_show,
-             "report": _cmd_report}
+             "report": _cmd_report, "export": _cmd_export}
 
 
 if __name__ == "__main__":
