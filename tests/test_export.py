@@ -71,7 +71,7 @@ class _Server:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.log = open(folder / "server.log", "w")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
              f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
