@@ -11,6 +11,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nnstudy import registry
+from nnstudy.config.reference import STATEMENTS, is_reference
 from nnstudy.registry import (ACTIVATIONS, CLAIM_METRICS, DATASETS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS, POOLINGS,
                               SCHEDULES)
 
@@ -177,11 +178,19 @@ class RunConfig(_Strict):
 
 class ClaimConfig(_Strict):
     """A claim the study checks: `metric` of `variant` is greater than, less than, or within
-    `tolerance` of the `baseline` variant's (paired by seed) or of a fixed `value`, at `epoch`."""
+    `tolerance` of the `baseline` variant's (paired by seed) or of a fixed `value`, at `epoch`.
 
-    text: str = Field(min_length=1)  # the claim as its source states it
-    source: str = ""  # where it comes from, e.g. "coursework report, section 3"
-    metric: str  # registry.CLAIM_METRICS; shift metrics take "@pixels", e.g. "shift_agreement@2"
+    `source` names where it comes from: a reference coursework statement ("R4.2", see
+    config/reference.py), "nnstudy" for nnstudy's own addition, or any text of the user's.
+    `reading` says which reading of the statement the claim tests, where it has more than one;
+    `rationale` why a fixed value, threshold or tolerance is what it is (set before the results).
+    """
+
+    text: str = Field(min_length=1)  # the claim in words; also its identity in the store
+    source: str = ""
+    reading: str = ""
+    rationale: str = ""
+    metric: str  # registry.CLAIM_METRICS; some take "@arg", e.g. "shift_agreement@2", "class_recall@cat"
     variant: str
     baseline: Optional[str] = None
     value: Optional[float] = None
@@ -193,7 +202,22 @@ class ClaimConfig(_Strict):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, v):
-        return _registered(CLAIM_METRICS, v.partition("@")[0]) and v
+        name, at, arg = v.partition("@")
+        _registered(CLAIM_METRICS, name)
+        example = CLAIM_METRICS.entry(name).meta.get("arg")
+        if example and not arg:
+            raise ValueError(f"metric {name} needs an argument after '@', e.g. {name}@{example}")
+        if at and not example:
+            raise ValueError(f"metric {name} takes no argument; write {name!r}")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v):
+        if is_reference(v) and v not in STATEMENTS:
+            raise ValueError(f"source {v!r} is not a reference statement; use one of R2.1 to R6.5 "
+                             f"({', '.join(STATEMENTS)}), 'nnstudy', or your own text")
+        return v
 
     @model_validator(mode="after")
     def _one_reference(self):
@@ -203,6 +227,15 @@ class ClaimConfig(_Strict):
         if self.metric == "epochs_to_acc" and self.threshold is None:
             raise ValueError("metric epochs_to_acc needs threshold (a test accuracy, e.g. 0.97)")
         return self
+
+
+# The fields that define what a claim tests: a change to any, once its study has results, is a revision.
+CLAIM_DEFINITION = ("metric", "variant", "baseline", "value", "direction", "tolerance", "epoch", "threshold")
+
+
+def claim_definition(claim: dict) -> dict:
+    """What a claim tests (not how it is worded or cited), from its dict form."""
+    return {key: claim.get(key) for key in CLAIM_DEFINITION}
 
 
 class StudyConfig(_Strict):
@@ -238,6 +271,11 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _claims_name_variants(self):
+        texts = [c.text for c in self.claims]
+        for i, text in enumerate(texts):
+            if text in texts[:i]:
+                raise ValueError(f"claims[{i}].text repeats claims[{texts.index(text)}]'s; each claim needs its own "
+                                 f"text (it is the claim's identity in the store)")
         for i, claim in enumerate(self.claims):
             for key in ("variant", "baseline"):
                 name = getattr(claim, key)

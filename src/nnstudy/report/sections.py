@@ -12,9 +12,44 @@ from __future__ import annotations
 from collections import Counter
 
 from nnstudy.registry import REPORT_SECTIONS
-from nnstudy.stats.claims import CONTRADICTED, SUPPORTED, check_claims
+from nnstudy.stats.claims import (CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED,
+                                  check_claims)
 
 from . import probe_figures
+
+
+_CSS = {SUPPORTED: "better", HOLDS: "better", CONTRADICTED: "worse", DOES_NOT_HOLD: "worse", DIVERGED: "diverged"}
+
+
+def _claim_row(c) -> dict:
+    if c.own:
+        source = "nnstudy's own addition, not in the coursework"
+    elif c.quote:
+        source = f"{c.source}: \u201c{c.quote}\u201d"
+    else:
+        source = c.source or "no source given"
+    return {"text": c.text, "source": source, "reading": c.reading, "rationale": c.rationale,
+            "metric": c.label or c.metric, "kind": c.kind,
+            "epoch": "at initialisation" if c.epoch == 0 else f"epoch {c.epoch}",
+            "claim": f"{c.metric} of {c.variant} {c.direction} {c.reference}", "evidence": c.evidence,
+            "verdict": c.verdict, "css": _CSS.get(c.verdict, "nodiff"),
+            "revised": c.revised, "added_after_results": c.added_after_results,
+            "first": None if c.first is None else {
+                "claim": f"{c.first.metric} of {c.first.variant} {c.first.direction} {c.first.reference}, "
+                         f"{'at initialisation' if c.first.epoch == 0 else f'epoch {c.first.epoch}'}",
+                "verdict": c.first.verdict, "css": _CSS.get(c.first.verdict, "nodiff"), "evidence": c.first.evidence}}
+
+
+def claim_counts(checked) -> list[tuple[str, int]]:
+    """The section's opening counts: statistical verdicts, then exact facts, then revisions."""
+    counts = Counter(c.verdict for c in checked)
+    out = [(f"{counts[v]} {v}", counts[v]) for v in (SUPPORTED, CONTRADICTED, NOT_SHOWN, DIVERGED)]
+    out += [(f"exact facts: {counts[HOLDS]} hold, {counts[DOES_NOT_HOLD]} do not hold",
+             counts[HOLDS] + counts[DOES_NOT_HOLD])]
+    out += [(f"{sum(c.revised for c in checked)} revised after the results were seen", sum(c.revised for c in checked)),
+            (f"{sum(c.added_after_results for c in checked)} added after the results were seen",
+             sum(c.added_after_results for c in checked))]
+    return out
 
 
 @REPORT_SECTIONS.register("claims", title="Claims checked", anchor="claims")
@@ -22,14 +57,10 @@ def claims_section(results, save) -> dict | None:
     if not results.claims:
         return None
     checked = check_claims(results)
-    counts = Counter(c.verdict for c in checked)
-    rows = [{"text": c.text, "source": c.source, "metric": c.label or c.metric,
-             "epoch": "at initialisation" if c.epoch == 0 else f"epoch {c.epoch}",
-             "claim": f"{c.metric} of {c.variant} {c.direction} {c.reference}", "evidence": c.evidence,
-             "verdict": c.verdict, "css": {SUPPORTED: "better", CONTRADICTED: "worse"}.get(c.verdict, "nodiff")}
-            for c in checked]
-    summary = ", ".join(f"{counts[v]} {v}" for v in (SUPPORTED, CONTRADICTED, "not shown") if counts[v])
-    return {"summary": f"{len(checked)} claims: {summary}.", "rows": rows}
+    statistical = sum(c.kind == "statistical" for c in checked)
+    summary = "; ".join(text for text, n in claim_counts(checked) if n or "revised" in text)
+    return {"summary": f"{len(checked)} claims ({statistical} statistical, {len(checked) - statistical} exact "
+                       f"facts): {summary}.", "rows": [_claim_row(c) for c in checked]}
 
 
 @REPORT_SECTIONS.register("mechanisms", title="Mechanisms", anchor="mechanisms")

@@ -1,170 +1,96 @@
 """Claims checked: a study's stated expectations against per-seed evidence.
 
-A claim names a metric (a final or per-epoch metric, or one computed from the
-mechanism probes), a variant, and either a baseline variant (paired by seed)
-or a fixed value, with a direction:
+A claim names a metric (`stats/claim_metrics.py`), a variant, and either a
+baseline variant (paired by seed) or a fixed value, with a direction
+("greater", "less", or "within" a tolerance), and cites its source: a
+statement of the reference coursework ("R4.2", quoted from
+`config/reference.py`), nnstudy's own addition ("nnstudy"), or a user's text.
 
-- "greater" / "less": the same paired test as the comparisons (t-test, or the
-  exact sign-flip test when the differences do not vary), one-sided since a
-  claim states its direction: "supported" when significant at 5% in the
-  stated direction, "contradicted" when significant the other way, otherwise
-  "not shown at n=K seeds". Each claim is a hypothesis its source stated
-  before the study ran, so the claims are not adjusted as a family (the
-  variant comparisons are, with Holm);
-- "within": an equivalence check (TOST at 5%): "supported" when the 90%
-  interval of the mean difference lies inside +-tolerance, "contradicted"
-  when it lies wholly outside, otherwise "not shown".
+- Exact facts: a metric that is the same for every seed by construction
+  (parameters, FLOPs, shapes) "holds" or "does not hold" on every seed, at any
+  n, and is counted apart from the statistical verdicts.
+- Statistical claims are one family: each gets a p-value from the two-sided
+  test (`claim_tests.py`: the 95% interval), and Holm's method adjusts them
+  over the study's claims. A claim is "supported" when its adjusted p is below
+  5% and the data lean the claimed way (for "within": the interval lies inside
+  the tolerance), "contradicted" when the adjusted p is below 5% the other way,
+  else "not shown at n=K seeds".
+- Diverged seeds are handled as in the comparisons: left out (and named);
+  a variant diverged on more than half its seeds gets the verdict "diverged".
+  Measurements at initialisation (epoch 0) precede any divergence and keep
+  every seed.
+- Fixed before the results: the store keeps each claim's first definition; a
+  claim changed after its study had results is marked revised, with its first
+  definition's verdict beside the new one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from nnstudy.config.reference import OWN, STATEMENTS, is_reference
 from nnstudy.registry import CLAIM_METRICS
-from nnstudy.store.results import RunResult, StudyResults
+from nnstudy.store.results import StudyResults
 
-from .paired import compare_paired
+from . import claim_metrics  # noqa: F401  (registers the metrics)
+from .claim_metrics import ClaimMetricError
+from .claim_tests import directional_p, within_p
+from .paired import ALPHA, holm
+from .study import counts, divergence
 from .summary import t_interval
+from .words import format_p
 
-SUPPORTED, CONTRADICTED, NOT_SHOWN = "supported", "contradicted", "not shown"
-
-
-# ---------------------------------------------------------------- metrics: (run, epoch, claim, arg) -> value
-
-
-def _layers(run: RunResult, epoch: int, probe: str) -> list[float]:
-    values = run.probes.get(epoch, {})
-    return [v for k, v in values.items() if k.startswith(probe + "|")]
-
-
-def _history(field: str):
-    def value(run, epoch, claim, arg):
-        row = run.at_epoch(epoch)
-        return getattr(row, field) if row is not None else math.nan
-    return value
-
-
-for _field in ("test_acc", "test_loss", "train_acc", "train_loss"):
-    CLAIM_METRICS.register(_field, _history(_field), fraction=_field.endswith("acc"), label=_field.replace("_", " "))
-
-
-@CLAIM_METRICS.register("dead_fraction", fraction=True, label="fraction of dead units (mean over activation layers)")
-def _dead(run, epoch, claim, arg):
-    return _mean(_layers(run, epoch, "dead"))
-
-
-@CLAIM_METRICS.register("saturated_fraction", fraction=True, label="fraction of saturated activations (mean over layers)")
-def _saturated(run, epoch, claim, arg):
-    return _mean(_layers(run, epoch, "saturated"))
-
-
-@CLAIM_METRICS.register("symmetry_index", label="symmetry index of the hidden layers (1: every unit a copy)")
-def _symmetry(run, epoch, claim, arg):
-    return _mean(_layers(run, epoch, "symmetry")[:-1])  # the output layer's units are the classes: meant to differ
-
-
-@CLAIM_METRICS.register("first_layer_grad_norm", label="weight-gradient norm of the first layer (after backpropagating "
-                                                      "through all the others)")
-def _first_grad(run, epoch, claim, arg):
-    norms = _layers(run, epoch, "grad_norm")
-    return norms[0] if norms else math.nan
-
-
-@CLAIM_METRICS.register("grad_norm_ratio", label="weight-gradient norm, first layer / last layer")
-def _grad_ratio(run, epoch, claim, arg):
-    norms = _layers(run, epoch, "grad_norm")
-    return norms[0] / norms[-1] if len(norms) >= 2 and norms[-1] > 0 else math.nan
-
-
-@CLAIM_METRICS.register("act_std_ratio", label="activation std, last activation layer / first")
-def _act_ratio(run, epoch, claim, arg):
-    stds = _layers(run, epoch, "act_std")
-    return stds[-1] / stds[0] if len(stds) >= 2 and stds[0] > 0 else math.nan
-
-
-@CLAIM_METRICS.register("shift_accuracy_drop", report_epochs=True, fraction=True,
-                        label="test accuracy lost when images shift by k pixels")
-def _shift_drop(run, epoch, claim, arg):
-    p = run.probes.get(epoch, {})
-    return p.get("shift_acc@0", math.nan) - p.get(f"shift_acc@{arg}", math.nan)
-
-
-@CLAIM_METRICS.register("shift_agreement", report_epochs=True, fraction=True,
-                        label="agreement with unshifted predictions, images shifted by k pixels")
-def _shift_agree(run, epoch, claim, arg):
-    return run.probes.get(epoch, {}).get(f"shift_agree@{arg}", math.nan)
-
-
-@CLAIM_METRICS.register("confident_errors", report_epochs=True, fraction=True,
-                        label="test images wrong with softmax probability >= 0.9")
-def _confident(run, epoch, claim, arg):
-    return run.probes.get(epoch, {}).get("confident_errors", math.nan)
-
-
-@CLAIM_METRICS.register("params", label="trainable parameters", exact=True)
-def _params(run, epoch, claim, arg):
-    return run.probes.get(0, {}).get("params", float(run.n_params or math.nan))
-
-
-@CLAIM_METRICS.register("flops_per_image", label="forward FLOPs per image", exact=True)
-def _flops(run, epoch, claim, arg):
-    return run.probes.get(0, {}).get("flops_per_image", math.nan)
-
-
-@CLAIM_METRICS.register("step_ms", label="milliseconds per training step (mean over epochs)")
-def _step(run, epoch, claim, arg):
-    return _mean([p["step_ms"] for p in run.probes.values() if "step_ms" in p])
-
-
-@CLAIM_METRICS.register("epochs_to_acc", label="first epoch reaching the threshold test accuracy")
-def _epochs_to(run, epoch, claim, arg):
-    """Never reached: one past the last epoch (a censored value, so the seed still counts)."""
-    if not run.history:
-        return math.nan
-    return float(next((r.epoch for r in run.history if r.test_acc >= claim["threshold"]), run.history[-1].epoch + 1))
-
-
-def _mean(values) -> float:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-# ---------------------------------------------------------------- verdicts
+SUPPORTED, CONTRADICTED, NOT_SHOWN, DIVERGED = "supported", "contradicted", "not shown", "diverged"
+HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
 
 
 @dataclass(frozen=True)
 class ClaimResult:
     text: str
-    source: str
+    source: str  # "R4.2", "nnstudy" or a user's text
+    quote: str  # the coursework statement, when the source is one
+    reading: str  # which reading of the statement this claim tests ("" when it has one)
+    rationale: str  # why the threshold, tolerance or value is what it is
     metric: str
     label: str
     variant: str
-    reference: str  # "baseline relu" or "value 1.0"
-    direction: str
+    reference: str  # the baseline variant's name or the fixed value
+    direction: str  # "greater than", "less than", "within 0.35 of"
     epoch: int
+    kind: str  # "statistical" or "exact"
     n: int
     variant_mean: float
     reference_mean: float
     diff_mean: float
-    ci_low: float  # of the mean difference (95%; 90% for "within")
+    ci_low: float  # 95% interval of the mean difference
     ci_high: float
-    p_value: float  # one-sided, for the claim (nan for "within" claims)
+    p_value: float  # the claim's own p (nan for exact facts and undecidable claims)
+    p_holm: float  # adjusted over the study's statistical claims
     verdict: str
     evidence: str  # one sentence with the numbers
+    revised: bool = False  # its definition changed after the study had results
+    added_after_results: bool = False
+    first: "ClaimResult | None" = None  # the first definition's result, when revised
+
+    @property
+    def own(self) -> bool:
+        return self.source == OWN
 
 
 def metric_values(results: StudyResults, claim: dict, variant: str, epoch: int) -> dict[int, float]:
-    """Per-seed values of a claim's metric for one variant (failed runs and missing values left out)."""
+    """Per-seed values of a claim's metric for one variant: failed runs left out, and diverged ones
+    after initialisation (epoch >= 1)."""
     name, _, arg = claim["metric"].partition("@")
     fn = CLAIM_METRICS.get(name)
     out = {}
     for run in results.runs_of(variant):
-        if run.status == "failed":
+        if run.status == "failed" or (epoch > 0 and not counts(run)):
             continue
-        value = fn(run, epoch, claim, arg)
+        value = fn(run, epoch, claim, arg, results)
         if value is not None and math.isfinite(value):
             out[run.seed] = float(value)
     return out
@@ -172,87 +98,159 @@ def metric_values(results: StudyResults, claim: dict, variant: str, epoch: int) 
 
 def check_claims(results: StudyResults) -> list[ClaimResult]:
     """Every claim of the study, in file order, with its evidence and verdict."""
-    checked = []
-    for claim in results.claims:
-        epoch = claim.get("epoch")
-        if epoch is None:
-            epoch = max((r.history[-1].epoch for r in results.runs_of(claim["variant"]) if r.history), default=0)
-        v = metric_values(results, claim, claim["variant"], epoch)
-        if claim.get("baseline") is not None:
-            b = metric_values(results, claim, claim["baseline"], epoch)
-            reference = f"{claim['baseline']}"
-        else:
-            b = {seed: float(claim["value"]) for seed in v}
-            reference = f"{claim['value']:g}"
-        c = compare_paired(b, v, higher_is_better=claim["direction"] != "less", variant_name=claim["variant"],
-                           baseline_name=reference, metric=claim["metric"], epoch=epoch)
-        checked.append((claim, epoch, reference, c))
+    history = results.claim_history
+    checked = _family(results, results.claims)
+    firsts = {}
+    revised = [c for c in results.claims if history.get(c["text"], {}).get("revised")]
+    if revised:
+        first_defs = [{**c, **history.get(c["text"], {}).get("first", {})} for c in results.claims]
+        firsts = {c["text"]: r for c, r in zip(results.claims, _family(results, first_defs))}
     out = []
-    for claim, epoch, reference, c in checked:
-        p_for = _one_sided(c) if claim["direction"] != "within" else math.nan
-        out.append(_verdict(claim, epoch, reference, c, p_for, 1 - p_for))
+    for claim, result in zip(results.claims, checked):
+        record = history.get(claim["text"], {})
+        out.append(dataclasses.replace(result, revised=bool(record.get("revised")),
+                                       added_after_results=bool(record.get("added_after_results")),
+                                       first=firsts.get(claim["text"]) if record.get("revised") else None))
     return out
 
 
-def _one_sided(c) -> float:
-    """P-value of "the difference lies in the claimed direction" from the two-sided test (symmetric null)."""
-    if c.n < 2 or not math.isfinite(c.p_value):
-        return math.nan
-    favours = (c.diff_mean > 0) == c.higher_is_better and c.diff_mean != 0
-    return c.p_value / 2 if favours else 1 - c.p_value / 2
+def _family(results: StudyResults, claims: list[dict]) -> list[ClaimResult]:
+    """Evaluate claims and apply Holm over the statistical ones among them."""
+    evaluated = [_evaluate(results, c) for c in claims]
+    statistical = [i for i, r in enumerate(evaluated) if r.kind == "statistical" and math.isfinite(r.p_value)]
+    adjusted = holm([evaluated[i].p_value for i in statistical])
+    for i, p in zip(statistical, adjusted):
+        evaluated[i] = _decide(evaluated[i], p, claims[i])
+    return evaluated
 
 
-def _verdict(claim: dict, epoch: int, reference: str, c, p_for: float, p_against: float) -> ClaimResult:
+def _epoch(results: StudyResults, claim: dict) -> int:
+    if claim.get("epoch") is not None:
+        return int(claim["epoch"])
+    return max((r.history[-1].epoch for r in results.runs_of(claim["variant"]) if r.history), default=0)
+
+
+def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
+    """One claim's numbers and, for exact facts and undecidable claims, its verdict (else decided with Holm)."""
+    epoch = _epoch(results, claim)
     entry = CLAIM_METRICS.entry(claim["metric"].partition("@")[0])
-    fraction = entry.meta.get("fraction", False)
-    if claim["direction"] == "within":
-        low, high = _interval(c, 0.90, exact=entry.meta.get("exact", False))
-        tol = claim.get("tolerance", 0.0)
-        if c.n < 2:
-            verdict = NOT_SHOWN
-        elif -tol <= low and high <= tol:
-            verdict = SUPPORTED
-        elif high < -tol or low > tol:
-            verdict = CONTRADICTED
+    exact = bool(entry.meta.get("exact"))
+    base = _result_base(claim, entry, epoch, "exact" if exact else "statistical")
+    try:
+        v = metric_values(results, claim, claim["variant"], epoch)
+        if claim.get("baseline") is not None:
+            b = metric_values(results, claim, claim["baseline"], epoch)
         else:
-            verdict = NOT_SHOWN
+            b = {seed: float(claim["value"]) for seed in v}
+    except ClaimMetricError as exc:
+        return dataclasses.replace(base, verdict=NOT_SHOWN, evidence=f"cannot be measured here: {exc}")
+    why = [] if epoch == 0 or exact else [t for t in (divergence(results, claim["variant"]),
+                                                       divergence(results, claim["baseline"])
+                                                       if claim.get("baseline") else None) if t]
+    if why:
+        return dataclasses.replace(base, verdict=DIVERGED, evidence="; ".join(why))
+    seeds = sorted(set(v) & set(b))
+    vv, bb = np.array([v[s] for s in seeds]), np.array([b[s] for s in seeds])
+    left_out = _left_out(results, claim, epoch, seeds)
+    numbers = dataclasses.replace(base, n=len(seeds), variant_mean=_m(vv), reference_mean=_m(bb), diff_mean=_m(vv - bb))
+    if exact:
+        return _exact(numbers, claim, vv, bb, fraction=entry.meta.get("fraction", False))
+    if len(seeds) < 2:
+        return dataclasses.replace(numbers, verdict=NOT_SHOWN, evidence=f"only {len(seeds)} seed(s) with this metric; "
+                                                                        f"a verdict needs at least 2{left_out}")
+    d = vv - bb
+    sd = float(d.std(ddof=1))
+    low, high = t_interval(float(d.mean()), sd, len(d))
+    if sd == 0:
+        low = high = math.nan  # no spread to scale an interval by: the exact sign-flip test decides
+    # The smaller of the two p-values is the side the data lean to; `_decide` reads that side from the mean.
+    p = float(min(within_p(d, claim.get("tolerance", 0.0)))) if claim["direction"] == "within" \
+        else float(directional_p(d)[0])
+    return dataclasses.replace(numbers, ci_low=low, ci_high=high, p_value=p, verdict=NOT_SHOWN,
+                               evidence=_evidence(numbers, claim, low, high, entry) + left_out)
+
+
+def _decide(r: ClaimResult, p_holm: float, claim: dict) -> ClaimResult:
+    d = r.diff_mean
+    if claim["direction"] == "within":
+        tol = claim.get("tolerance", 0.0)
+        towards = abs(d) <= tol
     else:
-        low, high = c.ci_low, c.ci_high
-        verdict = SUPPORTED if p_for < 0.05 else CONTRADICTED if p_against < 0.05 else NOT_SHOWN
-    shown = (lambda x: f"{100 * x:.2f}%") if fraction else (lambda x: f"{x:.4g}")
-    diff = (lambda x: f"{100 * x:+.2f} pp") if fraction else (lambda x: f"{x:+.4g}")
+        towards = (d > 0) == (claim["direction"] == "greater") and d != 0
+    verdict = (SUPPORTED if towards else CONTRADICTED) if p_holm < ALPHA else NOT_SHOWN
+    evidence = f"{r.evidence}; {format_p(r.p_value)}, Holm-adjusted over the study's claims {format_p(p_holm)}"
+    if verdict == NOT_SHOWN:
+        evidence += f"; not shown at n={r.n} seeds"
+    return dataclasses.replace(r, p_holm=p_holm, verdict=verdict, evidence=evidence)
+
+
+def _exact(r: ClaimResult, claim: dict, v: np.ndarray, b: np.ndarray, fraction: bool) -> ClaimResult:
+    if len(v) == 0:
+        return dataclasses.replace(r, verdict=NOT_SHOWN, evidence="no run recorded this value (were probes off?)")
     tol = claim.get("tolerance", 0.0)
+    direction = claim["direction"]
+    ok = (v > b) if direction == "greater" else (v < b) if direction == "less" else (np.abs(v - b) <= tol)
+    shown = _shown(fraction)
+    against = f"{claim['baseline']} {_range(b, shown)}" if claim.get("baseline") is not None else _range(b, shown)
+    evidence = f"{claim['variant']} {_range(v, shown)} vs {against}"
+    if not ok.all():
+        evidence += f"; holds on {int(ok.sum())} of {len(ok)} seeds"
+    return dataclasses.replace(r, verdict=HOLDS if ok.all() else DOES_NOT_HOLD, evidence=evidence,
+                               p_value=math.nan, p_holm=math.nan)
+
+
+def _range(values: np.ndarray, shown) -> str:
+    lo, hi = float(values.min()), float(values.max())
+    return shown(lo) + ("" if lo == hi else f" to {shown(hi)} (varies by seed)")
+
+
+def _result_base(claim: dict, entry, epoch: int, kind: str) -> ClaimResult:
+    fraction = entry.meta.get("fraction", False)
+    tol = claim.get("tolerance", 0.0) or 0.0
     relation = {"greater": "greater than", "less": "less than",
                 "within": f"within {f'{100 * tol:.2f} pp' if fraction else f'{tol:g}'} of"}[claim["direction"]]
-    if c.n < 2:
-        evidence = f"only {c.n} seed(s) with this metric; a verdict needs at least 2"
-    else:
-        level = "90%" if claim["direction"] == "within" else "95%"
-        against = f"{reference} {shown(c.baseline_mean)}" if claim.get("baseline") is not None else shown(c.baseline_mean)
-        interval = (f"{level} CI {diff(low)} to {diff(high)}" if math.isfinite(low) and math.isfinite(high)
-                    else "every seed gave the same difference")
-        evidence = f"{claim['variant']} {shown(c.variant_mean)} vs {against}: difference {diff(c.diff_mean)} ({interval}), n={c.n} seeds"
-    if verdict == NOT_SHOWN and c.n >= 2:
-        evidence += f"; not shown at n={c.n} seeds"
+    source = claim.get("source", "") or ""
+    nan = math.nan
     return ClaimResult(
-        text=claim["text"], source=claim.get("source", ""), metric=claim["metric"], label=entry.meta.get("label", ""),
-        variant=claim["variant"], reference=reference, direction=relation, epoch=epoch, n=c.n,
-        variant_mean=c.variant_mean, reference_mean=c.baseline_mean, diff_mean=c.diff_mean, ci_low=low, ci_high=high,
-        p_value=p_for, verdict=verdict, evidence=evidence)
+        text=claim["text"], source=source, quote=STATEMENTS.get(source, "") if is_reference(source) else "",
+        reading=claim.get("reading") or "", rationale=claim.get("rationale") or "", metric=claim["metric"],
+        label=entry.meta.get("label", ""), variant=claim["variant"],
+        reference=claim["baseline"] if claim.get("baseline") is not None else f"{claim['value']:g}",
+        direction=relation, epoch=epoch, kind=kind, n=0, variant_mean=nan, reference_mean=nan, diff_mean=nan,
+        ci_low=nan, ci_high=nan, p_value=nan, p_holm=nan, verdict=NOT_SHOWN, evidence="")
 
 
-def _interval(c, confidence: float, exact: bool) -> tuple[float, float]:
-    """The t-interval of the mean paired difference at `confidence`.
-
-    Differences that do not vary say nothing about their spread (unbounded),
-    except for a metric that is exact by construction (parameters, FLOPs),
-    where they are the difference itself.
-    """
-    if c.n < 2:
-        return math.nan, math.nan
-    if c.sd_diff == 0:
-        return (c.diff_mean, c.diff_mean) if exact else (-math.inf, math.inf)
-    return t_interval(c.diff_mean, c.sd_diff, c.n, confidence)
+def _evidence(r: ClaimResult, claim: dict, low: float, high: float, entry) -> str:
+    fraction = entry.meta.get("fraction", False)
+    shown = _shown(fraction)
+    diff = (lambda x: f"{100 * x:+.2f} pp") if fraction else (lambda x: f"{x:+.4g}")
+    against = f"{claim['baseline']} {shown(r.reference_mean)}" if claim.get("baseline") is not None \
+        else shown(r.reference_mean)
+    interval = (f"95% CI {diff(low)} to {diff(high)}" if math.isfinite(low) and math.isfinite(high)
+                else "every seed gave the same difference")
+    return (f"{claim['variant']} {shown(r.variant_mean)} vs {against}: difference {diff(r.diff_mean)} "
+            f"({interval}), n={r.n} seeds")
 
 
-__all__ = ["CONTRADICTED", "NOT_SHOWN", "SUPPORTED", "ClaimResult", "check_claims", "metric_values"]
+def _left_out(results: StudyResults, claim: dict, epoch: int, seeds: list[int]) -> str:
+    if epoch == 0:
+        return ""
+    names = [claim["variant"]] + ([claim["baseline"]] if claim.get("baseline") else [])
+    gone = sorted({(r.seed, r.variant) for name in names for r in results.runs_of(name) if r.status == "diverged"})
+    if not gone:
+        return ""
+    return "; left out (diverged): " + ", ".join(f"seed {s} ({v})" for s, v in gone)
+
+
+def _shown(fraction: bool):
+    if fraction:
+        return lambda x: f"{100 * x:.2f}%"
+    return lambda x: f"{x:,.0f}" if math.isfinite(x) and float(x).is_integer() and abs(x) >= 1000 else f"{x:.4g}"
+
+
+def _m(x: np.ndarray) -> float:
+    return float(x.mean()) if len(x) else math.nan
+
+
+__all__ = ["CONTRADICTED", "DIVERGED", "DOES_NOT_HOLD", "HOLDS", "NOT_SHOWN", "SUPPORTED", "ClaimResult",
+           "check_claims", "metric_values"]

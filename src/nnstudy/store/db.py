@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnstudy.config.schema import claim_definition
 from nnstudy.errors import UserError
 from nnstudy.store.results import EpochRow
 
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE TABLE IF NOT EXISTS probes (
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL, name TEXT NOT NULL,
     layer TEXT NOT NULL DEFAULT '', value REAL, PRIMARY KEY (run, epoch, name, layer));
+CREATE TABLE IF NOT EXISTS claims (
+    study TEXT NOT NULL REFERENCES studies(name), text TEXT NOT NULL, first TEXT NOT NULL, recorded REAL NOT NULL,
+    added_after_results INTEGER NOT NULL DEFAULT 0, revised INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (study, text));
 CREATE TABLE IF NOT EXISTS artifacts (
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, kind TEXT NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (run, kind));
@@ -153,6 +157,36 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, info=excluded.info, source=excluded.source, updated=excluded.updated",
                 (name, json.dumps(spec), json.dumps(info), source, now, now),
             )
+            self._keep_claim_definitions(c, name, spec.get("claims", []), now)
+
+    @staticmethod
+    def _keep_claim_definitions(c: sqlite3.Connection, name: str, claims: list[dict], now: float) -> None:
+        """Each claim's definition as first run; a change once the study has results marks it revised, for good.
+
+        Before any result exists a claim may still change freely: nothing was seen yet.
+        """
+        seen = c.execute("SELECT 1 FROM epochs JOIN runs ON epochs.run = runs.id WHERE runs.study=? LIMIT 1",
+                         (name,)).fetchone() is not None
+        for claim in claims:
+            definition = json.dumps(claim_definition(claim), sort_keys=True)
+            row = c.execute("SELECT first, revised FROM claims WHERE study=? AND text=?", (name, claim["text"])).fetchone()
+            if row is None:
+                c.execute("INSERT INTO claims (study, text, first, recorded, added_after_results) VALUES (?,?,?,?,?)",
+                          (name, claim["text"], definition, now, int(seen)))
+            elif row["first"] != definition and not row["revised"]:
+                if seen:
+                    c.execute("UPDATE claims SET revised=1 WHERE study=? AND text=?", (name, claim["text"]))
+                else:
+                    c.execute("UPDATE claims SET first=?, recorded=? WHERE study=? AND text=?",
+                              (definition, now, name, claim["text"]))
+
+    def claim_history(self, name: str) -> dict[str, dict]:
+        """Claim text -> {"first": its first definition, "revised": bool, "added_after_results": bool}."""
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='claims'"):
+            return {}  # a store from before claims were kept, opened read-only: nothing recorded yet
+        return {r["text"]: {"first": json.loads(r["first"]), "revised": bool(r["revised"]),
+                            "added_after_results": bool(r["added_after_results"])}
+                for r in self._query("SELECT * FROM claims WHERE study=?", (name,))}
 
     def study(self, name: str) -> dict:
         rows = self._query("SELECT * FROM studies WHERE name=?", (name,))

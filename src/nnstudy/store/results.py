@@ -89,6 +89,8 @@ class StudyResults:
     out_dir: Path  # the study folder (report.html lives here)
     settings: dict = field(default_factory=dict)  # device, precision, vectorized, ...
     claims: list[dict] = field(default_factory=list)  # the study file's claims (config.ClaimConfig as dicts)
+    # claim text -> {"first": definition as first run, "revised": bool, "added_after_results": bool} (Store)
+    claim_history: dict[str, dict] = field(default_factory=dict)
 
     def runs_of(self, variant: str) -> list[RunResult]:
         return sorted((r for r in self.runs if r.variant == variant), key=lambda r: r.seed)

@@ -5,16 +5,26 @@ study) with a plain copy of one seed's network, so they work the same whether
 the seeds train stacked or alone, and for any user's model:
 
 - per activation layer: mean and std of its output, the fraction of its units
-  that are dead (never active on the probe batch) and, for saturating
-  activations (sigmoid, tanh), the fraction of outputs in saturation;
+  that are dead (never active on the probe batch), and the fraction of its
+  inputs where the activation is flat: its local derivative at most 5% of the
+  activation's largest (one rule for every activation, so ReLU's zero side
+  counts as flat as much as sigmoid's tails do). The first saturation probe
+  (sigmoid/tanh outputs beyond fixed bounds, 0 for every other activation) is
+  still recorded, so claims first defined with it can show their verdict;
 - per weight layer (Conv2d, Linear): the norm of the loss gradient with
   respect to its weight, the weight norm, and a symmetry index (mean absolute
   cosine similarity between its units' incoming weight vectors: 1 means every
   unit is a copy of the others);
 - on the report epochs: test accuracy on a fixed test subset shifted by 0, 1,
-  2 and 4 pixels, agreement with the unshifted predictions, and the fraction
-  of confident mistakes (wrong with softmax probability >= 0.9);
-- once: parameters and FLOPs per image (torch.utils.flop_counter).
+  2 and 4 pixels, agreement with the unshifted predictions, the fraction
+  of confident mistakes (wrong with softmax probability >= 0.9), and how hard
+  the loss pushes on the misclassified images against the correct ones (mean
+  per-image loss, and norm of its gradient with respect to the outputs,
+  misclassified / correct): a ratio, so the same whatever constant scales
+  the loss (MSE as a mean or a sum over the classes);
+- once: parameters, FLOPs per image (torch.utils.flop_counter), and the
+  depth (channels) and area (height x width) of the last feature map before
+  the classifier (convolutional networks).
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ PROBE_IMAGES = 256
 SHIFT_TEST_IMAGES = 1000
 SHIFTS = (0, 1, 2, 4)
 PROBE_SEED = 0  # the probe batch is part of the design: the same images for every run
-_SATURATED = {"sigmoid": (0.02, 0.98), "tanh": (-0.98, 0.98)}  # outputs beyond these bounds are saturated
+_SATURATED = {"sigmoid": (0.02, 0.98), "tanh": (-0.98, 0.98)}  # the first saturation probe's bounds (kept)
+FLAT = 0.05  # an input is "flat" where the local derivative is at most this share of the activation's largest
 
 
 def _activation_kinds() -> dict[type, str]:
@@ -58,9 +69,13 @@ class Prober:
                             and kinds[type(m)] != "identity"]
         self.weights = [name for name, m in self.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         self._outputs: dict[str, torch.Tensor] = {}
+        self._inputs: dict[str, torch.Tensor] = {}
         self._cost: dict[str, float] | None = None
         modules = dict(self.model.named_modules())
         for name, _ in self.activations:
+            # The input is copied before the call: an in-place activation overwrites it.
+            modules[name].register_forward_pre_hook(
+                lambda mod, inp, name=name: self._inputs.__setitem__(name, inp[0].detach().clone()))
             modules[name].register_forward_hook(lambda mod, inp, out, name=name: self._outputs.__setitem__(name, out.detach()))
 
     def cost(self) -> dict[str, float]:
@@ -71,10 +86,26 @@ class Prober:
 
     def _count(self) -> dict[str, float]:
         self.model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            self.model(self.x[:1])
-        return {"params": float(sum(p.numel() for p in self.model.parameters())),
-                "flops_per_image": float(counter.get_total_flops())}
+        maps: list[torch.Size] = []  # 4-D outputs, in call order, until the first Linear runs
+        hooks = [m.register_forward_hook(lambda mod, inp, out: maps.append(out.shape)
+                                         if torch.is_tensor(out) and out.dim() == 4 else None)
+                 for m in self.model.modules() if not list(m.children())]
+        first_linear = next((m for m in self.model.modules() if isinstance(m, nn.Linear)), None)
+        stop = []
+        if first_linear is not None:
+            hooks.append(first_linear.register_forward_pre_hook(lambda mod, inp: stop.append(len(maps))))
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                self.model(self.x[:1])
+        finally:
+            for h in hooks:
+                h.remove()
+        out = {"params": float(sum(p.numel() for p in self.model.parameters())),
+               "flops_per_image": float(counter.get_total_flops())}
+        maps = maps[:stop[0]] if stop else maps
+        if maps:
+            out["feature_depth"], out["feature_area"] = float(maps[-1][1]), float(maps[-1][2] * maps[-1][3])
+        return out
 
     def measure(self, state: dict[str, torch.Tensor], shifts: bool, loss_fn=None) -> dict[str, float]:
         """One seed's probes, flat: "probe" for the whole network, "probe|layer" per layer.
@@ -88,10 +119,12 @@ class Prober:
     def _measure(self, state: dict[str, torch.Tensor], shifts: bool, loss_fn) -> dict[str, float]:
         self.model.load_state_dict(state)
         # Shifts first, in eval mode: the train-mode pass below moves the copy's BatchNorm statistics.
-        out: dict[str, float] = self._shift_probes() if shifts else {}
+        out: dict[str, float] = self._shift_probes(loss_fn) if shifts else {}
         self.model.train()
         self.model.zero_grad(set_to_none=True)
+        modules = dict(self.model.named_modules())
         self._outputs.clear()
+        self._inputs.clear()
         logits = self.model(self.x)
         loss_fn(logits.float(), self.y).mean().backward()
         for name, kind in self.activations:
@@ -102,7 +135,7 @@ class Prober:
             out[f"dead|{name}"] = float(((units > 0).sum(1) == 0).double().mean())
             low, high = _SATURATED.get(kind, (None, None))
             out[f"saturated|{name}"] = float(((a < low) | (a > high)).double().mean()) if low is not None else 0.0
-        modules = dict(self.model.named_modules())
+            out[f"flat|{name}"] = flat_fraction(modules[name], self._inputs[name])
         for name in self.weights:
             w = modules[name].weight
             out[f"grad_norm|{name}"] = float(w.grad.norm()) if w.grad is not None else 0.0
@@ -111,7 +144,7 @@ class Prober:
         return out
 
     @torch.no_grad()
-    def _shift_probes(self) -> dict[str, float]:
+    def _shift_probes(self, loss_fn) -> dict[str, float]:
         self.model.eval()
         out, base = {}, None
         for s in SHIFTS:
@@ -123,7 +156,49 @@ class Prober:
             if s == 0:
                 wrong = preds != self.test_y
                 out["confident_errors"] = float((wrong & (F.softmax(logits, 1).amax(1) >= 0.9)).double().mean())
+                out.update(punishment(logits, self.test_y, loss_fn))
         return out
+
+
+def derivative(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The local derivative of an elementwise activation at every entry of `z`."""
+    with torch.enable_grad():
+        z = z.detach().float().clone().requires_grad_(True)
+        # forward(), not __call__: the probe's hooks must not record this pass
+        (grad,) = torch.autograd.grad(activation.forward(z.clone()).sum(), z)
+    return grad
+
+
+def flat_fraction(activation: nn.Module, z: torch.Tensor) -> float:
+    """Share of the inputs `z` where the activation's |derivative| is at most FLAT x its peak: there it passes
+    (almost) no gradient back, whether it is sigmoid in its tails or ReLU below zero.
+
+    The peak is the function's own (largest |derivative| for inputs from -20 to 20), not the data's.
+    """
+    peak = float(derivative(activation, torch.linspace(-20, 20, 8001, device=z.device)).abs().max())
+    if not peak > 0:
+        return float("nan")
+    return float((derivative(activation, z).abs() <= FLAT * peak).double().mean())
+
+
+def punishment(logits: torch.Tensor, y: torch.Tensor, loss_fn) -> dict[str, float]:
+    """Mean loss and mean norm of d(loss)/d(outputs) on misclassified images, each over the same on correct ones.
+
+    Ratios, so a constant factor in the loss cancels; nan when either group is empty or the correct
+    images' mean is zero (a margin loss met by every correct image).
+    """
+    with torch.enable_grad():
+        z = logits.detach().float().requires_grad_(True)
+        losses = loss_fn(z, y)
+        (grad,) = torch.autograd.grad(losses.sum(), z)  # row i: d loss_i / d outputs_i
+    losses, norms = losses.detach().double(), grad.norm(dim=1).double()
+    wrong = logits.argmax(1) != y
+    out = {}
+    for name, values in (("misclass_loss_ratio", losses), ("misclass_grad_ratio", norms)):
+        right_mean = values[~wrong].mean() if (~wrong).any() else torch.tensor(float("nan"))
+        ok = wrong.any() and bool(right_mean > 0)
+        out[name] = float(values[wrong].mean() / right_mean) if ok else float("nan")
+    return out
 
 
 def symmetry_index(weight: torch.Tensor) -> float:

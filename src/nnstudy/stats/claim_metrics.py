@@ -1,0 +1,270 @@
+"""The metrics a claim can name (registry.CLAIM_METRICS): one value per run, per seed.
+
+Each entry is `fn(run, epoch, claim, arg, results) -> float` (nan when the run
+lacks the value), where `arg` is what follows the first "@" in the claim's
+metric ("shift_agreement@2": "2"). Entry metadata:
+
+- label: what the metric is, in words, for the report;
+- fraction: a share in [0, 1] (shown in % and pp);
+- exact: the same for every seed by construction (parameters, FLOPs, shapes):
+  a claim on it is a fact that holds or not, never a statistical verdict;
+- report_epochs: measured on the study's report epochs (and the last) only;
+- arg: an example argument, for metrics that need one.
+
+Every metric is defined the same way for every variant it compares, so that
+a claim on it can come out either way: no constant stands in for a variant it
+does not suit, and metrics compared across losses are ratios a constant factor
+in the loss cancels from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+from nnstudy.registry import CLAIM_METRICS
+
+
+class ClaimMetricError(ValueError):
+    """A claim's metric cannot be computed for this study (e.g. a class name it does not have)."""
+
+
+def _mean(values) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _layers(run, epoch: int, probe: str) -> list[float]:
+    values = run.probes.get(epoch, {})
+    return [v for k, v in values.items() if k.startswith(probe + "|")]
+
+
+def _probe(run, epoch: int, name: str) -> float:
+    return run.probes.get(epoch, {}).get(name, math.nan)
+
+
+# ---------------------------------------------------------------- the training history
+
+
+def _history(field: str):
+    def value(run, epoch, claim, arg, results):
+        row = run.at_epoch(epoch)
+        return getattr(row, field) if row is not None else math.nan
+    return value
+
+
+for _field in ("test_acc", "test_loss", "train_acc", "train_loss"):
+    CLAIM_METRICS.register(_field, _history(_field), fraction=_field.endswith("acc"), label=_field.replace("_", " "))
+
+
+@CLAIM_METRICS.register("generalization_gap", fraction=True,
+                        label="train accuracy (over the epoch, as trained) minus test accuracy")
+def _acc_gap(run, epoch, claim, arg, results):
+    row = run.at_epoch(epoch)
+    return row.train_acc - row.test_acc if row is not None else math.nan
+
+
+@CLAIM_METRICS.register("loss_gap", label="test loss minus train loss (over the epoch, as trained)")
+def _loss_gap(run, epoch, claim, arg, results):
+    row = run.at_epoch(epoch)
+    return row.test_loss - row.train_loss if row is not None else math.nan
+
+
+@CLAIM_METRICS.register("epochs_to_acc", label="first epoch reaching the threshold test accuracy")
+def _epochs_to(run, epoch, claim, arg, results):
+    """Never reached: one past the last epoch (a censored value, so the seed still counts)."""
+    if not run.history:
+        return math.nan
+    return float(next((r.epoch for r in run.history if r.test_acc >= claim["threshold"]), run.history[-1].epoch + 1))
+
+
+# ---------------------------------------------------------------- probes of the network's inside
+
+
+@CLAIM_METRICS.register("dead_fraction", fraction=True, label="fraction of dead units (never positive on the probe "
+                                                              "batch), mean over activation layers")
+def _dead(run, epoch, claim, arg, results):
+    return _mean(_layers(run, epoch, "dead"))
+
+
+@CLAIM_METRICS.register("saturation", fraction=True,
+                        label="fraction of activation inputs where the activation is flat (derivative at most 5% of "
+                              "its peak), mean over layers")
+def _flat(run, epoch, claim, arg, results):
+    return _mean(_layers(run, epoch, "flat"))
+
+
+@CLAIM_METRICS.register("saturated_fraction", fraction=True,
+                        label="first saturation measure: sigmoid/tanh outputs beyond fixed bounds, 0 for every other "
+                              "activation (it cannot fail for those; kept to show claims first defined with it)")
+def _saturated(run, epoch, claim, arg, results):
+    return _mean(_layers(run, epoch, "saturated"))
+
+
+@CLAIM_METRICS.register("symmetry_index", label="symmetry index of the hidden layers (1: every unit a copy)")
+def _symmetry(run, epoch, claim, arg, results):
+    return _mean(_layers(run, epoch, "symmetry")[:-1])  # the output layer's units are the classes: meant to differ
+
+
+@CLAIM_METRICS.register("first_layer_grad_norm", label="weight-gradient norm of the first layer (after backpropagating "
+                                                      "through all the others)")
+def _first_grad(run, epoch, claim, arg, results):
+    norms = _layers(run, epoch, "grad_norm")
+    return norms[0] if norms else math.nan
+
+
+@CLAIM_METRICS.register("grad_norm_ratio", label="weight-gradient norm, first layer / last layer")
+def _grad_ratio(run, epoch, claim, arg, results):
+    norms = _layers(run, epoch, "grad_norm")
+    return norms[0] / norms[-1] if len(norms) >= 2 and norms[-1] > 0 else math.nan
+
+
+@CLAIM_METRICS.register("act_var_log_ratio", label="ln(activation variance of the last activation layer / of the "
+                                                   "first): 0 when the variance is equal")
+def _var_log_ratio(run, epoch, claim, arg, results):
+    stds = _layers(run, epoch, "act_std")
+    return 2 * math.log(stds[-1] / stds[0]) if len(stds) >= 2 and stds[0] > 0 and stds[-1] > 0 else math.nan
+
+
+@CLAIM_METRICS.register("act_var_imbalance", label="|ln(activation variance, last activation layer / first)|: how "
+                                                   "far from equal variance, either way")
+def _var_imbalance(run, epoch, claim, arg, results):
+    return abs(_var_log_ratio(run, epoch, claim, arg, results))
+
+
+@CLAIM_METRICS.register("act_std_ratio", label="activation std, last activation layer / first (the first measure "
+                                               "of equal variance; a ratio of standard deviations)")
+def _act_ratio(run, epoch, claim, arg, results):
+    stds = _layers(run, epoch, "act_std")
+    return stds[-1] / stds[0] if len(stds) >= 2 and stds[0] > 0 else math.nan
+
+
+@CLAIM_METRICS.register("misclass_grad_ratio", report_epochs=True,
+                        label="norm of the loss gradient w.r.t. the outputs, misclassified / correctly classified "
+                              "test images (a ratio: any constant scale of the loss cancels)")
+def _misclass_grad(run, epoch, claim, arg, results):
+    return _probe(run, epoch, "misclass_grad_ratio")
+
+
+@CLAIM_METRICS.register("misclass_loss_ratio", report_epochs=True,
+                        label="mean loss, misclassified / correctly classified test images (a ratio: any constant "
+                              "scale of the loss cancels)")
+def _misclass_loss(run, epoch, claim, arg, results):
+    return _probe(run, epoch, "misclass_loss_ratio")
+
+
+@CLAIM_METRICS.register("shift_accuracy_drop", report_epochs=True, fraction=True, arg="2",
+                        label="test accuracy lost when images shift by k pixels")
+def _shift_drop(run, epoch, claim, arg, results):
+    return _probe(run, epoch, "shift_acc@0") - _probe(run, epoch, f"shift_acc@{arg}")
+
+
+@CLAIM_METRICS.register("shift_agreement", report_epochs=True, fraction=True, arg="2",
+                        label="agreement with unshifted predictions, images shifted by k pixels")
+def _shift_agree(run, epoch, claim, arg, results):
+    return _probe(run, epoch, f"shift_agree@{arg}")
+
+
+@CLAIM_METRICS.register("confident_errors", report_epochs=True, fraction=True,
+                        label="test images wrong with softmax probability >= 0.9")
+def _confident(run, epoch, claim, arg, results):
+    return _probe(run, epoch, "confident_errors")
+
+
+@CLAIM_METRICS.register("step_ms", label="milliseconds per training step (mean over epochs; shared by a stack's runs)")
+def _step(run, epoch, claim, arg, results):
+    return _mean([p["step_ms"] for p in run.probes.values() if "step_ms" in p])
+
+
+# ---------------------------------------------------------------- exact facts of the architecture
+
+
+def _cost(name: str):
+    def value(run, epoch, claim, arg, results):
+        fallback = float(run.n_params) if name == "params" and run.n_params else math.nan
+        return run.probes.get(0, {}).get(name, fallback)
+    return value
+
+
+for _name, _label in (("params", "trainable parameters"), ("flops_per_image", "forward FLOPs per image"),
+                      ("feature_area", "area (height x width) of the last feature map before the classifier"),
+                      ("feature_depth", "depth (channels) of the last feature map before the classifier")):
+    CLAIM_METRICS.register(_name, _cost(_name), label=_label, exact=True)
+
+
+# ---------------------------------------------------------------- per-class behaviour, from the kept predictions
+
+
+def _confusion(run, epoch: int, results) -> np.ndarray | None:
+    preds = run.predictions.get(epoch)
+    if preds is None or len(results.y_true) != len(preds):
+        return None
+    return confusion_matrix(results.y_true, preds, labels=np.arange(len(results.classes)))
+
+
+def _class_index(results, name: str) -> int:
+    if name not in results.classes:
+        raise ClaimMetricError(f"class {name!r} is not one of the study's classes ({', '.join(results.classes)})")
+    return results.classes.index(name)
+
+
+def _pair(results, text: str) -> tuple[int, int]:
+    names = text.split("/")
+    if len(names) != 2 or names[0] == names[1]:
+        raise ClaimMetricError(f"{text!r} is not a pair of classes; write it as first/second, e.g. cat/dog")
+    return _class_index(results, names[0]), _class_index(results, names[1])
+
+
+def _pair_errors(cm: np.ndarray, i: int, j: int) -> float:
+    return float(cm[i, j] + cm[j, i])
+
+
+@CLAIM_METRICS.register("class_recall", report_epochs=True, fraction=True, arg="cat",
+                        label="recall of one class (its test images classified as it)")
+def _recall(run, epoch, claim, arg, results):
+    i = _class_index(results, arg)
+    cm = _confusion(run, epoch, results)
+    return float(cm[i, i] / cm[i].sum()) if cm is not None and cm[i].sum() else math.nan
+
+
+@CLAIM_METRICS.register("class_recall_vs_mean", report_epochs=True, fraction=True, arg="deer",
+                        label="recall of one class minus the mean recall over all classes")
+def _recall_vs_mean(run, epoch, claim, arg, results):
+    i = _class_index(results, arg)
+    cm = _confusion(run, epoch, results)
+    if cm is None:
+        return math.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recalls = np.diag(cm) / cm.sum(1)
+    return float(recalls[i] - np.nanmean(recalls))
+
+
+@CLAIM_METRICS.register("pair_error_rate", report_epochs=True, fraction=True, arg="cat/dog",
+                        label="share of the test images confused between two classes (either way)")
+def _pair_rate(run, epoch, claim, arg, results):
+    i, j = _pair(results, arg)
+    cm = _confusion(run, epoch, results)
+    return _pair_errors(cm, i, j) / cm.sum() if cm is not None and cm.sum() else math.nan
+
+
+@CLAIM_METRICS.register("pair_confusion_lead", report_epochs=True, fraction=True, arg="cat/dog",
+                        label="share of the test errors between two classes (either way) minus the largest such "
+                              "share of any other pair (> 0: the most confused pair); '@a/b@c/d/e' compares with "
+                              "the pairs among classes c, d, e only")
+def _pair_lead(run, epoch, claim, arg, results):
+    pair_text, _, among_text = arg.partition("@")
+    i, j = _pair(results, pair_text)
+    among = [_class_index(results, c) for c in among_text.split("/")] if among_text else range(len(results.classes))
+    cm = _confusion(run, epoch, results)
+    if cm is None:
+        return math.nan
+    errors = cm.sum() - np.trace(cm)
+    if errors == 0:
+        return math.nan
+    others = [_pair_errors(cm, a, b) for a in among for b in among if a < b and {a, b} != {i, j}]
+    return (_pair_errors(cm, i, j) - max(others, default=0.0)) / errors
+
+
+__all__ = ["ClaimMetricError"]

@@ -1,0 +1,214 @@
+"""Each claim metric on hand-made cases where it must come out one way, and the other.
+
+The probes are measured by `training/probes.py` on real tiny networks; the
+metrics (`stats/claim_metrics.py`) read them, or the kept predictions, per run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnstudy.config import RunConfig
+from nnstudy.data import load_dataset
+from nnstudy.data.augment import BatchPipeline
+from nnstudy.registry import CLAIM_METRICS
+from nnstudy.stats import claims  # noqa: F401  (registers the metrics)
+from nnstudy.stats.claim_metrics import ClaimMetricError
+from nnstudy.store.results import EpochRow, RunResult, StudyResults
+from nnstudy.training.losses import make_loss
+from nnstudy.training.probes import Prober, flat_fraction, punishment
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return load_dataset("digits", None, tmp_path_factory.mktemp("cache")).subset(400, 150)
+
+
+def _prober(model, data, loss="cross_entropy"):
+    cfg = RunConfig.model_validate({"dataset": {"name": "digits"}, "train": {"loss": loss}})
+    pipeline = BatchPipeline(*data.channel_stats(), 0, False, torch.device("cpu"))
+    return Prober(model, data, pipeline, make_loss(cfg.train), torch.device("cpu"))
+
+
+def _value(metric: str, run: RunResult, epoch: int = 1, results=None, **claim) -> float:
+    name, _, arg = metric.partition("@")
+    return CLAIM_METRICS.get(name)(run, epoch, {"metric": metric, **claim}, arg, results)
+
+
+def _run(probes=None, history=None, predictions=None) -> RunResult:
+    run = RunResult("r", "v", 0, "done", {})
+    run.probes = probes or {}
+    run.history = history or []
+    run.predictions = predictions or {}
+    return run
+
+
+# ---------------------------------------------------------------- saturation: one rule for every activation
+
+
+def test_saturation_is_the_share_of_flat_inputs_for_any_activation():
+    z = torch.tensor([-8.0, -3.0, -0.5, 0.5, 3.0, 8.0])
+    # ReLU is flat on its whole negative side: the first measure gave it 0 by construction.
+    assert flat_fraction(nn.ReLU(), z) == pytest.approx(3 / 6)
+    assert flat_fraction(nn.ReLU(), z.abs()) == 0.0
+    # Sigmoid's derivative is at most 5% of its peak (0.25) only beyond |z| ~ 4.4: the tails.
+    assert flat_fraction(nn.Sigmoid(), z) == pytest.approx(2 / 6)
+    assert flat_fraction(nn.Sigmoid(), z / 10) == 0.0
+    # Leaky ReLU (slope 0.01 = 1% of its peak 1) is flat below zero too; slope 0.2 (20%) is not.
+    assert flat_fraction(nn.LeakyReLU(0.01), z) == pytest.approx(3 / 6)
+    assert flat_fraction(nn.LeakyReLU(0.2), z) == 0.0
+
+
+def test_saturation_probe_and_metric_on_a_network_driven_into_its_flat_regions(digits):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 6), nn.Sigmoid(), nn.Linear(6, 10))
+    prober = _prober(model, digits)
+    calm = prober.measure(model.state_dict(), shifts=False)
+    with torch.no_grad():
+        model[1].bias.fill_(-1e3)  # every ReLU input negative: all flat
+        model[3].bias.fill_(50.0)  # every sigmoid input far in its upper tail: all flat
+    driven = prober.measure(model.state_dict(), shifts=False)
+    assert driven["flat|2"] == 1.0 and driven["flat|4"] == 1.0
+    assert calm["flat|4"] < 0.5 and 0.0 < calm["flat|2"] < 1.0
+    with torch.no_grad():
+        pre = F.linear(prober.x.flatten(1), *_wb(prober.model[1]))
+    assert calm["flat|2"] != driven["flat|2"]
+    assert float((pre <= 0).double().mean()) == pytest.approx(driven["flat|2"])
+    assert _value("saturation", _run({1: driven})) == 1.0
+    assert _value("saturation", _run({1: calm})) == pytest.approx((calm["flat|2"] + calm["flat|4"]) / 2)
+
+
+def _wb(layer):
+    return layer.weight, layer.bias
+
+
+# ---------------------------------------------------------------- dead units, equal variance, gradients
+
+
+def test_dead_fraction_counts_units_that_never_fire(digits):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10))
+    prober = _prober(model, digits)
+    with torch.no_grad():
+        model[1].bias.fill_(1e3)
+    alive = prober.measure(model.state_dict(), shifts=False)
+    with torch.no_grad():
+        model[1].bias[:2] = -1e4  # two of eight can never fire
+    some_dead = prober.measure(model.state_dict(), shifts=False)
+    assert alive["dead|2"] == 0.0 and some_dead["dead|2"] == pytest.approx(2 / 8)
+    assert _value("dead_fraction", _run({1: some_dead})) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("stds, log_ratio", [((1.0, 1.0), 0.0), ((2.0, 1.0), 2 * math.log(0.5)),
+                                             ((1.0, 3.0), 2 * math.log(3.0))])
+def test_variance_metrics_are_in_variance_either_way(stds, log_ratio):
+    run = _run({0: {"act_std|a": stds[0], "act_std|b": stds[1]}})
+    assert _value("act_var_log_ratio", run, epoch=0) == pytest.approx(log_ratio)
+    assert _value("act_var_imbalance", run, epoch=0) == pytest.approx(abs(log_ratio))
+    assert _value("act_std_ratio", run, epoch=0) == pytest.approx(stds[1] / stds[0])  # the first measure, kept
+
+
+def test_gradient_metrics_read_the_first_and_last_weight_layers():
+    shrinking = _run({0: {"grad_norm|1": 0.01, "grad_norm|2": 0.1, "grad_norm|3": 1.0}})
+    growing = _run({0: {"grad_norm|1": 5.0, "grad_norm|2": 2.0, "grad_norm|3": 1.0}})
+    assert _value("first_layer_grad_norm", shrinking, 0) == 0.01 and _value("grad_norm_ratio", shrinking, 0) == 0.01
+    assert _value("first_layer_grad_norm", growing, 0) == 5.0 and _value("grad_norm_ratio", growing, 0) == 5.0
+
+
+# ---------------------------------------------------------------- punishment of misclassifications
+
+
+def test_punishment_ratios_do_not_depend_on_the_loss_scale_and_come_out_either_way():
+    y = torch.tensor([0, 0, 1])
+    logits = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 3.0]])  # image 1 misclassified, 0 and 2 correct
+    ce = lambda z, t: F.cross_entropy(z, t, reduction="none")  # noqa: E731
+    mse_mean = lambda z, t: (z - F.one_hot(t, 2).float()).pow(2).mean(1)  # noqa: E731
+    mse_sum = lambda z, t: (z - F.one_hot(t, 2).float()).pow(2).sum(1)  # noqa: E731
+    by_hand = F.cross_entropy(logits, y, reduction="none")
+    assert punishment(logits, y, ce)["misclass_loss_ratio"] == pytest.approx(
+        float(by_hand[1] / by_hand[[0, 2]].mean()), rel=1e-6)
+    # MSE's penalty of a confident correct answer (4 where 1 was wanted) outweighs its mistake: ratio below 1.
+    mean, summed = punishment(logits, y, mse_mean), punishment(logits, y, mse_sum)
+    assert mean["misclass_loss_ratio"] < 1 < punishment(logits, y, ce)["misclass_loss_ratio"]
+    for key in mean:
+        assert mean[key] == pytest.approx(summed[key], rel=1e-6)  # mean or sum over classes: the same ratio
+    assert math.isnan(punishment(logits[[0, 2]], y[[0, 2]], ce)["misclass_grad_ratio"])  # no mistakes: no ratio
+
+
+# ---------------------------------------------------------------- shapes of the architecture
+
+
+def test_feature_map_depth_and_area_with_and_without_pooling(digits):
+    conv = lambda pool: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), pool, nn.Conv2d(4, 6, 3, padding=1),  # noqa: E731
+                                      nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    pooled, plain = conv(nn.MaxPool2d(2)), conv(nn.Identity())
+    for m in (pooled, plain):
+        m(torch.zeros(1, 1, 8, 8))
+    a, b = _prober(pooled, digits).cost(), _prober(plain, digits).cost()
+    assert (a["feature_depth"], a["feature_area"]) == (6, 16) and (b["feature_depth"], b["feature_area"]) == (6, 64)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    assert "feature_area" not in _prober(mlp, digits).cost()
+    assert _value("feature_area", _run({0: a}), 5) == 16
+
+
+# ---------------------------------------------------------------- the history: overfitting gaps, speed
+
+
+def test_generalization_gaps_either_way():
+    over = _run(history=[EpochRow(1, 0.05, 0.99, 0.40, 0.90, 0.1, 1.0)])
+    under = _run(history=[EpochRow(1, 0.50, 0.85, 0.30, 0.90, 0.1, 1.0)])
+    assert _value("generalization_gap", over) == pytest.approx(0.09) and _value("loss_gap", over) == pytest.approx(0.35)
+    assert _value("generalization_gap", under) == pytest.approx(-0.05) and _value("loss_gap", under) == pytest.approx(-0.2)
+    assert math.isnan(_value("loss_gap", over, epoch=2))
+
+
+# ---------------------------------------------------------------- per-class behaviour from the predictions
+
+
+def _class_study(pairs: list[tuple[int, int]]) -> tuple[RunResult, StudyResults]:
+    """A run whose test predictions are the given (true, predicted) pairs; classes cat, dog, deer, bird."""
+    y = np.array([t for t, _ in pairs])
+    run = _run(predictions={5: np.array([p for _, p in pairs])})
+    study = StudyResults("s", "", ["v"], "v", [0], [5], ["cat", "dog", "deer", "bird"], y, {}, [run], out_dir=None)
+    return run, study
+
+
+def test_class_metrics_on_a_hand_made_confusion():
+    # cat: 10 images, 6 right, 4 called dog; dog: 10, 7 right, 3 called cat; deer: 10, 9 right, 1 called bird;
+    # bird: 10, 8 right, 2 called deer.
+    pairs = ([(0, 0)] * 6 + [(0, 1)] * 4 + [(1, 1)] * 7 + [(1, 0)] * 3 + [(2, 2)] * 9 + [(2, 3)] + [(3, 3)] * 8
+             + [(3, 2)] * 2)
+    run, study = _class_study(pairs)
+    assert _value("class_recall@cat", run, 5, study) == pytest.approx(0.6)
+    mean_recall = (0.6 + 0.7 + 0.9 + 0.8) / 4
+    assert _value("class_recall_vs_mean@cat", run, 5, study) == pytest.approx(0.6 - mean_recall)  # below: poorly
+    assert _value("class_recall_vs_mean@deer", run, 5, study) == pytest.approx(0.9 - mean_recall)  # above
+    assert _value("pair_error_rate@cat/dog", run, 5, study) == pytest.approx(7 / 40)
+    # 10 errors: cat/dog 7, deer/bird 3. The lead is (7 - 3) / 10; deer/bird trails by as much.
+    assert _value("pair_confusion_lead@cat/dog", run, 5, study) == pytest.approx(0.4)
+    assert _value("pair_confusion_lead@deer/bird", run, 5, study) == pytest.approx(-0.4)
+    # Among deer, bird and cat only, deer/bird is the most confused pair.
+    assert _value("pair_confusion_lead@deer/bird@deer/bird/cat", run, 5, study) == pytest.approx(0.3)
+    assert math.isnan(_value("class_recall@cat", run, 1, study))  # no predictions kept for epoch 1
+    with pytest.raises(ClaimMetricError, match="'car' is not one of the study's classes"):
+        _value("pair_error_rate@cat/car", run, 5, study)
+
+
+def test_shift_agreement_is_one_for_a_model_blind_to_position_and_lower_for_one_that_sees_it(digits):
+    blind = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with torch.no_grad():
+        blind[1].weight.zero_()
+        blind[1].bias.copy_(torch.arange(10.0))  # the same answer whatever the image
+    torch.manual_seed(0)
+    sighted = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    for model, expect_one in ((blind, True), (sighted, False)):
+        probes = _prober(model, digits).measure(model.state_dict(), shifts=True)
+        agreement = _value("shift_agreement@2", _run({1: probes}))
+        drop = _value("shift_accuracy_drop@2", _run({1: probes}))
+        assert (agreement == 1.0) == expect_one and (drop == 0.0) == expect_one, (agreement, drop)
