@@ -181,7 +181,7 @@ def test_report_in_a_browser(browser):
     assert tools.js("document.querySelector('.findings').compareDocumentPosition("
                     "document.querySelector('nav')) & Node.DOCUMENT_POSITION_FOLLOWING") != 0
     rows = tools.js("Array.from(document.querySelectorAll('.findings tbody tr')).map(r => r.innerText)")
-    assert len(rows) == 3 and "mlp vs cnn, test accuracy" in rows[0] and "Claim: The CNN" in rows[2]
+    assert len(rows) == 3 and "mlp vs cnn, test accuracy" in rows[0] and "The CNN is more accurate" in rows[2]
 
     # Every in-page link (contents, findings) lands on its section: the target at the top of the
     # screen, or the page scrolled to its end when the target is too near the end to reach the top.

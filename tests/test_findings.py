@@ -82,19 +82,22 @@ def test_the_report_opens_with_the_findings(study):
     page = Page(html)
     ids = [id_ for id_, _ in page.section_headings()]
     assert ids[0] == "findings" and html.index('id="findings"') < html.index('id="contents"')
-    table = next(t for t in page.tables if t["section"] == "findings")["rows"]
-    assert table[0] == ["finding", "difference", "95% CI", "verdict", "details"]
-    assert [row[0] for row in table[1:]] == ["a&b vs base, test accuracy", "a&b vs base, test loss",
-                                             "wide vs base, test accuracy", "wide vs base, test loss",
-                                             "Claim: A wider network is <b>more</b> accurate. (coursework)"]
-    assert table[3][3] == "better" and table[1][4] == "Comparisons at epoch 3" and table[5][-1] == "Claims checked"
+    compared, claimed = [t["rows"] for t in page.tables if t["section"] == "findings"]
+    assert compared[0] == ["comparison", "difference", "95% CI", "verdict", "details"]
+    assert [row[0] for row in compared[1:]] == ["a&b vs base, test accuracy", "a&b vs base, test loss",
+                                                "wide vs base, test accuracy", "wide vs base, test loss"]
+    assert compared[3][3] == "better" and compared[1][4] == "Comparisons at epoch 3"
+    assert claimed[0] == ["claim", "evidence", "verdict", "details"]
+    assert claimed[1][0] == "A wider network is <b>more</b> accurate. (coursework)" and claimed[1][3] == "Claims checked"
     block = html.split('<section class="findings">')[1].split("</section>")[0]
     for anchor in re.findall(r'href="#([^"]+)"', block):  # every link lands on a section
         assert f'id="{anchor}"' in html, anchor
     assert 'class="verdict good">better' in block and "&lt;b&gt;more" in block
     assert '<img src="data:image/png;base64,' in block  # the figure of the verdict
     findings_md = md.split("## Findings\n")[1].split("## Contents")[0]
+    assert "\n\n| comparison | difference | 95% CI | verdict | details |\n|---|" in findings_md
     assert "| wide vs base, test accuracy |" in findings_md and "(#comparisons-at-epoch-3)" in findings_md
+    assert "\n\n| claim | evidence | verdict | details |\n|---|" in findings_md
     assert "(#claims-checked)" in findings_md and "## Claims checked" in md
     assert "![Test accuracy difference from the baseline base" in findings_md
 

@@ -233,7 +233,7 @@ def difference_figure(baseline_runs: list[RunResult], runs_by_variant: dict[str,
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy difference (pp)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    fig.legend(loc="outside lower center", ncols=min(3, len(ax.get_lines()) - 1))  # below: never over a band
     ax.set_title(plain(f"Paired by seed: variant minus baseline {baseline}; mean over seeds, "
                        "shaded: 95% confidence interval"), fontsize=10)
     return fig
