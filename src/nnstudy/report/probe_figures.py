@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from nnstudy.store.results import StudyResults
 
-from .figures import plain
+from .figures import line_style, plain
 
 
 def _layer_values(run, epoch: int, probe: str) -> list[float]:
@@ -28,10 +28,11 @@ def _band(ax, x, rows: list[list[float]], label: str) -> None:
     with warnings.catch_warnings():  # an epoch where every seed lacks the probe is a gap in the line
         warnings.simplefilter("ignore", RuntimeWarning)
         mean, low, high = np.nanmean(data, 0), np.nanmin(data, 0), np.nanmax(data, 0)
-    (line,) = ax.plot(x[:width], mean, "o-", label=plain(label, 24), markersize=3)
+    style = line_style(len(ax.get_lines()), width)  # dash and marker as well as colour, as the study curves
+    ax.plot(x[:width], mean, label=plain(label, 24), **style)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(rows) > 1:
-        ax.fill_between(x[:width], low, high, color=line.get_color(), alpha=0.2)
+        ax.fill_between(x[:width], low, high, color=style["color"], alpha=0.2)
 
 
 def _log_if_wide(ax, values) -> None:
