@@ -15,7 +15,8 @@ from nnstudy.config import parse_study
 from nnstudy.config.load import builtin_studies
 from nnstudy.config.reference import NOT_TESTED, OWN, STATEMENTS
 from nnstudy.errors import UserError
-from nnstudy.stats.claims import (CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED, check_claims)
+from nnstudy.stats.claims import (CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED, check_claims,
+                                  withdrawn_claims)
 from nnstudy.stats.paired import holm
 from nnstudy.store.db import Store
 from nnstudy.store.results import EpochRow, RunResult, StudyResults
@@ -197,7 +198,9 @@ def test_a_claim_changed_after_results_is_revised_with_its_first_definition_kept
     for change in ({"direction": "less"}, {"direction": "greater", "epoch": 1}):  # a second change keeps the first
         store.save_study("s", {"claims": [{**SPEC_CLAIM, **change}]}, {}, "x.toml")
     store.save_study("s", {"claims": [{**SPEC_CLAIM, "text": "added later"}, SPEC_CLAIM]}, {}, "x.toml")
+    store.save_study("s", {"claims": [SPEC_CLAIM]}, {}, "x.toml")
     history = store.claim_history("s")
+    assert history["added later"]["withdrawn"] and not history["b beats a"]["withdrawn"]
     assert history["b beats a"]["revised"] and history["b beats a"]["first"]["direction"] == "greater"
     assert history["b beats a"]["first"]["epoch"] is None
     assert history["added later"]["added_after_results"] and not history["b beats a"]["added_after_results"]
@@ -221,10 +224,13 @@ def test_revisions_show_in_the_report_of_a_rerun_study(tmp_path):
              "model": {"kind": "mlp", "hidden": [16]}, "train": {"epochs": 1, "batch_size": 64},
              "variants": {"a": {}, "b": {"model": {"hidden": [8]}}},
              "claims": [{"text": "b is within 5 pp of a", "metric": "test_acc", "variant": "b", "baseline": "a",
-                         "direction": "within", "tolerance": 0.05}]}
+                         "direction": "within", "tolerance": 0.05},
+                        {"text": "b beats a", "metric": "test_acc", "variant": "b", "baseline": "a",
+                         "direction": "greater", "source": "R5.6"}]}
     kw = dict(cache_dir=tmp_path / "cache", executor="local", progress=False)
     nnstudy.load_study(study).run(tmp_path / "out", **kw)
     study["claims"][0]["tolerance"] = 0.5
+    del study["claims"][1]  # dropped once the results are in: still on record
     results = nnstudy.load_study(study).run(tmp_path / "out", **kw)
     html = Path(results.report).read_text()
     section = html.split('id="claims"', 1)[1]
@@ -232,6 +238,9 @@ def test_revisions_show_in_the_report_of_a_rerun_study(tmp_path):
     assert "within 5.00 pp of a" in section  # the first definition, with its own verdict
     (claim,) = check_claims(results.study)
     assert claim.revised and claim.first.direction == "within 5.00 pp of"
+    (dropped,) = withdrawn_claims(results.study)
+    assert dropped.text == "b beats a" and dropped.source == "R5.6" and dropped.direction == "greater than"
+    assert "1 withdrawn after the results were seen" in section and "Withdrawn after the results were seen" in section
 
 
 # ---------------------------------------------------------------- faithful to the source

@@ -529,3 +529,23 @@ def test_seeds_that_diverged_are_left_out_and_named():
         assert c.diff_mean == pytest.approx(np.mean([var[s] - base[s] for s in (0, 1, 3)]))
     tanh = [c for c in compare_study(study) if c.variant == "tanh"]
     assert all(c.excluded == "seed 4 (relu at epoch 3)" for c in tanh) and all(c.n == 4 for c in tanh)
+
+
+def test_losses_of_different_kinds_are_not_compared_but_accuracies_are():
+    from nnstudy.stats.paired import NOT_COMPARABLE
+    from nnstudy.stats.study import compare_study
+    from nnstudy.store.results import EpochRow, RunResult, StudyResults
+
+    runs = []
+    for variant, loss, shift in (("ce", "cross_entropy", 0.0), ("mse", "mse", -0.02), ("ce2", "cross_entropy", 0.01)):
+        for seed in range(5):
+            run = RunResult(f"{variant}{seed}", variant, seed, "done", {"train": {"loss": loss}})
+            wobble = 0.001 * seed + (0.0005 * seed**2 if shift else 0.0)
+            run.history = [EpochRow(1, 0.5 + shift, 0.9, 0.3 + shift + wobble, 0.9 + shift + wobble, 0.1, 1.0)]
+            runs.append(run)
+    study = StudyResults("s", "", ["ce", "mse", "ce2"], "ce", list(range(5)), [1], ["a"], np.zeros(0), {}, runs,
+                         out_dir=None)
+    by = {(c.variant, c.metric): c for c in compare_study(study)}
+    assert by[("mse", "test_loss")].verdict == NOT_COMPARABLE and math.isnan(by[("mse", "test_loss")].p_value)
+    assert "mse trains mse and ce cross_entropy" in by[("mse", "test_loss")].sentence
+    assert by[("mse", "test_acc")].verdict == "worse" and by[("ce2", "test_loss")].verdict == "worse"

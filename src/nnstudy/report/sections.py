@@ -13,7 +13,7 @@ from collections import Counter
 
 from nnstudy.registry import REPORT_SECTIONS
 from nnstudy.stats.claims import (CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED,
-                                  check_claims)
+                                  check_claims, withdrawn_claims)
 
 from . import probe_figures
 
@@ -40,7 +40,7 @@ def _claim_row(c) -> dict:
                 "verdict": c.first.verdict, "css": _CSS.get(c.first.verdict, "nodiff"), "evidence": c.first.evidence}}
 
 
-def claim_counts(checked) -> list[tuple[str, int]]:
+def claim_counts(checked, withdrawn=()) -> list[tuple[str, int]]:
     """The section's opening counts: statistical verdicts, then exact facts, then revisions."""
     counts = Counter(c.verdict for c in checked)
     out = [(f"{counts[v]} {v}", counts[v]) for v in (SUPPORTED, CONTRADICTED, NOT_SHOWN, DIVERGED)]
@@ -48,19 +48,22 @@ def claim_counts(checked) -> list[tuple[str, int]]:
              counts[HOLDS] + counts[DOES_NOT_HOLD])]
     out += [(f"{sum(c.revised for c in checked)} revised after the results were seen", sum(c.revised for c in checked)),
             (f"{sum(c.added_after_results for c in checked)} added after the results were seen",
-             sum(c.added_after_results for c in checked))]
+             sum(c.added_after_results for c in checked)),
+            (f"{len(withdrawn)} withdrawn after the results were seen", len(withdrawn))]
     return out
 
 
 @REPORT_SECTIONS.register("claims", title="Claims checked", anchor="claims")
 def claims_section(results, save) -> dict | None:
-    if not results.claims:
+    withdrawn = withdrawn_claims(results)
+    if not results.claims and not withdrawn:
         return None
     checked = check_claims(results)
     statistical = sum(c.kind == "statistical" for c in checked)
-    summary = "; ".join(text for text, n in claim_counts(checked) if n or "revised" in text)
+    summary = "; ".join(text for text, n in claim_counts(checked, withdrawn) if n or "revised" in text)
     return {"summary": f"{len(checked)} claims ({statistical} statistical, {len(checked) - statistical} exact "
-                       f"facts): {summary}.", "rows": [_claim_row(c) for c in checked]}
+                       f"facts): {summary}.", "rows": [_claim_row(c) for c in checked],
+            "withdrawn": [_claim_row(c) for c in withdrawn]}
 
 
 @REPORT_SECTIONS.register("mechanisms", title="Mechanisms", anchor="mechanisms")

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnstudy.config.reference import OWN, STATEMENTS, is_reference
+from nnstudy.config.schema import claim_definition
+from nnstudy.errors import UserError
 from nnstudy.registry import CLAIM_METRICS
 from nnstudy.store.results import StudyResults
 
@@ -100,11 +102,7 @@ def check_claims(results: StudyResults) -> list[ClaimResult]:
     """Every claim of the study, in file order, with its evidence and verdict."""
     history = results.claim_history
     checked = _family(results, results.claims)
-    firsts = {}
-    revised = [c for c in results.claims if history.get(c["text"], {}).get("revised")]
-    if revised:
-        first_defs = [{**c, **history.get(c["text"], {}).get("first", {})} for c in results.claims]
-        firsts = {c["text"]: r for c, r in zip(results.claims, _family(results, first_defs))}
+    firsts = _first_definitions(results) if any(h["revised"] for h in history.values()) else {}
     out = []
     for claim, result in zip(results.claims, checked):
         record = history.get(claim["text"], {})
@@ -112,6 +110,27 @@ def check_claims(results: StudyResults) -> list[ClaimResult]:
                                        added_after_results=bool(record.get("added_after_results")),
                                        first=firsts.get(claim["text"]) if record.get("revised") else None))
     return out
+
+
+def withdrawn_claims(results: StudyResults) -> list[ClaimResult]:
+    """Claims dropped from the study after it had results, each judged by its first definition."""
+    if not any(h.get("withdrawn") for h in results.claim_history.values()):
+        return []
+    return [r for text, r in _first_definitions(results).items() if results.claim_history[text].get("withdrawn")]
+
+
+def _first_definitions(results: StudyResults) -> dict[str, ClaimResult]:
+    """The family as first run: every claim on record (current or withdrawn) by its first definition."""
+    current = {c["text"]: c for c in results.claims}
+    claims = []
+    for text, record in results.claim_history.items():
+        if text in current or record.get("withdrawn"):
+            base = current.get(text) or {"text": text, "source": record.get("source", "")}
+            claims.append({**base, **claim_definition(record["first"])})
+    try:
+        return {c["text"]: r for c, r in zip(claims, _family(results, claims))}
+    except UserError:  # a metric no longer registered: the first definitions cannot be judged again
+        return {}
 
 
 def _family(results: StudyResults, claims: list[dict]) -> list[ClaimResult]:
@@ -253,4 +272,4 @@ def _m(x: np.ndarray) -> float:
 
 
 __all__ = ["CONTRADICTED", "DIVERGED", "DOES_NOT_HOLD", "HOLDS", "NOT_SHOWN", "SUPPORTED", "ClaimResult",
-           "check_claims", "metric_values"]
+           "check_claims", "metric_values", "withdrawn_claims"]

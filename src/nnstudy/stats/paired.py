@@ -34,6 +34,7 @@ BETTER = "better"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference"
 DIVERGED = "diverged"
+NOT_COMPARABLE = "not comparable"
 
 VERDICT_RULE = (
     f'A comparison is "better" or "worse" only when its Holm-adjusted p-value is below {ALPHA} and the 95% CI '
@@ -80,6 +81,7 @@ class Comparison:
     warning: str | None
     diverged: str | None = None
     excluded: str | None = None
+    incomparable: str | None = None  # why the values are on different scales (losses of different kinds)
 
 
 # ---------------------------------------------------------------- power
@@ -294,6 +296,8 @@ def _decide(c: Comparison) -> Comparison:
     verdict = NO_DIFFERENCE
     if c.diverged:
         verdict = DIVERGED
+    elif c.incomparable:
+        verdict = NOT_COMPARABLE
     elif c.n >= 2 and c.p_holm < ALPHA and (c.ci_low > 0 or c.ci_high < 0):
         favours_variant = (c.diff_mean > 0) == c.higher_is_better
         verdict = BETTER if favours_variant else WORSE

@@ -60,6 +60,15 @@ def _left_out(results: StudyResults, variant: str) -> str | None:
     return ", ".join(f"seed {seed} ({'; '.join(who)})" for seed, who in sorted(by_seed.items()))
 
 
+def _loss_of(results: StudyResults, variant: str) -> str | None:
+    """The loss a variant trains (from its runs' configs); None when unknown."""
+    for run in results.runs_of(variant):
+        loss = run.config.get("train", {}).get("loss") if isinstance(run.config, dict) else None
+        if loss is not None:
+            return str(loss)
+    return None
+
+
 def compare_study(results: StudyResults, metrics: Sequence[str] = ("test_acc", "test_loss")) -> list[Comparison]:
     """Compare every variant with the baseline at every reported epoch.
 
@@ -83,6 +92,7 @@ def compare_study(results: StudyResults, metrics: Sequence[str] = ("test_acc", "
 
     others = [v for v in results.variants if v != results.baseline]
     diverged = {v: divergence(results, v) for v in results.variants}
+    losses = {v: _loss_of(results, v) for v in results.variants}
     comparisons = []
     for epoch in results.report_epochs:
         for metric in metrics:
@@ -91,11 +101,16 @@ def compare_study(results: StudyResults, metrics: Sequence[str] = ("test_acc", "
                 c = compare_paired(base, values(variant, metric, epoch), higher_is_better=METRICS[metric],
                                    variant_name=variant, baseline_name=results.baseline, metric=metric, epoch=epoch)
                 why = "; ".join(t for t in (diverged[variant], diverged[results.baseline]) if t)
-                if why:
+                scales = metric.endswith("_loss") and losses[variant] != losses[results.baseline]
+                if why or scales:
                     nan = math.nan
                     # No statistics: a nan p-value also keeps it out of the Holm family.
-                    c = dataclasses.replace(c, diverged=why, diff_mean=nan, sd_diff=nan, ci_low=nan, ci_high=nan,
-                                            relative_pct=nan, p_value=nan, p_holm=nan, d_z=nan, mde=nan, wins=0)
+                    c = dataclasses.replace(c, diverged=why or None, diff_mean=nan, sd_diff=nan, ci_low=nan, ci_high=nan,
+                                            relative_pct=nan, p_value=nan, p_holm=nan, d_z=nan, mde=nan, wins=0,
+                                            incomparable=None if why else (
+                                                f"{variant} trains {losses[variant]} and {results.baseline} "
+                                                f"{losses[results.baseline]}: losses of different kinds, on "
+                                                f"different scales"))
                 else:
                     c = dataclasses.replace(c, excluded=_left_out(results, variant))
                 comparisons.append(c)

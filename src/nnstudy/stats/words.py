@@ -81,6 +81,8 @@ def sentence(c, verdict: str, exact_min_seeds: int) -> str:
     where = f" on {metric_label(c.metric)}" + (f" at epoch {c.epoch}" if c.epoch >= 0 else "")
     if c.diverged:
         return f"{c.variant} vs {c.baseline}{where}: not compared, because {c.diverged}."
+    if getattr(c, "incomparable", None):
+        return f"{c.variant} vs {c.baseline}{where}: not compared, because {c.incomparable}."
     left_out = f" Left out because they diverged: {c.excluded}." if c.excluded else ""
     diff = format_diff(c.diff_mean, c.metric)
     ci = format_ci(c.ci_low, c.ci_high, c.metric)

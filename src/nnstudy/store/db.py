@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS probes (
     layer TEXT NOT NULL DEFAULT '', value REAL, PRIMARY KEY (run, epoch, name, layer));
 CREATE TABLE IF NOT EXISTS claims (
     study TEXT NOT NULL REFERENCES studies(name), text TEXT NOT NULL, first TEXT NOT NULL, recorded REAL NOT NULL,
-    added_after_results INTEGER NOT NULL DEFAULT 0, revised INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (study, text));
+    added_after_results INTEGER NOT NULL DEFAULT 0, revised INTEGER NOT NULL DEFAULT 0,
+    withdrawn INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT '', PRIMARY KEY (study, text));
 CREATE TABLE IF NOT EXISTS artifacts (
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, kind TEXT NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (run, kind));
@@ -171,21 +172,29 @@ class Store:
             definition = json.dumps(claim_definition(claim), sort_keys=True)
             row = c.execute("SELECT first, revised FROM claims WHERE study=? AND text=?", (name, claim["text"])).fetchone()
             if row is None:
-                c.execute("INSERT INTO claims (study, text, first, recorded, added_after_results) VALUES (?,?,?,?,?)",
-                          (name, claim["text"], definition, now, int(seen)))
+                c.execute("INSERT INTO claims (study, text, first, recorded, added_after_results, source) "
+                          "VALUES (?,?,?,?,?,?)", (name, claim["text"], definition, now, int(seen), claim.get("source", "")))
             elif row["first"] != definition and not row["revised"]:
                 if seen:
                     c.execute("UPDATE claims SET revised=1 WHERE study=? AND text=?", (name, claim["text"]))
                 else:
                     c.execute("UPDATE claims SET first=?, recorded=? WHERE study=? AND text=?",
                               (definition, now, name, claim["text"]))
+        texts = [claim["text"] for claim in claims]
+        marks = ",".join("?" * len(texts))
+        c.execute(f"UPDATE claims SET withdrawn=0 WHERE study=? AND text IN ({marks})", (name, *texts))
+        if seen:  # a claim dropped once results exist stays on record, with its first definition
+            c.execute(f"UPDATE claims SET withdrawn=1 WHERE study=? AND text NOT IN ({marks})", (name, *texts))
+        else:
+            c.execute(f"DELETE FROM claims WHERE study=? AND text NOT IN ({marks})", (name, *texts))
 
     def claim_history(self, name: str) -> dict[str, dict]:
-        """Claim text -> {"first": its first definition, "revised": bool, "added_after_results": bool}."""
+        """Claim text -> {"first": its first definition, "revised", "added_after_results", "withdrawn": bool, "source"}."""
         if not self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='claims'"):
             return {}  # a store from before claims were kept, opened read-only: nothing recorded yet
         return {r["text"]: {"first": json.loads(r["first"]), "revised": bool(r["revised"]),
-                            "added_after_results": bool(r["added_after_results"])}
+                            "added_after_results": bool(r["added_after_results"]), "withdrawn": bool(r["withdrawn"]),
+                            "source": r["source"]}
                 for r in self._query("SELECT * FROM claims WHERE study=?", (name,))}
 
     def study(self, name: str) -> dict:
