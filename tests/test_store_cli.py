@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sqlite3
 import subprocess
@@ -185,27 +186,30 @@ def test_list_show_report(capsys, tmp_path):
 
 
 def test_ctrl_c_then_resume(tmp_path):
+    """Ctrl-C as a terminal sends it (to the process group: driver and pool workers), to a study started with
+    SIGINT ignored, as a script's `cmd &` starts it (Python then sets no handler: the interrupt was lost)."""
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
-    study.write_text(TINY.replace("epochs = 3", "epochs = 150"))  # long enough that Ctrl-C lands mid-study
+    study.write_text(TINY.replace("epochs = 3", "epochs = 60"))  # seconds of training left when Ctrl-C is sent
     cmd = [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     db = out / "nnstudy.db"
     deadline = time.monotonic() + 120
-    while True:  # wait until training is under way: some epoch is stored
+    while True:  # wait until training is under way: every run has an epoch stored (both workers past start-up)
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         if db.exists():
             with sqlite3.connect(db) as conn:
                 try:
-                    if conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]:
+                    if conn.execute("SELECT COUNT(DISTINCT run) FROM epochs").fetchone()[0] == 4:
                         break
                 except sqlite3.OperationalError:
                     pass
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     stopped = runs(out)
-    assert sum(len(r["epochs"]) for r in stopped.values()) < 4 * 150, "Ctrl-C must land before the study ends"
+    assert sum(len(r["epochs"]) for r in stopped.values()) < 4 * 60, "Ctrl-C must land before the study ends"
     assert "Traceback" not in err
     assert "interrupted" in err and "run the same command again to resume" in err
     with sqlite3.connect(db) as conn:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from nnstudy.errors import UserError
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _hear_ctrl_c()
     try:
         args = build_parser().parse_args(argv)
         return _COMMANDS[args.command](args)
@@ -125,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnnstudy: interrupted. Finished epochs are checkpointed; run the same command again to resume.", file=sys.stderr)
         return 130
+
+
+def _hear_ctrl_c() -> None:
+    """Take Ctrl-C even when started with SIGINT ignored (a script's `&` job): Python then installs no handler."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _cmd_run(args) -> int:

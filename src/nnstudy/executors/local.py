@@ -124,9 +124,10 @@ class ProcessExecutor:
 
     def run(self, jobs: list[Job], handle: Handler) -> None:
         ctx = mp.get_context("spawn")
-        queue = list(jobs)
-        pool = [_Worker(ctx) for _ in range(min(self.workers, len(jobs)))]
+        queue, pool = list(jobs), []
         try:
+            for _ in range(min(self.workers, len(jobs))):  # in the try: a Ctrl-C here stops those started already
+                pool.append(_Worker(ctx))
             while queue or any(w.job for w in pool):
                 for i, w in enumerate(pool):
                     if w.job is None and queue:
