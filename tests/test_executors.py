@@ -73,6 +73,24 @@ def test_ray_gives_the_local_results(tmp_path, capsys, monkeypatch):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--executor", "ray", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: no Ray cluster answers there"),
+    (["--executor", "local", "--cpus-per-job", "2"], "are for --executor ray"),
+])
+def test_executor_is_reached_before_anything_is_written(tmp_path, capsys, monkeypatch, flags, says):
+    """A bad Ray address (or a Ray option without Ray) is one line, exit 2, and no output folder made."""
+    if "ray" in flags:
+        pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no Ray token here: nothing sets RAY_AUTH_MODE for later tests
+    study, out = tmp_path / "tiny.toml", tmp_path / "out"
+    study.write_text(STUDY)
+    assert main(["run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnstudy: error: ") and says in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_ray_task_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
     local = _run(tmp_path, "local", capsys)

@@ -22,7 +22,7 @@ import torch
 
 from nnstudy.config import StudyConfig, config_hash
 from nnstudy.errors import UserError
-from nnstudy.executors import Job, default_workers, make_executor
+from nnstudy.executors import Job, check_executor_options, default_workers, make_executor
 from nnstudy.executors.events import EpochsDone
 from nnstudy.executors.job import load_study_data
 from nnstudy.recorder import Recorder
@@ -106,6 +106,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
     cache_dir = Path(options.cache_dir or default_cache_dir())
     study_dir = out / study.name
     log = options.log or sys.stderr
+    ray = _reach_ray(options, device)  # before anything is written: a bad address leaves the output folder as it was
     stacking = _preflight(study, cache_dir, options, log)  # before anything is written
     with output_lock(out):
         store = Store(out)
@@ -135,11 +136,24 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
                                          if skipped["failed"] and not options.retry_failed else ""), file=log)
         plan = lambda runs: _jobs(runs, rows, study, report_epochs, cache_dir, device, options, stacking)
         if todo:
-            _execute(todo, plan, store, study_dir, data, device, options, log)
+            _execute(todo, plan, store, study_dir, data, device, options, log, ray)
         results = load_results(store, study.name)
         paths = build_report(results)
         store.close()
     return results, paths
+
+
+def _reach_ray(options: RunOptions, device: str):
+    """The Ray executor, joined to its cluster (or a local Ray started); None for the other executors.
+
+    The process pool and this process need nothing until the jobs are known; the
+    options meant for Ray alone are refused here, also before anything is written.
+    """
+    kind = "ray" if options.executor == "auto" and options.ray_address else options.executor
+    if kind != "ray":
+        check_executor_options(kind, options.ray_address, options.cpus_per_job, options.gpus_per_job)
+        return None
+    return make_executor("ray", 1, options.ray_address, device, options.cpus_per_job, options.gpus_per_job)
 
 
 def _remove_stale_temp_files(study_dir: Path) -> None:
@@ -303,7 +317,8 @@ def _stacks(study_runs, together: dict, stacks: dict, slots: int) -> dict:
 _WORKER_DEATHS_TO_FAIL = 2
 
 
-def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, options: RunOptions, log) -> None:
+def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, options: RunOptions, log,
+             ray=None) -> None:
     """Run the jobs; a job whose worker process (or node) died resumes from its checkpoints.
 
     Only the dead worker's job is blamed: its runs that had started get a
@@ -312,12 +327,11 @@ def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, optio
     """
     jobs = plan(todo)
     workers = options.workers or default_workers(len(jobs), device)
-    kind = options.executor
+    kind = "ray" if ray is not None else options.executor
     if kind == "auto":
-        kind = "ray" if options.ray_address else "process" if workers > 1 else "local"
+        kind = "process" if workers > 1 else "local"
     # Chosen once: retries after a worker died stay in (fresh) worker processes.
-    executor = make_executor(kind, workers, options.ray_address, device, options.cpus_per_job, options.gpus_per_job,
-                             options.share_cores)
+    executor = ray or make_executor(kind, workers, None, device, share_cores=options.share_cores)
     if kind == "ray" and options.checkpoint_dir is None and executor.nodes > 1:
         print(f"{study_dir.name}: checkpoints go to the run folders under {Path(options.out).resolve()} on whichever "
               "node trains a job; unless every node shares that folder, give --checkpoint-dir (a shared folder or "
@@ -328,7 +342,8 @@ def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, optio
     idle_deaths = 0  # deaths with no run started: workers that die on start-up would loop forever
     rows = {r.id: r for r in todo}
     while jobs:
-        recorder = Recorder(store, rows.values(), data.classes, data.test_y.numpy(), log, workers,
+        parallel = 1 if executor.name == "local" else workers  # jobs at once, for the time left
+        recorder = Recorder(store, rows.values(), data.classes, data.test_y.numpy(), log, parallel,
                             epoch_lines=None if options.progress else False)
         _execute_once(executor, workers, jobs, recorder, name, device, options, log)
         if not recorder.lost:

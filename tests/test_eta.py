@@ -1,0 +1,86 @@
+"""The per-epoch line's "study time left": the estimator on hand-made timings, then a real study's printed lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from nnstudy.recorder import StudyClock, time_left
+from studies import tiny_study
+
+
+class Clock(StudyClock):
+    """A StudyClock on a hand-set time."""
+
+    def __init__(self, slots: int):
+        self.t = 0.0
+        super().__init__(slots, now=lambda: self.t)
+
+    def at(self, t: float) -> "Clock":
+        self.t = t
+        return self
+
+
+def test_queued_jobs_start_on_the_first_free_worker():
+    assert time_left([], [], 2) == 0
+    assert time_left([3.0], [], 4) == 3
+    assert time_left([], [5.0, 5.0, 5.0], 1) == 15
+    assert time_left([3.0, 1.0], [2.0, 2.0], 2) == 5  # 1+2, then 3+2
+    assert time_left([1.0, 1.0, 1.0], [4.0], 2) == 5  # more running than workers (Ray): the next one waits
+
+
+def test_one_worker_a_measured_job_then_one_planned_twice_as_costly():
+    """A: 10 epochs of 2 s after 3 s of set-up; B, queued: 10 epochs of 4 s (its plan says twice A's cost)."""
+    c = Clock(slots=1)
+    c.plan("A", 10, cost=10.0)
+    c.plan("B", 10, cost=20.0)
+    c.at(0).started("A")
+    c.at(5).epoch("A", 9, seconds=1.6)  # set-up 3 s + 2 s; the trainer timed 1.6 s of it
+    assert 0.5 * 58 <= c.seconds_left() <= 1.5 * 58  # true: 9 x 2 + 10 x 4
+    c.at(7).epoch("A", 8, seconds=1.6)
+    assert c.seconds_left() == 8 * 2 + 10 * 4
+    c.at(8)
+    assert c.seconds_left() == 8 * 2 - 1 + 10 * 4  # half of A's epoch done
+    c.at(20)
+    assert c.seconds_left() == 7 * 2 + 10 * 4  # an epoch that overruns counts as one done, no more
+    for e in range(3, 11):
+        c.at(18 + 2 * e).epoch("A", 10 - e, seconds=1.6)
+    c.ended("A")
+    c.at(38).started("B")
+    assert c.seconds_left() == 10 * 4  # B not timed yet: A's pace, scaled by the plan
+    c.at(45).epoch("B", 9, seconds=3.5)  # its own 3 s of set-up, then 4 s
+    c.at(49).epoch("B", 8, seconds=3.5)
+    assert c.seconds_left() == 8 * 4
+
+
+def test_two_workers_a_job_whose_first_epoch_is_late_is_not_taken_as_quick():
+    """A and B start together; B's plan says A's cost, but its epochs take 8 s, not 2 (A's set-up: 3 s)."""
+    c = Clock(slots=2)
+    c.plan("A", 10, cost=10.0)
+    c.plan("B", 10, cost=10.0)
+    c.at(0).started("A")
+    c.started("B")
+    c.at(5).epoch("A", 9, seconds=1.6)
+    c.at(7).epoch("A", 8, seconds=1.6)
+    assert c.seconds_left() == 10 * 4 - 4  # B's first epoch has run 7 s, 3 of them set-up: 4 s an epoch at least
+    c.at(9)
+    assert c.seconds_left() == 10 * 6 - 6
+    c.at(11).epoch("B", 9, seconds=7.5)  # 3 s set-up + 8 s
+    c.at(19).epoch("B", 8, seconds=7.5)
+    assert c.seconds_left() == 8 * 8
+
+
+def test_a_study_prints_an_estimate_that_is_not_zero_and_falls_to_zero(tmp_path):
+    """The printed line end to end (the numbers are checked above: on a shared machine an epoch's time swings
+    several-fold from one epoch to the next, so no estimate can be held to the time that then follows)."""
+    study = tmp_path / "eta.toml"
+    study.write_text(tiny_study(epochs=40, variant_b="train.lr = 0.04"))
+    cmd = [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(tmp_path / "out"), "--cache-dir",
+           str(tmp_path / "cache"), "--executor", "local", "--no-stack-variants"]  # no terminal: epoch lines
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    left = [60 * int(m[1]) + int(m[2]) for m in re.finditer(r"epoch \d+/40:.*time left ~(\d+)m(\d+)s", proc.stderr)]
+    assert len(left) == 2 * 40, proc.stderr  # two jobs, one after the other
+    assert left[1] >= 1, proc.stderr  # 78 epochs to go, each with a checkpoint and probes: seconds, not zero
+    assert left[-1] == 0, proc.stderr
