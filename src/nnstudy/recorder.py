@@ -208,10 +208,10 @@ class StudyClock:
     def pace(self, job: int) -> float | None:
         """Seconds per epoch of `job`, None while no job has finished an epoch."""
         seen = self.epochs.get(job, [])
-        if later := seen[1:][-5:]:
+        if later := _recent(seen):
             return sum(wall for wall, _ in later) / len(later)
         if seen:
-            pairs = [pair for j in self.epochs for pair in self.epochs[j][1:]]
+            pairs = [pair for j in self.epochs for pair in _recent(self.epochs[j])]
             trainer = sum(s for _, s in pairs)
             return seen[0][1] * (sum(wall for wall, _ in pairs) / trainer if trainer > 0 else 1.0)
         measured = {j: p for j in self.epochs if (p := self.pace(j)) is not None}
@@ -243,6 +243,11 @@ class StudyClock:
             else:
                 queued.append(left * pace)
         return time_left(running, queued, self.slots)
+
+
+def _recent(seen: list) -> list:
+    """A job's last five epochs, never its first (it holds the job's set-up)."""
+    return seen[max(1, len(seen) - 5):]
 
 
 def time_left(running: list[float], queued: list[float], slots: int) -> float:
