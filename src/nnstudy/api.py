@@ -55,7 +55,12 @@ class Study:
                              progress=progress, probes=probes, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
                              checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
                              stack_variants=stack_variants, share_cores=share_cores, log=log)
-        results, paths = run_study(self.config, self.source, options)
+        if self.config.sequential is not None:
+            from nnstudy.run_until_decided import run_until_decided
+
+            results, paths = run_until_decided(self.config, self.source, options)
+        else:
+            results, paths = run_study(self.config, self.source, options)
         return Results(results, paths)
 
     def results(self, out: str | os.PathLike = "nnstudy-out") -> "Results":
@@ -98,15 +103,17 @@ class Study:
 
 
 def load_study(study, *, seeds: list[int] | None = None, data_dir: str | os.PathLike | None = None,
-               precision: str | None = None) -> Study:
+               precision: str | None = None, looks: list[int] | None = None,
+               smallest_difference: float | None = None) -> Study:
     """A study from a built-in name, a .toml file, or a dict with the study file's keys.
 
     The keyword arguments override the file as the command line does
-    (`--seeds`, `--data-dir`, `--precision`). Mistakes raise `UserError` with
-    one line naming the key.
+    (`--seeds`, `--data-dir`, `--precision`, `--looks`, `--smallest-difference`).
+    Mistakes raise `UserError` with one line naming the key.
     """
     overrides = {k: v for k, v in {"seeds": seeds, "data_dir": str(data_dir) if data_dir else None,
-                                   "precision": precision}.items() if v is not None}
+                                   "precision": precision, "looks": looks,
+                                   "smallest_difference": smallest_difference}.items() if v is not None}
     if isinstance(study, StudyConfig):
         return Study(study, "study object")
     if isinstance(study, dict):
@@ -189,6 +196,14 @@ class Results:
         if len(self.study.variants) < 2:
             return pd.DataFrame()
         return pd.DataFrame([dataclasses.asdict(c) for c in compare_study(self.study)])
+
+    def looks(self):
+        """A study run until decided: each comparison's looks (n, estimate, interval, boundary, decision)."""
+        import pandas as pd
+
+        from nnstudy.stats.sequential import looks_table
+
+        return pd.DataFrame(looks_table(self.study))
 
     def _repr_html_(self) -> str:
         table = self.comparisons()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -49,6 +50,23 @@ def _amount(text: str) -> float:
     return value
 
 
+def _looks(text: str) -> list[int]:
+    looks = _seeds(text)
+    if looks[0] < 2 or any(b <= a for a, b in zip(looks, looks[1:])):
+        raise argparse.ArgumentTypeError(f"{text!r}: looks must be increasing seed counts from 2 up, e.g. 3,5,8,12,20")
+    return looks
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, e.g. 0.002 for 0.2 pp of accuracy") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number > 0, e.g. 0.002 for 0.2 pp of accuracy")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as for every other user mistake
         raise UserError(f"{message} (see `{self.prog} --help`)")
@@ -64,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="dataset folder or archive (overrides dataset.data_dir)")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     run.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2 (overrides the study's seeds)")
+    run.add_argument("--looks", type=_looks, help="run until decided: the seed counts at which to decide, e.g. "
+                     "3,5,8,12,20 (with --smallest-difference; overrides the study's [sequential] table)")
+    run.add_argument("--smallest-difference", type=_fraction, help="run until decided: the smallest difference "
+                     "worth knowing, in the metric's unit (test accuracy: 0.002 = 0.2 pp)")
     run.add_argument("--force", action="store_true", help="rerun every run, even those already done")
     run.add_argument("--retry-failed", action="store_true", help="rerun only the runs that failed")
     run.add_argument("--executor", choices=["auto", "local", "process", "ray"], default="auto",
@@ -139,7 +161,8 @@ def _hear_ctrl_c() -> None:
 def _cmd_run(args) -> int:
     from nnstudy.api import load_study
 
-    study = load_study(args.study, seeds=args.seeds, data_dir=args.data_dir, precision=args.precision)
+    study = load_study(args.study, seeds=args.seeds, data_dir=args.data_dir, precision=args.precision,
+                       looks=args.looks, smallest_difference=args.smallest_difference)
     results = study.run(args.out, device=args.device, executor=args.executor, workers=args.workers,
                         vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
                         stack_variants=not args.no_stack_variants, share_cores=args.share_cores,
@@ -197,7 +220,9 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from nnstudy.store import Store
+    from nnstudy.run_until_decided import look_line
+    from nnstudy.stats.sequential import looks_table, study_looks
+    from nnstudy.store import Store, load_results
 
     store = Store(args.out, create=False)
     store.study(args.study)  # a clear error for an unknown name
@@ -209,8 +234,11 @@ def _cmd_show(args) -> int:
                      "epochs": r.epochs_done, "test_acc": e and e.test_acc, "test_loss": e and e.test_loss,
                      "train_acc": e and e.train_acc, "train_loss": e and e.train_loss, "error": r.error,
                      "settings": r.settings, "run_dir": str(r.run_dir)})
+    results = load_results(store, args.study) if store.study(args.study)["spec"].get("sequential") else None
     if args.json:
-        print(json.dumps({"study": args.study, "runs": runs}, indent=2))
+        looks = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
+                 for row in (looks_table(results) if results is not None else [])]  # JSON has no infinity
+        print(json.dumps({"study": args.study, "runs": runs, "looks": looks}, indent=2))
         return 0
     print(f"{'id':>4}  {'variant':<16} {'seed':>4}  {'status':<9} {'epochs':>6}  {'test acc':>8}  {'test loss':>9}  "
           f"{'device':<6} {'prec':<4}")
@@ -220,6 +248,10 @@ def _cmd_show(args) -> int:
         device, precision = r["settings"].get("device", "-"), r["settings"].get("precision", "-")
         print(f"{r['id']:>4}  {r['variant']:<16} {r['seed']:>4}  {r['status']:<9} {r['epochs']:>6}  {acc:>8}  {loss:>9}  "
               f"{device:<6} {precision:<4}" + (f"  {r['error']}" if r["error"] else ""))
+    if results is not None:
+        print("looks (run until decided):")
+        for c in study_looks(results):
+            print("  " + look_line(c))
     return 0
 
 

@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "baseline", "report_epochs", "dataset", "model", "train", "variants",
-                  "claims")
+                  "claims", "sequential")
 BASELINE_VARIANT = "baseline"
 
 
@@ -50,7 +50,8 @@ def load_study(name_or_path: str, overrides: dict | None = None) -> StudyConfig:
     """Load a built-in study by name or a study file by path.
 
     `overrides` are command-line settings applied on top of the file:
-    `seeds` (list), `data_dir` (str), `precision` (str).
+    `seeds` (list), `data_dir` (str), `precision` (str), `looks` (list) and
+    `smallest_difference` (float) for a study run until decided.
     """
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
@@ -104,9 +105,19 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
         _apply_overrides(merged, overrides, base_dir)
         variants[vname] = _validate(RunConfig, merged, source, prefix=f"variants.{vname}.")
 
-    study = {k: raw[k] for k in ("name", "description", "seeds", "baseline", "report_epochs", "claims") if k in raw}
+    study = {k: raw[k] for k in ("name", "description", "seeds", "baseline", "report_epochs", "claims", "sequential")
+             if k in raw}
     if "seeds" in overrides:
         study["seeds"] = overrides["seeds"]
+    sequential = {k: overrides[k] for k in ("looks", "smallest_difference") if overrides.get(k) is not None}
+    if sequential:
+        merged = {**(study.get("sequential") or {}), **sequential}
+        missing = [k for k in ("looks", "smallest_difference") if k not in merged]
+        if missing:
+            flag = "--" + missing[0].replace("_", "-")
+            raise UserError(f"{source}: running until decided needs {flag} as well (or a [sequential] table in the "
+                            f"study file with {missing[0]})")
+        study["sequential"] = merged
     if "name" not in study:
         raise UserError(f"{source}: missing key 'name'; add e.g. name = \"my-study\"")
     study.setdefault("seeds", [0])

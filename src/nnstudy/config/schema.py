@@ -229,6 +229,26 @@ class ClaimConfig(_Strict):
         return self
 
 
+class SequentialConfig(_Strict):
+    """Seeds until decided: look at the comparisons after each of `looks` seeds, stop when all are decided.
+
+    `smallest_difference` is the smallest difference worth knowing, in the metric's own unit (test
+    accuracy is a fraction: 0.002 is 0.2 pp): a comparison whose interval lies inside it is "equivalent".
+    """
+
+    looks: list[int] = Field(min_length=1)
+    smallest_difference: float = Field(gt=0)
+    metric: Literal["test_acc", "test_loss", "train_acc", "train_loss"] = "test_acc"
+    spending: Literal["pocock", "obrien-fleming"] = "pocock"
+
+    @field_validator("looks")
+    @classmethod
+    def _increasing(cls, v):
+        if v[0] < 2 or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"looks must be increasing seed counts from 2 up, e.g. [3, 5, 8, 12, 20]; got {v}")
+        return v
+
+
 # The fields that define what a claim tests: a change to any, once its study has results, is a revision.
 CLAIM_DEFINITION = ("metric", "variant", "baseline", "value", "direction", "tolerance", "epoch", "threshold")
 
@@ -249,6 +269,18 @@ class StudyConfig(_Strict):
     base: RunConfig
     variants: dict[str, RunConfig]
     claims: list[ClaimConfig] = Field(default_factory=list)
+    sequential: Optional[SequentialConfig] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_for_every_look(cls, data):
+        """A sequential study's looks take the first n seeds; seeds beyond those listed continue from the largest."""
+        if isinstance(data, dict) and isinstance(data.get("sequential"), dict) and isinstance(data.get("seeds"), list):
+            looks, seeds = data["sequential"].get("looks") or [], list(data["seeds"])
+            if looks and all(isinstance(n, int) for n in looks) and seeds and all(isinstance(x, int) for x in seeds):
+                seeds += range(max(seeds) + 1, max(seeds) + 1 + max(0, max(looks) - len(seeds)))
+                data = {**data, "seeds": seeds}
+        return data
 
     @field_validator("seeds")
     @classmethod

@@ -9,13 +9,19 @@ registration order, before the diagnostics.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from nnstudy.registry import REPORT_SECTIONS
 from nnstudy.stats.claims import (CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED,
                                   check_claims, withdrawn_claims)
 
+from nnstudy.run_until_decided import look_line
+from nnstudy.stats.sequential import seeds_saved, study_looks
+from nnstudy.stats.words import format_ci, format_diff, format_p
+
 from . import probe_figures
+from .looks_figure import looks_figure
 
 
 _CSS = {SUPPORTED: "better", HOLDS: "better", CONTRADICTED: "worse", DOES_NOT_HOLD: "worse", DIVERGED: "diverged"}
@@ -87,3 +93,30 @@ def mechanisms_section(results, save) -> dict | None:
     return {"figures": figures,
             "note": "Probes are measured on a fixed batch of training images (the same for every run), per seed, "
                     "at initialisation and after every epoch; lines are the mean over seeds, bands their range."}
+
+
+@REPORT_SECTIONS.register("looks", title="Seeds until decided", anchor="looks")
+def looks_section(results, save) -> dict | None:
+    comparisons = study_looks(results)
+    if not comparisons:
+        return None
+    seq = results.sequential
+    figure = looks_figure(comparisons)
+    rows = []
+    for c in comparisons:
+        saved = seeds_saved(c) if c.decision not in ("continue",) else None
+        rows.append({"name": f"{c.variant} vs {c.baseline}", "decision": look_line(c).rsplit(": ", 1)[1],
+                     "css": {"better": "better", "worse": "worse"}.get(c.decision, "nodiff"), "saved": saved,
+                     "looks": [{"n": look.n, "estimate": format_diff(look.estimate, c.metric),
+                                "interval": format_ci(look.ci_low, look.ci_high, c.metric),
+                                "boundary": f"|t| > {look.boundary.critical_t:.3g} (p < {look.boundary.nominal_p:.3g})"
+                                if math.isfinite(look.boundary.critical_t) else "no decision possible yet",
+                                "p": format_p(look.p_value), "decision": look.decision} for look in c.looks]})
+    return {"rows": rows, "figure": save(figure, "looks.png", "Each comparison's estimate and repeated 95% "
+                                         "interval at every look; grey: the smallest difference worth knowing")
+            if figure is not None else None,
+            "design": f"looks at {', '.join(map(str, seq['looks']))} seeds, {seq.get('metric', 'test_acc')} at the "
+                      f"last epoch, smallest difference worth knowing "
+                      f"{format_diff(seq['smallest_difference'], seq.get('metric', 'test_acc'), signed=False)}, "
+                      f"{seq.get('spending', 'pocock')}-type alpha spending, 5% over the study "
+                      f"({comparisons[0].alpha:.3g} per comparison, Bonferroni)"}

@@ -91,6 +91,7 @@ class StudyResults:
     claims: list[dict] = field(default_factory=list)  # the study file's claims (config.ClaimConfig as dicts)
     # claim text -> {"first": definition as first run, "revised": bool, "added_after_results": bool} (Store)
     claim_history: dict[str, dict] = field(default_factory=dict)
+    sequential: dict | None = None  # the study's [sequential] table (config.SequentialConfig as a dict), if any
 
     def runs_of(self, variant: str) -> list[RunResult]:
         return sorted((r for r in self.runs if r.variant == variant), key=lambda r: r.seed)

@@ -1,0 +1,49 @@
+"""Run a study until its comparisons are decided: train the seeds of each look, decide, stop or go on.
+
+Each look is an ordinary run of the study on its first n seeds (`runner.run_study`):
+finished seeds are never retrained and keep their numbers, new seeds stack with
+each other like any others. The decisions are computed from the stored runs
+(`stats.sequential.study_looks`), never kept apart from them, so a study killed
+at any point, between looks or inside one, and run again reaches the same looks
+and the same decisions.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from nnstudy.config import StudyConfig
+from nnstudy.runner import RunOptions, run_study
+from nnstudy.stats.sequential import CONTINUE, ComparisonLooks, study_looks
+from nnstudy.stats.words import format_diff
+
+
+def run_until_decided(study: StudyConfig, source: str, options: RunOptions):
+    """Train look by look; returns (StudyResults, report paths) of the last look trained."""
+    log = options.log or sys.stderr
+    looks = study.sequential.looks
+    results = paths = None
+    for k, n in enumerate(looks):
+        print(f"{study.name}: look {k + 1} of {len(looks)}: {n} seeds", file=log, flush=True)
+        results, paths = run_study(study.model_copy(update={"seeds": study.seeds[:n]}), source, options)
+        state = study_looks(results)
+        for c in state:
+            print("  " + look_line(c), file=log, flush=True)
+        if all(c.decision != CONTINUE for c in state):
+            decided = "every comparison decided" if k < len(looks) - 1 else "last look"
+            print(f"{study.name}: stopped at look {k + 1} ({n} seeds): {decided}", file=log, flush=True)
+            break
+    return results, paths
+
+
+def look_line(c: ComparisonLooks) -> str:
+    """'leaky-relu vs relu, look 2 (n=5): +0.12 pp, interval -0.05 to +0.29 pp, |t| > 4.98: continue'."""
+    if not c.looks:
+        return f"{c.variant} vs {c.baseline}: no complete look yet"
+    look = c.looks[-1]
+    interval = (f"interval {format_diff(look.ci_low, c.metric)} to {format_diff(look.ci_high, c.metric)}"
+                if abs(look.ci_low) != float("inf") else "interval unbounded (too few seeds for this boundary)")
+    decision = {"equivalent": f"equivalent within ±{format_diff(c.smallest, c.metric, signed=False)}",
+                "undecided": f"undecided at n={look.n}"}.get(look.decision, look.decision)
+    return (f"{c.variant} vs {c.baseline}, look {len(c.looks)} (n={look.n}): {format_diff(look.estimate, c.metric)}, "
+            f"{interval}, boundary |t| > {look.boundary.critical_t:.3g}: {decision}")
