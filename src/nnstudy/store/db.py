@@ -113,6 +113,10 @@ class Store:
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
         if "settings" not in have:
             self.conn.execute("ALTER TABLE runs ADD COLUMN settings TEXT")
+        claims = {r[1] for r in self.conn.execute("PRAGMA table_info(claims)")}
+        for column, kind in (("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("source", "TEXT NOT NULL DEFAULT ''")):
+            if column not in claims:
+                self.conn.execute(f"ALTER TABLE claims ADD COLUMN {column} {kind}")
 
     def _explain(self, exc: sqlite3.DatabaseError) -> str:
         text = str(exc)
