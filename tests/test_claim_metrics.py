@@ -14,15 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnstudy.config import RunConfig
 from nnstudy.data import load_dataset
-from nnstudy.data.augment import BatchPipeline
 from nnstudy.registry import CLAIM_METRICS
 from nnstudy.stats import claims  # noqa: F401  (registers the metrics)
 from nnstudy.stats.claim_metrics import ClaimMetricError
 from nnstudy.store.results import EpochRow, RunResult, StudyResults
-from nnstudy.training.losses import make_loss
-from nnstudy.training.probes import Prober, flat_fraction, punishment
+from nnstudy.training.probes import flat_fraction, punishment
+from test_probes import _prober as prober_and_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +28,8 @@ def digits(tmp_path_factory):
     return load_dataset("digits", None, tmp_path_factory.mktemp("cache")).subset(400, 150)
 
 
-def _prober(model, data, loss="cross_entropy"):
-    cfg = RunConfig.model_validate({"dataset": {"name": "digits"}, "train": {"loss": loss}})
-    pipeline = BatchPipeline(*data.channel_stats(), 0, False, torch.device("cpu"))
-    return Prober(model, data, pipeline, make_loss(cfg.train), torch.device("cpu"))
+def _prober(model, data):
+    return prober_and_pipeline(model, data)[0]
 
 
 def _value(metric: str, run: RunResult, epoch: int = 1, results=None, **claim) -> float:

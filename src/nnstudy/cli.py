@@ -39,15 +39,20 @@ def _positive(text: str) -> int:
     return value
 
 
-def _amount(text: str) -> float:
-    """A resource amount for Ray: a number >= 0, fractions allowed (two jobs at 0.5 GPU share one)."""
+def _number(text: str, positive: bool, hint: str = "") -> float:
+    """A finite number >= 0 (> 0 when `positive`), with a one-line message otherwise."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number >= 0")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
+    if not (0 < value if positive else 0 <= value) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number {'>' if positive else '>='} 0{hint}")
     return value
+
+
+def _amount(text: str) -> float:
+    """A resource amount for Ray: a number >= 0, fractions allowed (two jobs at 0.5 GPU share one)."""
+    return _number(text, positive=False)
 
 
 def _looks(text: str) -> list[int]:
@@ -58,13 +63,8 @@ def _looks(text: str) -> list[int]:
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number, e.g. 0.002 for 0.2 pp of accuracy") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number > 0, e.g. 0.002 for 0.2 pp of accuracy")
-    return value
+    """The smallest difference worth knowing: a number > 0 in the metric's unit."""
+    return _number(text, positive=True, hint=", e.g. 0.002 for 0.2 pp of accuracy")
 
 
 class _Parser(argparse.ArgumentParser):
