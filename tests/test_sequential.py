@@ -160,6 +160,7 @@ def test_a_study_killed_between_looks_resumes_to_the_same_looks_and_decisions(tm
     text = resumed.stdout.read()
     assert resumed.wait(timeout=600) == 0, text
     assert "already finished" in text
+    assert "narrow vs a, test accuracy, until decided (look" in text  # the findings table carries the decisions
     expected = _looks(tmp_path / "straight", tmp_path)
     assert _looks(tmp_path / "killed", tmp_path) == expected
     assert {row["decision"] for row in expected} <= {BETTER, WORSE, EQUIVALENT, UNDECIDED, CONTINUE}

@@ -220,8 +220,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from nnstudy.run_until_decided import look_line
-    from nnstudy.stats.sequential import looks_table, study_looks
+    from nnstudy.stats.sequential import look_line, looks_table, study_looks
     from nnstudy.store import Store, load_results
 
     store = Store(args.out, create=False)

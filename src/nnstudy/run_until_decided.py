@@ -14,8 +14,7 @@ import sys
 
 from nnstudy.config import StudyConfig
 from nnstudy.runner import RunOptions, run_study
-from nnstudy.stats.sequential import CONTINUE, ComparisonLooks, study_looks
-from nnstudy.stats.words import format_diff
+from nnstudy.stats.sequential import CONTINUE, look_line, study_looks
 
 
 def run_until_decided(study: StudyConfig, source: str, options: RunOptions):
@@ -34,16 +33,3 @@ def run_until_decided(study: StudyConfig, source: str, options: RunOptions):
             print(f"{study.name}: stopped at look {k + 1} ({n} seeds): {decided}", file=log, flush=True)
             break
     return results, paths
-
-
-def look_line(c: ComparisonLooks) -> str:
-    """'leaky-relu vs relu, look 2 (n=5): +0.12 pp, interval -0.05 to +0.29 pp, |t| > 4.98: continue'."""
-    if not c.looks:
-        return f"{c.variant} vs {c.baseline}: no complete look yet"
-    look = c.looks[-1]
-    interval = (f"interval {format_diff(look.ci_low, c.metric)} to {format_diff(look.ci_high, c.metric)}"
-                if abs(look.ci_low) != float("inf") else "interval unbounded (too few seeds for this boundary)")
-    decision = {"equivalent": f"equivalent within ±{format_diff(c.smallest, c.metric, signed=False)}",
-                "undecided": f"undecided at n={look.n}"}.get(look.decision, look.decision)
-    return (f"{c.variant} vs {c.baseline}, look {len(c.looks)} (n={look.n}): {format_diff(look.estimate, c.metric)}, "
-            f"{interval}, boundary |t| > {look.boundary.critical_t:.3g}: {decision}")

@@ -54,6 +54,7 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
             "verdict": c.verdict, "tone": COMPARISON_TONES.get(c.verdict, "neutral"), "detail": c.sentence,
             "warning": c.warning, "source": "", "section": f"Comparisons at epoch {c.epoch}", "anchor": f"epoch-{c.epoch}",
         })
+    rows.extend(_decision_rows(results))
     if claims is None:
         claims = _check_claims(results)
     title, anchor = _claims_section()
@@ -63,6 +64,26 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
             "difference": "", "interval": "", "verdict": claim.verdict, "tone": claim_tone(claim.verdict),
             "detail": claim.evidence, "warning": None, "source": claim.source, "section": title, "anchor": anchor,
         })
+    return rows
+
+
+def _decision_rows(results: StudyResults) -> list[dict]:
+    """A study run until decided: each comparison's decision at its last look, with the repeated interval."""
+    from nnstudy.stats.sequential import decision_words, study_looks
+
+    rows = []
+    for c in study_looks(results):
+        if not c.looks:
+            continue
+        look = c.looks[-1]
+        rows.append({
+            "kind": "comparison", "finding": f"{c.variant} vs {c.baseline}, {metric_label(c.metric)}, until decided "
+                                             f"(look {len(c.looks)}, n={look.n})",
+            "variant": c.variant, "metric": c.metric, "epoch": results.report_epochs[-1] if results.report_epochs else None,
+            "difference": format_diff(look.estimate, c.metric), "interval": format_ci(look.ci_low, look.ci_high, c.metric),
+            "verdict": decision_words(c), "tone": COMPARISON_TONES.get(c.decision, "neutral"),
+            "detail": "the repeated 95% interval of a study run until decided", "warning": None, "source": "",
+            "section": "Seeds until decided", "anchor": "looks"})
     return rows
 
 

@@ -35,5 +35,5 @@ def looks_figure(comparisons) -> Figure | None:
         ax.set_xlabel("seeds at the look")
         ax.set_ylabel(f"{c.variant} - {c.baseline}" + (" (pp)" if scale == 100 else ""))
         ax.set_title(plain(f"{c.variant} vs {c.baseline}: {c.decision}", 40), fontsize=10)
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.17, top=0.88, wspace=0.35)
+    fig.subplots_adjust(left=0.2, right=0.97, bottom=0.17, top=0.88, wspace=0.35)
     return fig

@@ -16,8 +16,7 @@ from nnstudy.registry import REPORT_SECTIONS
 from nnstudy.stats.claims import (CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED,
                                   check_claims, withdrawn_claims)
 
-from nnstudy.run_until_decided import look_line
-from nnstudy.stats.sequential import seeds_saved, study_looks
+from nnstudy.stats.sequential import decision_words, seeds_saved, study_looks
 from nnstudy.stats.words import format_ci, format_diff, format_p
 
 from . import probe_figures
@@ -95,6 +94,9 @@ def mechanisms_section(results, save) -> dict | None:
                     "at initialisation and after every epoch; lines are the mean over seeds, bands their range."}
 
 
+_SPENDING = {"pocock": "Pocock", "obrien-fleming": "O'Brien-Fleming"}
+
+
 @REPORT_SECTIONS.register("looks", title="Seeds until decided", anchor="looks")
 def looks_section(results, save) -> dict | None:
     comparisons = study_looks(results)
@@ -105,7 +107,7 @@ def looks_section(results, save) -> dict | None:
     rows = []
     for c in comparisons:
         saved = seeds_saved(c) if c.decision not in ("continue",) else None
-        rows.append({"name": f"{c.variant} vs {c.baseline}", "decision": look_line(c).rsplit(": ", 1)[1],
+        rows.append({"name": f"{c.variant} vs {c.baseline}", "decision": decision_words(c),
                      "css": {"better": "better", "worse": "worse"}.get(c.decision, "nodiff"), "saved": saved,
                      "looks": [{"n": look.n, "estimate": format_diff(look.estimate, c.metric),
                                 "interval": format_ci(look.ci_low, look.ci_high, c.metric),
@@ -118,5 +120,5 @@ def looks_section(results, save) -> dict | None:
             "design": f"looks at {', '.join(map(str, seq['looks']))} seeds, {seq.get('metric', 'test_acc')} at the "
                       f"last epoch, smallest difference worth knowing "
                       f"{format_diff(seq['smallest_difference'], seq.get('metric', 'test_acc'), signed=False)}, "
-                      f"{seq.get('spending', 'pocock')}-type alpha spending, 5% over the study "
+                      f"{_SPENDING[seq.get('spending', 'pocock')]}-type alpha spending, 5% over the study "
                       f"({comparisons[0].alpha:.3g} per comparison, Bonferroni)"}

@@ -43,6 +43,7 @@ from scipy import stats
 from nnstudy.store.results import METRICS
 
 from .paired import ALPHA, recommended_seeds
+from .words import format_diff
 
 SPENDING = ("pocock", "obrien-fleming")
 BETTER, WORSE, EQUIVALENT, CONTINUE, UNDECIDED = "better", "worse", "equivalent", "continue", "undecided"
@@ -281,6 +282,24 @@ def seeds_saved(c: ComparisonLooks, paths: int = 20_000) -> dict | None:
             "expected": sim["mean_seeds"]}
 
 
+def look_line(c: ComparisonLooks) -> str:
+    """'leaky-relu vs relu, look 2 (n=5): +0.12 pp, interval -0.05 to +0.29 pp, |t| > 4.98: continue'."""
+    if not c.looks:
+        return f"{c.variant} vs {c.baseline}: no complete look yet"
+    look = c.looks[-1]
+    interval = (f"interval {format_diff(look.ci_low, c.metric)} to {format_diff(look.ci_high, c.metric)}"
+                if abs(look.ci_low) != float("inf") else "interval unbounded (too few seeds for this boundary)")
+    return (f"{c.variant} vs {c.baseline}, look {len(c.looks)} (n={look.n}): {format_diff(look.estimate, c.metric)}, "
+            f"{interval}, boundary |t| > {look.boundary.critical_t:.3g}: {decision_words(c)}")
+
+
+def decision_words(c: ComparisonLooks) -> str:
+    """'better', 'equivalent within ±0.10 pp', 'undecided at n=20', 'continue'."""
+    n = c.looks[-1].n if c.looks else 0
+    return {"equivalent": f"equivalent within ±{format_diff(c.smallest, c.metric, signed=False)}",
+            "undecided": f"undecided at n={n}"}.get(c.decision, c.decision)
+
+
 def fixed_design_seeds(power: float, difference: float, sd: float, alpha: float = 0.05) -> int | None:
     """Fewest seeds a fixed-size paired t-test (two-sided, level alpha) needs for `power` at `difference`."""
     if not 0 < power < 1:
@@ -289,5 +308,5 @@ def fixed_design_seeds(power: float, difference: float, sd: float, alpha: float 
 
 
 __all__ = ["BETTER", "CONTINUE", "EQUIVALENT", "SPENDING", "UNDECIDED", "WORSE", "Boundary", "ComparisonLooks", "Look",
-           "boundaries", "critical_t", "decide", "fixed_design_seeds", "looks_table", "naive_false_verdicts", "seeds_saved", "simulate",
+           "boundaries", "critical_t", "decide", "decision_words", "fixed_design_seeds", "look_line", "looks_table", "naive_false_verdicts", "seeds_saved", "simulate",
            "spent_alpha", "study_looks"]
