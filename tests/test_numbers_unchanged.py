@@ -1,0 +1,140 @@
+"""Numbers unchanged: a small digits study gives the stored numbers that the code before the run-life
+redesign (issue 17) gave, bit for bit on CPU.
+
+tests/fixtures/numbers_before.json was written by this file on the code before that change
+(`NNSTUDY_RECORD_NUMBERS=1 python -m pytest tests/test_numbers_unchanged.py`): every run's epoch rows,
+probes (timings left out), kept predictions, metrics.json, the settings that say how it trained, the
+files of its folder, and the jobs the plan made. The study covers each way runs share a stack (activation
+and pooling spans, losses, optimiser settings, initialisation), a stack of its own (a width), seeds that
+train alone (dropout), a second architecture, and a stack split over two workers.
+On another CPU kind or torch version than the fixture's, kernels may round differently in the last bits:
+there the numbers are compared to 1e-5 instead of exactly.
+"""
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import nnstudy
+from nnstudy.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "numbers_before.json"
+RECORD = os.environ.get("NNSTUDY_RECORD_NUMBERS") == "1"
+
+_BASE = """
+seeds = [0, 1]
+report_epochs = [1]
+[dataset]
+name = "digits"
+subset = 240
+test_subset = 90
+[model]
+kind = "cnn"
+channels = [4]
+kernel = 3
+padding = 1
+hidden = [16]
+[train]
+lr = 0.05
+batch_size = 32
+epochs = 2
+"""
+
+STUDIES = {
+    # name: (variants, extra command-line flags)
+    "mixed": ("""
+[variants.base]
+[variants.leaky]
+model.activation = "leaky_relu"
+model.negative_slope = 0.1
+[variants.avg]
+model.pool = "avg"
+[variants.mse]
+train.loss = "mse"
+[variants.slow]
+train.lr = 0.02
+train.momentum = 0.5
+[variants.normal]
+model.init = "normal"
+[variants.wide]
+model.hidden = [24]
+[variants.drop]
+model.dropout = 0.2
+[variants.mlp]
+model.kind = "mlp"
+""", ["--executor", "local"]),
+    "split": ("""
+[variants.base]
+[variants.tanh]
+model.activation = "tanh"
+[variants.mse]
+train.loss = "mse"
+""", ["--executor", "process", "--workers", "2"]),
+}
+
+_SETTINGS = ("device", "precision", "compile", "vectorized", "stacked_with", "not_stacked")
+
+
+def _machine() -> dict:
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+
+
+def _train(tmp_path, name: str, capsys) -> dict:
+    variants, flags = STUDIES[name]
+    study = tmp_path / f"{name}.toml"
+    study.write_text(f'name = "{name}"\n' + _BASE + variants)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+                 "--device", "cpu", *flags]) == 0
+    log = capsys.readouterr().err
+    jobs = sorted(re.findall(r"\b([\w+-]+ \[(?:\d+ runs|seed [\d,]+)\])", log.split(" executor", 1)[1].split("\n")[0]))
+    results = nnstudy.open_results(name, out).study
+    runs = {}
+    for r in results.runs:
+        metrics = json.loads((r.run_dir / "metrics.json").read_text())
+        runs[f"{r.variant}/{r.seed}"] = {
+            "status": r.status, "n_params": r.n_params,
+            "epochs": [[e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.lr] for e in r.history],
+            "probes": {str(e): {k: v for k, v in sorted(p.items()) if k != "step_ms"} for e, p in sorted(r.probes.items())},
+            "predictions": {str(e): p.tolist() for e, p in sorted(r.predictions.items())},
+            "metrics": metrics,
+            "settings": {k: r.settings[k] for k in _SETTINGS if k in r.settings},
+            "files": sorted(p.name for p in r.run_dir.iterdir() if not p.name.startswith(".")),
+        }
+    return {"jobs": jobs, "runs": runs}
+
+
+def _equal(a, b, exact: bool, where: str = "") -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), where
+        for key in a:
+            _equal(a[key], b[key], exact, f"{where}/{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _equal(x, y, exact, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float) and (math.isnan(a) or math.isnan(b)):
+        assert math.isnan(a) and math.isnan(b), where
+    elif isinstance(a, float) and not exact:
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-7), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_stored_numbers_equal_those_before_the_redesign(tmp_path, capsys, name):
+    got = _train(tmp_path, name, capsys)
+    if RECORD:
+        fixture = json.loads(FIXTURE.read_text()) if FIXTURE.exists() else {}
+        fixture.update({"machine": _machine(), name: got})
+        FIXTURE.parent.mkdir(exist_ok=True)
+        FIXTURE.write_text(json.dumps(fixture, sort_keys=True, separators=(",", ":")) + "\n")
+        pytest.skip("recorded")
+    before = json.loads(FIXTURE.read_text())
+    _equal(before[name], got, exact=before["machine"] == _machine(), where=name)
