@@ -2,7 +2,7 @@
 
 * the command-line options every script takes, thread and device set-up;
 * nnstudy's side: the cifar10-cnn study's variant A as a RunConfig, the
-  cached uint8 dataset and a GroupTrainer whose `_train_epoch` is timed;
+  cached uint8 dataset and a GroupTrainer whose `train_epoch` is timed;
 * timing, table and `ratio:` printing helpers.
 
 The plain-PyTorch baselines (the tutorial, the in-memory ceiling) are in
@@ -218,14 +218,14 @@ def nnstudy_threads(device: torch.device, images_per_step: int):
 
 
 def time_train_epoch(trainer) -> float:
-    """Seconds for one `GroupTrainer._train_epoch`: training only, no evaluation.
+    """Seconds for one `GroupTrainer.train_epoch`: training only, no evaluation.
 
-    `_train_epoch` ends with `.tolist()` on device tensors, so the time includes
+    `train_epoch` ends with `.tolist()` on device tensors, so the time includes
     every queued device kernel.
     """
     with nnstudy_threads(trainer.device, trainer.cfg.train.batch_size * len(trainer.seeds)):
         start = time.perf_counter()
-        trainer._train_epoch(1, 1)
+        trainer.train_epoch(1, 1)
         return time.perf_counter() - start
 
 

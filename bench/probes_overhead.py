@@ -11,9 +11,10 @@ dataset cache.
 
 Prints `ratio:` (probes on / probes off) last; the goal is at most 1.05.
 On a shared 2-core machine two whole-study timings vary by more than 5%, so
-`--breakdown` also times the probe work itself inside one more probes-on run
-(in-process executor): the probe passes in training and the report's
-Mechanisms section, as a share of that run's wall time.
+`--breakdown` also times the probe work itself: each variant's seeds trained
+in this process with the trainer's public steps (`train_epoch`, `evaluate`,
+`probe`), the probe passes timed, and the report's Mechanisms section timed in
+one more probes-on run, as a share of that run's wall time.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import time
 from pathlib import Path
 
 import nnstudy
+from nnstudy.executors.job import load_study_data
 from nnstudy.registry import REPORT_SECTIONS
-from nnstudy.training.trainer import GroupTrainer
+from nnstudy.training import GroupTrainer, TrainOptions
 
 
 def main() -> None:
@@ -70,7 +72,7 @@ def main() -> None:
 
 
 def timed_probe_work(study, out: Path, cache: Path) -> tuple[float, float]:
-    """Seconds spent probing (training's probe passes + the Mechanisms section) and the run's wall time."""
+    """Seconds spent probing (training's probe passes + the Mechanisms section) and a probes-on run's wall time."""
     spent = [0.0]
 
     def timed(fn):
@@ -82,15 +84,22 @@ def timed_probe_work(study, out: Path, cache: Path) -> tuple[float, float]:
                 spent[0] += time.perf_counter() - start
         return wrapper
 
-    probe, entry = GroupTrainer._probe, REPORT_SECTIONS.entry("mechanisms")
-    GroupTrainer._probe = timed(probe)
+    for cfg in study.config.variants.values():  # the probe passes, as `GroupTrainer.fit` makes them
+        trainer = GroupTrainer(cfg, load_study_data(cfg, str(cache)), study.seeds,
+                               TrainOptions(progress=False, probes=True))
+        report = set(study.config.epochs_to_report(cfg))
+        timed(trainer.probe)(0, shifts=False, extra={})
+        for epoch in range(1, cfg.train.epochs + 1):
+            trainer.train_epoch(epoch, cfg.train.epochs)
+            trainer.evaluate()
+            timed(trainer.probe)(epoch, shifts=epoch in report or epoch == cfg.train.epochs, extra={})
+    entry = REPORT_SECTIONS.entry("mechanisms")
     REPORT_SECTIONS.register("mechanisms", timed(entry.build), **entry.meta)
     try:
         start = time.perf_counter()
         study.run(out, cache_dir=cache, progress=False, probes=True, executor="local", force=True, log=io.StringIO())
         return spent[0], time.perf_counter() - start
     finally:
-        GroupTrainer._probe = probe
         REPORT_SECTIONS.register("mechanisms", entry.build, **entry.meta)
 
 

@@ -4,7 +4,7 @@ FLOPs of one training step come from `torch.utils.flop_counter.FlopCounterMode`
 over one forward + backward of model A (conv/linear/matmul multiply-adds x 2;
 elementwise ops, pooling and the optimiser are not counted), divided by the
 batch size. nnstudy's images/s (GroupTrainer, 1 seed, batch 128, timed over
-`_train_epoch`, one epoch or --limit images, fastest of --repeat epochs) x FLOP
+`train_epoch`, one epoch or --limit images, fastest of --repeat epochs) x FLOP
 per image = achieved GFLOP/s. The reference is an N x N @ N x N fp32 matmul
 (best of --reps) on the same device and threads. Headline: model GFLOP/s / matmul GFLOP/s.
 

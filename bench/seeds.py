@@ -3,8 +3,8 @@
 Both sides train the cifar10-cnn study's variant A for the same fixed number
 of optimiser steps per seed (--limit, default 2,000; a whole epoch is 12,500
 steps at batch 4), on the same fixed subset of steps x batch CIFAR-10 images,
-so one `GroupTrainer._train_epoch` is exactly that many steps. Timed:
-`_train_epoch` only (no evaluation, no trainer construction, no data decode).
+so one `GroupTrainer.train_epoch` is exactly that many steps. Timed:
+`train_epoch` only (no evaluation, no trainer construction, no data decode).
 
     vectorised: GroupTrainer(seeds=[0..4], vectorize=True), one epoch
     sequential: five GroupTrainer(seeds=[s]), one epoch each, times summed
@@ -54,7 +54,7 @@ def main() -> None:
     rows = [measure(args, data, device, bs, args.limit, seeds) for bs in args.batch_sizes]
     C.print_table(["batch", "steps/seed", "images (all seeds)", "sequential s", "vectorised s",
                    "sequential img/s", "vectorised img/s", "sequential/vectorised"], rows,
-                  title=f"Model A, seeds {seeds}: the same steps per seed, timed over GroupTrainer._train_epoch")
+                  title=f"Model A, seeds {seeds}: the same steps per seed, timed over GroupTrainer.train_epoch")
     print(f"\nheadline: batch {args.batch_sizes[0]} speed-up of vectorised over sequential (goal at batch 4: >= 3)")
     C.finish(rows[0][-1])
 

@@ -8,7 +8,7 @@
     normalised, pre-shuffled float tensors (no metrics, fused SGD): the
     ceiling PyTorch's kernels set for one seed on this machine;
 (c) nnstudy: GroupTrainer on variant A of the built-in cifar10-cnn study,
-    one seed. Timed: `GroupTrainer._train_epoch` only (training; no test-set
+    one seed. Timed: `GroupTrainer.train_epoch` only (training; no test-set
     evaluation, no dataset decode, which is cached).
 
 One epoch each (or --limit images, the same images on both sides), at batch 4
@@ -78,7 +78,7 @@ def main() -> None:
 
     C.print_table(["batch", "images", "tutorial img/s", "ceiling img/s", "nnstudy img/s", "nnstudy/tutorial",
                    "ceiling/tutorial", "nnstudy/ceiling"], rows,
-                  title="Model A training speed, one seed (nnstudy timed over GroupTrainer._train_epoch; "
+                  title="Model A training speed, one seed (nnstudy timed over GroupTrainer.train_epoch; "
                         "tutorial timed from DataLoader iteration start, incl. worker start-up; "
                         "ceiling: the leanest in-memory PyTorch loop)")
     print(f"\nheadline: batch {args.batch_sizes[0]} ratio (goal at batch 4: >= 6)")

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from nnstudy.recorder import StudyClock, time_left
+from nnstudy.study_clock import StudyClock, time_left
 from studies import tiny_study
 
 

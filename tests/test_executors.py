@@ -109,7 +109,7 @@ def test_ray_task_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, cap
 def test_pool_workers_get_their_share_of_cores_but_one_thread_for_small_steps(monkeypatch):
     from types import SimpleNamespace
 
-    from nnstudy.runner import worker_threads
+    from nnstudy.executors.local import worker_threads
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
 

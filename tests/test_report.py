@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import classification_report, confusion_matrix
 
-from nnstudy.report import build_report, sample_grid, write_run_figures
+from nnstudy.report import build_report, run_figure_pngs, sample_grid
 from nnstudy.report import context as ctx
 from nnstudy.report.context import fmt_mean_ci, fmt_score
 from nnstudy.stats import VERDICT_RULE, compare_study
@@ -389,16 +389,16 @@ def test_sample_grid_tiles(tmp_path, n, channels, size):
         assert img.size == size
 
 
-def test_write_run_figures(tmp_path):
+def test_run_figures(tmp_path):
     study = make_study(tmp_path)
     done = study.runs_of("base")[0]
-    paths = write_run_figures(done, CLASSES, study.y_true, tmp_path / "run")
-    assert [p.name for p in paths] == ["curves.png", "confusion.png"]
-    for p in paths:
-        with Image.open(p) as img:
+    pngs = run_figure_pngs(done, CLASSES, study.y_true)
+    assert list(pngs) == ["curves.png", "confusion.png"]
+    for png in pngs.values():
+        with Image.open(io.BytesIO(png)) as img:
             img.verify()
     failed = RunResult(run_id="x", variant="base", seed=0, status="failed", config={}, error="boom")
-    assert write_run_figures(failed, CLASSES, study.y_true, tmp_path / "failed") == []
+    assert run_figure_pngs(failed, CLASSES, study.y_true) == {}
 
 
 def test_report_with_only_pending_runs(tmp_path):

@@ -228,19 +228,19 @@ def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monk
     """Writing seed 1's run folder fails: seed 0 of the same job stays done; a retry restores seed 1 untrained."""
     import errno
 
-    from nnstudy import recorder
+    from nnstudy import run_life
     from nnstudy.errors import UserError
 
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
     study.write_text(TINY)
-    real = recorder.files.write_json
+    real = run_life.files.write_json
 
     def flaky(path, obj):
         if "seed-1" in str(path) and path.name == "metrics.json":
             raise UserError(f"cannot write {path}: I/O error") from OSError(errno.EIO, "I/O error")
         return real(path, obj)
 
-    monkeypatch.setattr(recorder.files, "write_json", flaky)
+    monkeypatch.setattr(run_life.files, "write_json", flaky)
     rc, _, err = run(capsys, study, out, cache)
     assert rc == 1, err
     stored = runs(out)
@@ -249,7 +249,7 @@ def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monk
     assert "writing its run folder failed" in stored[("a", 1)]["error"]
     assert len(stored[("a", 0)]["epochs"]) == 3
 
-    monkeypatch.setattr(recorder.files, "write_json", real)
+    monkeypatch.setattr(run_life.files, "write_json", real)
     rc, _, err = run(capsys, study, out, cache, "--retry-failed")
     assert rc == 0, err
     assert err.count("restored all 3 epochs from its checkpoint, none retrained") == 2, err

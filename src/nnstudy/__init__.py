@@ -12,9 +12,8 @@ __version__ = "0.2.0"
 
 from nnstudy.api import Results, Study, load_study, open_results  # noqa: E402
 from nnstudy.errors import UserError  # noqa: E402
-from nnstudy.registry import (  # noqa: E402
-    ACTIVATIONS, DATASETS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS, POOLINGS, REPORT_SECTIONS, SCHEDULES,
-)
+from nnstudy.registry import (ACTIVATIONS, DATASETS, EXECUTORS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS,  # noqa: E402
+                              POOLINGS, PROBES, REPORT_SECTIONS, SCHEDULES)
 
-__all__ = ["ACTIVATIONS", "DATASETS", "INITS", "LOSSES", "MODELS", "NORMS", "OPTIMIZERS", "POOLINGS",
-           "REPORT_SECTIONS", "Results", "SCHEDULES", "Study", "UserError", "load_study", "open_results"]
+__all__ = ["ACTIVATIONS", "DATASETS", "EXECUTORS", "INITS", "LOSSES", "MODELS", "NORMS", "OPTIMIZERS", "POOLINGS",
+           "PROBES", "REPORT_SECTIONS", "Results", "SCHEDULES", "Study", "UserError", "load_study", "open_results"]

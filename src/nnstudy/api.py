@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nnstudy.config import StudyConfig, load_study as _load_config, parse_study
 from nnstudy.errors import UserError
+from nnstudy.options import RunOptions
 
 
 class Study:
@@ -40,26 +41,21 @@ class Study:
     def seeds(self) -> list[int]:
         return list(self.config.seeds)
 
-    def run(self, out: str | os.PathLike = "nnstudy-out", *, device: str | None = None, executor: str = "auto",
-            workers: int | None = None, vectorize: bool = True, compile: bool = False, force: bool = False,
-            retry_failed: bool = False, cache_dir: str | os.PathLike | None = None, ray_address: str | None = None,
-            progress: bool = True, probes: bool = True, cpus_per_job: float | None = None,
-            gpus_per_job: float | None = None, checkpoint_dir: str | None = None, stack_variants: bool = True,
-            share_cores: bool = False, log=None) -> "Results":
-        """Train every (variant, seed) run that is missing, then write the report (options as `nnstudy run`)."""
-        from nnstudy.runner import RunOptions, run_study
+    def run(self, out: str | os.PathLike = "nnstudy-out", *, options: RunOptions | None = None,
+            **keywords) -> "Results":
+        """Train every (variant, seed) run that is missing, then write the report.
 
-        options = RunOptions(out=Path(out), device=device, executor=executor, workers=workers, vectorize=vectorize,
-                             compile=compile, force=force, retry_failed=retry_failed,
-                             cache_dir=Path(cache_dir) if cache_dir else None, ray_address=ray_address,
-                             progress=progress, probes=probes, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
-                             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
-                             stack_variants=stack_variants, share_cores=share_cores, log=log)
+        The options are `nnstudy run`'s, as keywords (`device="cpu", executor="process", workers=2, force=True,
+        cache_dir=..., progress=False, log=...`: every field of `nnstudy.options.RunOptions`) or as one RunOptions.
+        """
+        options = options or RunOptions.from_keywords(out, **keywords)
         if self.config.sequential is not None:
             from nnstudy.run_until_decided import run_until_decided
 
             results, paths = run_until_decided(self.config, self.source, options)
         else:
+            from nnstudy.runner import run_study
+
             results, paths = run_study(self.config, self.source, options)
         return Results(results, paths)
 

@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "worth knowing, in the metric's unit (test accuracy: 0.002 = 0.2 pp)")
     run.add_argument("--force", action="store_true", help="rerun every run, even those already done")
     run.add_argument("--retry-failed", action="store_true", help="rerun only the runs that failed")
-    run.add_argument("--executor", choices=["auto", "local", "process", "ray"], default="auto",
-                     help="where runs train: this process, a process pool, or a Ray cluster (default: auto)")
+    # Not argparse choices: the registry is read (and a wrong name told, with close matches) when the study runs.
+    run.add_argument("--executor", default="auto", help="where runs train: local (this process), process (a process "
+                     "pool), ray (a Ray cluster), or any registered executor (default: auto)")
     run.add_argument("--workers", type=_positive, help="process-pool size (default: one per CPU core on cpu)")
     run.add_argument("--ray-address", help="join the Ray cluster at HOST:PORT ('auto': the one started on this "
                      "machine); implies --executor ray, which otherwise starts a local Ray")
@@ -163,12 +164,7 @@ def _cmd_run(args) -> int:
 
     study = load_study(args.study, seeds=args.seeds, data_dir=args.data_dir, precision=args.precision,
                        looks=args.looks, smallest_difference=args.smallest_difference)
-    results = study.run(args.out, device=args.device, executor=args.executor, workers=args.workers,
-                        vectorize=not args.no_vectorize, compile=args.compile, force=args.force,
-                        stack_variants=not args.no_stack_variants, share_cores=args.share_cores,
-                        retry_failed=args.retry_failed, cache_dir=args.cache_dir, ray_address=args.ray_address,
-                        progress=not args.quiet, probes=not args.no_probes, cpus_per_job=args.cpus_per_job,
-                        gpus_per_job=args.gpus_per_job, checkpoint_dir=args.checkpoint_dir)
+    results = study.run(options=_run_options(args))
     failed = [r for r in results.study.runs if r.status == "failed"]
     print(results.findings)
     print(f"report: {results.report}")
@@ -179,6 +175,18 @@ def _cmd_run(args) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _run_options(args) -> "RunOptions":
+    """The run options, once: everything below reads this value."""
+    from nnstudy.options import RunOptions
+
+    return RunOptions.from_keywords(
+        args.out, device=args.device, executor=args.executor, workers=args.workers, vectorize=not args.no_vectorize,
+        compile=args.compile, force=args.force, stack_variants=not args.no_stack_variants, share_cores=args.share_cores,
+        retry_failed=args.retry_failed, cache_dir=args.cache_dir, ray_address=args.ray_address, progress=not args.quiet,
+        probes=not args.no_probes, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
+        checkpoint_dir=args.checkpoint_dir)
 
 
 def _cmd_init(args) -> int:

@@ -25,7 +25,8 @@ from nnstudy.errors import UserError
 # The modules whose decorators fill the registries with nnstudy's own entries.
 _BUILTIN_MODULES = ("nnstudy.models.layers", "nnstudy.models.build", "nnstudy.models.external",
                     "nnstudy.training.losses", "nnstudy.training.optim", "nnstudy.data", "nnstudy.data.external",
-                    "nnstudy.stats.claims", "nnstudy.report.sections")
+                    "nnstudy.training.probes", "nnstudy.stats.claims", "nnstudy.report.sections",
+                    "nnstudy.executors.local", "nnstudy.executors.ray")
 _loaded = False
 
 
@@ -61,6 +62,10 @@ class Registry:
             return obj
         return add if build is _DECORATE else add(build)
 
+    def remove(self, name: str) -> None:
+        """Forget an entry (a notebook trying out an extension, a test)."""
+        self._entries.pop(name, None)
+
     def names(self) -> tuple[str, ...]:
         _load_builtins()
         return tuple(self._entries)
@@ -94,9 +99,11 @@ SCHEDULES = Registry("schedule", "train.schedule")
 DATASETS = Registry("dataset", "dataset.name")
 REPORT_SECTIONS = Registry("report section", "report section")
 CLAIM_METRICS = Registry("claim metric", "claims.metric")
+PROBES = Registry("probe", "probe")
+EXECUTORS = Registry("executor", "--executor")
 
 ALL = {r.kind: r for r in (ACTIVATIONS, POOLINGS, INITS, NORMS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, DATASETS,
-                           REPORT_SECTIONS, CLAIM_METRICS)}
+                           REPORT_SECTIONS, CLAIM_METRICS, PROBES, EXECUTORS)}
 
 
 def import_reference(ref: str, what: str, base_dir: str | None = None):

@@ -1,31 +1,67 @@
-"""Where jobs run: in this process, in worker processes, or on a Ray cluster."""
+"""Where jobs run: in this process, in worker processes, or on a Ray cluster; one registry (registry.EXECUTORS).
+
+An entry is `open(options, device) -> Executor`, called before anything is
+written (so a cluster that cannot be reached leaves the output folder as it
+was); its `options` meta names the run options meant for it alone, which every
+other executor refuses. A new executor is one registration:
+
+    @EXECUTORS.register("inline")
+    def _open(options, device):
+        return MyExecutor()          # an Executor: run(jobs, handle)
+"""
+
+from __future__ import annotations
 
 from nnstudy.errors import UserError
 from nnstudy.executors.job import Job, execute_job
-from nnstudy.executors.local import LocalExecutor, ProcessExecutor, default_workers
+from nnstudy.registry import EXECUTORS
 
-__all__ = ["Job", "LocalExecutor", "ProcessExecutor", "check_executor_options", "default_workers", "execute_job",
-           "make_executor"]
-
-
-def check_executor_options(name: str, ray_address: str | None = None, cpus_per_job: float | None = None,
-                           gpus_per_job: float | None = None) -> None:
-    """The options meant for Ray alone, refused for the other executors."""
-    if name != "ray" and (ray_address or cpus_per_job is not None or gpus_per_job is not None):
-        where = "a process pool or this process" if name == "auto" else f"the {name} executor"
-        raise UserError(f"--ray-address, --cpus-per-job and --gpus-per-job are for --executor ray (this run would use "
-                        f"{where})")
-    if cpus_per_job is not None and cpus_per_job <= 0:
-        raise UserError(f"--cpus-per-job {cpus_per_job:g}: a job needs more than 0 CPUs (fractions are allowed)")
+__all__ = ["Executor", "Job", "execute_job", "open_executor"]
 
 
-def make_executor(name: str, workers: int, ray_address: str | None = None, device: str = "cpu",
-                  cpus_per_job: float | None = None, gpus_per_job: float | None = None, share_cores: bool = False):
-    check_executor_options(name, ray_address, cpus_per_job, gpus_per_job)
-    if name == "local" or (name == "process" and workers <= 1):
-        return LocalExecutor()
-    if name == "process":
-        return ProcessExecutor(workers, share_cores)
-    from nnstudy.executors.ray import RayExecutor
-    return RayExecutor(ray_address, cpus_per_job=1 if cpus_per_job is None else cpus_per_job,
-                       gpus_per_job=(1 if device == "cuda" else 0) if gpus_per_job is None else gpus_per_job)
+class Executor:
+    """Runs a list of jobs: passes every event of a job to `handle(job, event)` in this process and ends each job
+    with `JobEnded`, or with `WorkerLost` when whatever ran it died without a word."""
+
+    name = ""
+    lost = "worker process"  # what died with a lost job, in messages
+    step_bars = False  # True: jobs train in this process and draw per-step bars (else one bar for the study)
+
+    def slots(self) -> int:
+        """Jobs training at once on this machine's cores: the planner splits stacks until none idles."""
+        return 1
+
+    def for_jobs(self, n_jobs: int) -> "Executor":
+        """The executor for this many jobs (a pool of one worker is this process)."""
+        return self
+
+    def parallel(self, n_jobs: int) -> int:
+        """Jobs at once, for the study's time left."""
+        return 1
+
+    def describe(self) -> str:
+        return f"the {self.name} executor"
+
+    def notes(self, options) -> list[str]:
+        """Warnings about these options on this executor, said once before training."""
+        return []
+
+    def run(self, jobs: list[Job], handle) -> None:
+        raise NotImplementedError
+
+
+def open_executor(options, device: str) -> Executor:
+    """The executor the options name ("auto": Ray with --ray-address, else a process pool or this process)."""
+    kind = options.executor
+    if kind == "auto":
+        kind = "ray" if options.ray_address else "process"
+    entry = EXECUTORS.entry(kind)
+    for other in EXECUTORS.names():
+        own = EXECUTORS.entry(other).meta.get("options", ())
+        if other != kind and any(getattr(options, o, None) is not None for o in own if o not in entry.meta.get("options", ())):
+            flags = [f"--{o.replace('_', '-')}" for o in own]
+            where = "a process pool or this process" if options.executor == "auto" else f"the {kind} executor"
+            raise UserError(f"{', '.join(flags[:-1])} and {flags[-1]} are for --executor {other} (this run would use "
+                            f"{where})" if len(flags) > 1 else f"{flags[0]} is for --executor {other} (this run "
+                            f"would use {where})")
+    return entry.build(options, device)

@@ -9,8 +9,10 @@ run folders (`recorder.py`), wherever the job ran.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
+import os
 import platform
 import socket
 import time
@@ -23,14 +25,14 @@ import numpy as np
 import torch
 
 from nnstudy.config.schema import RunConfig
-from nnstudy.errors import UserError
+from nnstudy.errors import UserError, first_line
 from nnstudy.executors.events import EpochsDone, Event, RunFinished, RunsFailed, Started, ThreadsChanged
+from nnstudy.run_life import resume_state, run_figures, save_state
 from nnstudy.store import files
 from nnstudy.training import GroupTrainer, TrainOptions
-from nnstudy.training.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
 from nnstudy.training.cpu_memory import keep_freed_memory
+from nnstudy.training.stacking import can_stack
 from nnstudy.training.threads import default_cpu_threads
-from nnstudy.training.trainer import can_stack
 
 # A full disk or an unwritable folder is not the run's fault: the study stops, a rerun resumes.
 OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -39,25 +41,25 @@ OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 @dataclass
 class Job:
     study: str
-    variant: str
-    config: dict  # RunConfig as a dict
+    variant: str  # "a+b+c" when the stack holds the runs of several variants
+    config: dict  # RunConfig as a dict (the first variant's: what the members share)
     run_ids: list[int]
     seeds: list[int]
     identities: list[str]  # each run's config hash, kept in its checkpoint
     checkpoint_dirs: list[str]  # where each run's checkpoints live
     report_epochs: list[int]
     cache_dir: str
-    device: str = "cpu"
-    vectorize: bool = True
-    compile: bool = False
+    train: TrainOptions = field(default_factory=TrainOptions)  # how its trainer trains: device, stacked, probes...
     threads: int = 0  # 0: nnstudy's choice for the job's size (training/threads.py)
     stack_note: str = ""  # why this variant's seeds train one at a time, if they do
-    probes: bool = True  # mechanism probes (training/probes.py)
     member_configs: list[dict] = field(default_factory=list)  # per run, when the stack holds several variants
     member_variants: list[str] = field(default_factory=list)  # their variant names, per run
-    progress: bool = True
-    position: int = 0
+    position: int = 0  # its worker's line for progress bars
     cost: float = 0.0  # estimated seconds, for the order jobs start in
+
+    @property
+    def device(self) -> str:
+        return self.train.device
 
     @property
     def label(self) -> str:
@@ -67,7 +69,10 @@ class Job:
 
     @property
     def stacked(self) -> bool:
-        return self.vectorize and len(self.seeds) > 1 and can_stack(RunConfig.model_validate(self.config))
+        return self.train.vectorize and len(self.seeds) > 1 and can_stack(RunConfig.model_validate(self.config))
+
+    def variant_of(self, k: int) -> str:
+        return self.member_variants[k] if self.member_configs else self.variant
 
 
 def library_versions() -> dict:
@@ -106,78 +111,93 @@ def execute_job(job: Job, emit: Callable[[Event], None], data=None,
     `threads`: asked between epochs for a new thread count (cores that other jobs freed), if any.
     """
     start = time.perf_counter()
+    _set_threads(job)
+    files.crash_point("job-start")
+    try:
+        cfg = RunConfig.model_validate(job.config)
+        emit(Started(job.run_ids, _settings(job, cfg), library_versions()))
+        data = data if data is not None else load_study_data(cfg, job.cache_dir)
+        trainer = _trainer(job, cfg, data)
+        restored = _restore(job, trainer, emit)
+        trainer.fit(_on_epoch(job, emit, threads, [set(s.probes) for s in trainer.states]),
+                    predict_epochs=job.report_epochs)
+        _finish(job, trainer, time.perf_counter() - start, restored, data, emit)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # a failing run is recorded, and the study goes on
+        message = first_line(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {first_line(exc)}"
+        emit(RunsFailed(job.run_ids, message, traceback.format_exc(), stop_study=is_output_error(exc)))
+
+
+def _set_threads(job: Job) -> None:
     if job.device == "cpu":
         keep_freed_memory()
     if job.threads:
         torch.set_num_threads(job.threads)
     elif job.device == "cpu":
         torch.set_num_threads(default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds)))
-    files.crash_point("job-start")
-    try:
-        cfg = RunConfig.model_validate(job.config)
-        settings = {"device": job.device, "precision": cfg.train.precision, "compile": job.compile,
-                    "vectorized": job.stacked, "threads": torch.get_num_threads(), "host": socket.gethostname()}
-        if job.stack_note:
-            settings["not_stacked"] = job.stack_note
-        if job.member_configs:
-            settings["stacked_with"] = job.variant  # "a+b+c": variants trained as one stack
-        emit(Started(job.run_ids, settings, library_versions()))
-        if data is None:
-            data = load_study_data(cfg, job.cache_dir)
-        options = TrainOptions(device=job.device, vectorize=job.vectorize, compile=job.compile,
-                               progress=job.progress, label=job.label, position=job.position, probes=job.probes)
-        members = [RunConfig.model_validate(c) for c in job.member_configs] or None
-        trainer = GroupTrainer(cfg, data, job.seeds, options, members)
-        dirs = job.checkpoint_dirs  # local folders or object store URIs
-        checkpoints = [load_checkpoint(resume_checkpoint(d)) for d in dirs]
-        restored = 0
-        if any(c is not None for c in checkpoints):
-            trainer.restore(checkpoints)
-            restored = trainer.epoch
-            # The checkpoint is the record: the store is made to match it, whatever it held.
-            emit(_epochs_event(job, trainer, {k: s.predictions for k, s in enumerate(trainer.states)},
-                               {k: s.probes for k, s in enumerate(trainer.states)}, restored=True))
-
-        sent = [set(s.probes) for s in trainer.states]  # probe epochs already reported
-
-        def on_epoch(tr: GroupTrainer, predictions: dict[int, torch.Tensor]) -> None:
-            for k, d in enumerate(dirs):
-                save_checkpoint(d, {**tr.checkpoint(k), "identity": job.identities[k]})
-            probes = {k: {e: p for e, p in s.probes.items() if e in (0, tr.epoch) and e not in sent[k]}
-                      for k, s in enumerate(tr.states)}
-            for k, new in probes.items():
-                sent[k].update(new)
-            emit(_epochs_event(job, tr, {k: {tr.epoch: p} for k, p in predictions.items()}, probes, restored=False))
-            wanted = threads() if threads is not None else None
-            if wanted and wanted != torch.get_num_threads() and tr.epoch < tr.cfg.train.epochs:
-                torch.set_num_threads(wanted)
-                emit(ThreadsChanged(job.run_ids, wanted, tr.epoch + 1))
-
-        trainer.fit(on_epoch, predict_epochs=job.report_epochs)
-        wall = time.perf_counter() - start
-        for k, rid in enumerate(job.run_ids):
-            state = trainer.states[k]
-            status = "diverged" if state.diverged else "done"
-            emit(RunFinished(rid, status, trainer.n_params, wall, restored, trainer.epoch - restored,
-                             trainer.model_changes, _figures(job, k, state, status, data)))
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # a failing run is recorded, and the study goes on
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if not isinstance(exc, UserError):
-            message = f"{type(exc).__name__}: {message}"
-        emit(RunsFailed(job.run_ids, message, traceback.format_exc(), stop_study=is_output_error(exc)))
 
 
-def _figures(job: Job, k: int, state, status: str, data) -> dict[str, bytes]:
-    """The run folder's figures, drawn here so that workers draw in parallel; the driver writes them."""
-    from nnstudy.report.figures import run_figure_pngs
-    from nnstudy.store.results import RunResult
+def _settings(job: Job, cfg: RunConfig) -> dict:
+    """Facts of how these runs train, recorded with them (the report shows them)."""
+    settings = {"device": job.device, "precision": cfg.train.precision, "compile": job.train.compile,
+                "vectorized": job.stacked, "threads": torch.get_num_threads(), "host": socket.gethostname()}
+    if job.stack_note:
+        settings["not_stacked"] = job.stack_note
+    if job.member_configs:
+        settings["stacked_with"] = job.variant  # "a+b+c": variants trained as one stack
+    return settings
 
-    variant = job.member_variants[k] if job.member_configs else job.variant
-    predictions = {e: p.numpy().astype(np.int64) for e, p in state.predictions.items()} if status == "done" else {}
-    run = RunResult(str(job.run_ids[k]), variant, job.seeds[k], status, {}, 0, state.history, predictions)
-    return run_figure_pngs(run, data.classes, data.test_y.numpy())
+
+def _trainer(job: Job, cfg: RunConfig, data) -> GroupTrainer:
+    options = dataclasses.replace(job.train, label=job.label, position=job.position)
+    members = [RunConfig.model_validate(c) for c in job.member_configs] or None
+    trainer = GroupTrainer(cfg, data, job.seeds, options, members)
+    if os.environ.get("NNSTUDY_CRASH_AT", "").startswith("train-step"):
+        trainer.step_hook = files.crash_point  # tests kill the process mid-epoch
+    return trainer
+
+
+def _restore(job: Job, trainer: GroupTrainer, emit) -> int:
+    """Continue from the runs' checkpoints, if any; the epochs restored (0: from scratch)."""
+    checkpoints = [resume_state(d) for d in job.checkpoint_dirs]  # local folders or object store URIs
+    if all(c is None for c in checkpoints):
+        return 0
+    trainer.restore(checkpoints)
+    # The checkpoint is the record: the store is made to match it, whatever it held.
+    emit(_epochs_event(job, trainer, {k: s.predictions for k, s in enumerate(trainer.states)},
+                       {k: s.probes for k, s in enumerate(trainer.states)}, restored=True))
+    return trainer.epoch
+
+
+def _on_epoch(job: Job, emit, threads, sent: list[set]):
+    """After each epoch: every run's checkpoint, then its new rows, probes and predictions as one event."""
+    def on_epoch(tr: GroupTrainer, predictions: dict[int, torch.Tensor]) -> None:
+        for k, d in enumerate(job.checkpoint_dirs):
+            save_state(d, tr.checkpoint(k), job.identities[k])
+        probes = {k: {e: p for e, p in s.probes.items() if e in (0, tr.epoch) and e not in sent[k]}
+                  for k, s in enumerate(tr.states)}
+        for k, new in probes.items():
+            sent[k].update(new)  # probe epochs already reported
+        emit(_epochs_event(job, tr, {k: {tr.epoch: p} for k, p in predictions.items()}, probes, restored=False))
+        wanted = threads() if threads is not None else None
+        if wanted and wanted != torch.get_num_threads() and tr.epoch < tr.cfg.train.epochs:
+            torch.set_num_threads(wanted)
+            emit(ThreadsChanged(job.run_ids, wanted, tr.epoch + 1))
+    return on_epoch
+
+
+def _finish(job: Job, trainer: GroupTrainer, wall: float, restored: int, data, emit) -> None:
+    """Each run done or diverged, with its folder's figures (drawn here, so that workers draw in parallel)."""
+    y_true = data.test_y.numpy()
+    for k, rid in enumerate(job.run_ids):
+        state = trainer.states[k]
+        status = "diverged" if state.diverged else "done"
+        predictions = {e: p.numpy().astype(np.int64) for e, p in state.predictions.items()}
+        figures = run_figures(job.variant_of(k), job.seeds[k], status, state.history, predictions,
+                                       data.classes, y_true)
+        emit(RunFinished(rid, status, trainer.n_params, wall, restored, trainer.epoch - restored,
+                         trainer.model_changes, figures))
 
 
 def _epochs_event(job: Job, tr: GroupTrainer, predictions: dict[int, dict], probes: dict[int, dict],

@@ -1,11 +1,5 @@
-"""Executors run a list of jobs; they differ only in where the work happens.
-
-- `LocalExecutor`: in this process, one job after another (per-step progress bars).
-- `ProcessExecutor`: worker processes, each with its share of the CPU threads.
-- `RayExecutor` (executors/ray.py): tasks on a Ray cluster.
-Each passes every event of a job to `handle(job, event)` in the driver, ends a
-job with `JobEnded`, or with `WorkerLost` when its worker died without a word.
-"""
+"""The executors on this machine: `local` (this process, one job after another, per-step progress bars) and
+`process` (worker processes, each with its share of the CPU threads). `ray` is in executors/ray.py."""
 
 from __future__ import annotations
 
@@ -19,20 +13,28 @@ from contextlib import contextmanager
 from multiprocessing.connection import wait
 from typing import Callable
 
+from nnstudy.executors import Executor
 from nnstudy.executors.events import Event, JobEnded, WorkerLost
 from nnstudy.executors.job import Job, execute_job
+from nnstudy.registry import EXECUTORS
 from nnstudy.training.threads import default_cpu_threads
 
 Handler = Callable[[Job, Event], None]
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     name = "local"
+    step_bars = True
 
     def run(self, jobs: list[Job], handle: Handler) -> None:
         for job in jobs:
             execute_job(job, lambda event: handle(job, event))
             handle(job, JobEnded())
+
+
+@EXECUTORS.register("local")
+def _open_local(options, device: str) -> LocalExecutor:
+    return LocalExecutor()
 
 
 def _worker_init(parent: int | None = None) -> None:
@@ -109,7 +111,7 @@ class _Worker:
         self.conn.close()
 
 
-class ProcessExecutor:
+class ProcessExecutor(Executor):
     """Jobs spread over `workers` processes ('spawn': safe with torch's threads).
 
     Each worker holds one job at a time, so when the operating system kills one
@@ -119,10 +121,26 @@ class ProcessExecutor:
 
     name = "process"
 
-    def __init__(self, workers: int, share_cores: bool = False):
-        self.workers, self.share_cores = workers, share_cores
+    def __init__(self, workers: int | None, share_cores: bool = False, device: str = "cpu"):
+        self.workers, self.share_cores, self.device = workers, share_cores, device  # workers None: one per job
+
+    def slots(self) -> int:
+        # A GPU places its jobs itself: one stack is not split for it.
+        return 1 if self.device != "cpu" else self.workers or os.cpu_count() or 1
+
+    def for_jobs(self, n_jobs: int) -> Executor:
+        workers = self.workers or default_workers(n_jobs, self.device)
+        return LocalExecutor() if workers <= 1 else ProcessExecutor(workers, self.share_cores, self.device)
+
+    def parallel(self, n_jobs: int) -> int:
+        return self.workers or default_workers(n_jobs, self.device)
+
+    def describe(self) -> str:
+        return f"the process executor ({self.workers} workers)"
 
     def run(self, jobs: list[Job], handle: Handler) -> None:
+        for job in jobs:
+            job.threads = worker_threads(job, self.workers)
         ctx = mp.get_context("spawn")
         queue, pool = list(jobs), []
         try:
@@ -202,3 +220,14 @@ def default_workers(n_jobs: int, device: str) -> int:
     if device != "cpu":
         return 1
     return max(1, min(n_jobs, os.cpu_count() or 1))
+
+
+def worker_threads(job: Job, workers: int) -> int:
+    """Threads for a job in a pool of `workers` processes: the small-step rule, within its share of the cores."""
+    share = max(1, (os.cpu_count() or 1) // workers)
+    return default_cpu_threads(job.config["train"]["batch_size"] * len(job.seeds), cores=share)
+
+
+@EXECUTORS.register("process")
+def _open_process(options, device: str) -> ProcessExecutor:
+    return ProcessExecutor(options.workers, options.share_cores, device)

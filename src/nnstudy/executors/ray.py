@@ -22,11 +22,15 @@ import socket
 import sys
 import traceback
 
+from pathlib import Path
+
 from nnstudy.config.schema import RunConfig
-from nnstudy.errors import UserError
+from nnstudy.errors import UserError, first_line
+from nnstudy.executors import Executor
 from nnstudy.executors.events import JobEnded, RunsFailed, WorkerLost
 from nnstudy.executors.job import Job, execute_job, load_study_data
-from nnstudy.executors.local import Handler
+from nnstudy.executors.local import Handler, default_workers
+from nnstudy.registry import EXECUTORS
 
 TOKEN_DOCS = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
 
@@ -35,10 +39,22 @@ def _task(job: Job, data, index: int, queue) -> None:
     execute_job(job, lambda event: queue.put((index, event)), data)
 
 
-class RayExecutor:
-    name = "ray"
+@EXECUTORS.register("ray", options=("ray_address", "cpus_per_job", "gpus_per_job"))
+def _open_ray(options, device: str) -> "RayExecutor":
+    if options.cpus_per_job is not None and options.cpus_per_job <= 0:
+        raise UserError(f"--cpus-per-job {options.cpus_per_job:g}: a job needs more than 0 CPUs (fractions are allowed)")
+    gpus = (1 if device == "cuda" else 0) if options.gpus_per_job is None else options.gpus_per_job
+    return RayExecutor(options.ray_address, 1 if options.cpus_per_job is None else options.cpus_per_job, gpus,
+                       workers=options.workers, device=device)
 
-    def __init__(self, address: str | None = None, cpus_per_job: float = 1, gpus_per_job: float = 0):
+
+class RayExecutor(Executor):
+    name = "ray"
+    lost = "Ray worker or its node"
+
+    def __init__(self, address: str | None = None, cpus_per_job: float = 1, gpus_per_job: float = 0,
+                 workers: int | None = None, device: str = "cpu"):
+        self.workers, self.device = workers, device
         self.ray = connect(address)
         self.threads = max(1, math.floor(cpus_per_job))
         self.remote = self.ray.remote(num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=0)(_task)
@@ -48,6 +64,16 @@ class RayExecutor:
             print(f"nnstudy: no node of the Ray cluster has {cpus_per_job:g} CPU(s) and {gpus_per_job:g} GPU(s) for a "
                   "job; its tasks wait until such a node joins (see --cpus-per-job, --gpus-per-job)", file=sys.stderr)
         self.nodes = len(nodes)
+
+    def parallel(self, n_jobs: int) -> int:
+        return self.workers or default_workers(n_jobs, self.device)
+
+    def notes(self, options) -> list[str]:
+        if options.checkpoint_dir is None and self.nodes > 1:
+            return [f"checkpoints go to the run folders under {Path(options.out).resolve()} on whichever node trains a "
+                    "job; unless every node shares that folder, give --checkpoint-dir (a shared folder or "
+                    "s3://bucket/prefix) so that a job resumes on another node"]
+        return []
 
     def run(self, jobs: list[Job], handle: Handler) -> None:
         """Run every job; one whose worker or node died ends with `WorkerLost`, the others go on."""
@@ -204,5 +230,4 @@ def _token_help(address: str | None) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0].strip().rstrip(".") if lines else type(exc).__name__
+    return first_line(exc).rstrip(".")

@@ -29,8 +29,18 @@ TEMPLATES = Path(__file__).parent / "templates"
 # autoescape on for both files: class names, variant names and error messages
 # come from users (folder names, study files, exceptions) and must never become
 # markup. The Markdown file then drops the escapes it does not need (_plain_markdown).
+def _section_template(name: str):
+    """A registered section's own template, when its entry carries it (meta `html` / `md`): a section is then
+    one registration, with no file in templates/. Read anew at every report (an entry may be registered again)."""
+    section, _, kind = name.removesuffix(".j2").rpartition(".")
+    if kind in ("html", "md") and section in REPORT_SECTIONS.names():
+        source = REPORT_SECTIONS.entry(section).meta.get(kind)
+        return None if source is None else (source, None, lambda: False)
+    return None
+
+
 _ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES),
+    loader=jinja2.ChoiceLoader([jinja2.FunctionLoader(_section_template), jinja2.FileSystemLoader(TEMPLATES)]),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,

@@ -15,8 +15,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nnstudy.stats.per_class import confusion
 from nnstudy.stats.summary import summarize
-from nnstudy.store.files import atomic_path, write_bytes
+from nnstudy.store.files import atomic_path
 from nnstudy.store.results import RunResult
 
 DPI = 100
@@ -47,11 +48,6 @@ def save_png(fig: Figure, path: Path, dpi: int = DPI) -> Path:
 # ---------------------------------------------------------------- one run
 
 
-def write_run_figures(run: RunResult, classes: list[str], y_true: np.ndarray, run_dir: Path) -> list[Path]:
-    """Write `curves.png` and `confusion.png` for one run into `run_dir`; returns the paths written."""
-    return [write_bytes(Path(run_dir) / name, data) for name, data in run_figure_pngs(run, classes, y_true).items()]
-
-
 def run_figure_pngs(run: RunResult, classes: list[str], y_true: np.ndarray) -> dict[str, bytes]:
     """One run's `curves.png` and `confusion.png` as PNG bytes.
 
@@ -64,7 +60,7 @@ def run_figure_pngs(run: RunResult, classes: list[str], y_true: np.ndarray) -> d
         out["curves.png"] = png_bytes(run_curves_figure(run))
     if run.predictions:
         last = max(run.predictions)
-        cm = confusion_counts(y_true, run.predictions[last], len(classes))
+        cm = confusion(y_true, run.predictions[last], len(classes))
         title = f"{run.variant}, seed {run.seed}, epoch {last}"
         out["confusion.png"] = png_bytes(confusion_figure(cm, classes, title))
     return out
@@ -96,13 +92,6 @@ def run_curves_figure(run: RunResult) -> Figure:
         ax.legend()
     fig.suptitle(plain(f"{run.variant}, seed {run.seed} ({run.status})"))
     return fig
-
-
-def confusion_counts(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """Confusion matrix of counts: rows are true classes, columns predictions."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 # ---------------------------------------------------------------- study

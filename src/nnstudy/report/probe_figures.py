@@ -1,6 +1,7 @@
 """Figures of the mechanism probes: what happens inside the networks, per variant, with the seed band.
 
 Every line is the mean over seeds; the band spans the seeds' minimum to maximum.
+A probe registered with a `figure` (registry.PROBES) is drawn by `mechanism_figures`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nnstudy.registry import PROBES
 from nnstudy.store.results import StudyResults
 
 from .figures import line_style, plain
@@ -80,18 +82,24 @@ def _variant_lines(ax, results: StudyResults, row_of) -> bool:
 
 def dead_units_figure(results: StudyResults) -> Figure | None:
     """Mean fraction of dead units (over activation layers) per epoch."""
+    return epochs_figure(results, "dead", "dead units (fraction)", fraction=True)
+
+
+def epochs_figure(results: StudyResults, probe: str, ylabel: str, fraction: bool = False) -> Figure | None:
+    """A per-layer probe, mean over the layers, per epoch (0: at initialisation)."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
 
     def row(run):
         epochs = sorted(run.probes)
-        dead = [_layer_values(run, e, "dead") for e in epochs]
-        return epochs, [np.mean(d) if d else np.nan for d in dead]
+        values = [_layer_values(run, e, probe) for e in epochs]
+        return epochs, [np.mean(v) if v else np.nan for v in values]
 
     drawn = _variant_lines(ax, results, row)
     ax.set_xlabel("epoch (0: at initialisation)")
-    ax.set_ylabel("dead units (fraction)")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(ylabel)
+    if fraction:
+        ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig if drawn else None
@@ -114,3 +122,25 @@ def shift_figure(results: StudyResults, epoch: int) -> Figure | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig if drawn else None
+
+
+def mechanism_figures(results: StudyResults) -> list[tuple[str, Figure, str]]:
+    """(file name, figure, title) of every registered probe that has a figure and something to draw."""
+    last = results.report_epochs[-1] if results.report_epochs else None
+    out = []
+    for name in PROBES.names():
+        spec = PROBES.entry(name).meta.get("figure")
+        if spec is None:
+            continue
+        title = spec["title"]
+        if spec["kind"] == "depth":
+            fig = depth_figure(results, name, spec["axis"])
+        elif spec["kind"] == "epochs":
+            fig = epochs_figure(results, name, spec["axis"], fraction=spec.get("fraction", True))
+        elif spec["kind"] == "shift" and last:
+            fig, title = shift_figure(results, last), f"{title}, epoch {last}"
+        else:
+            fig = None
+        if fig is not None:
+            out.append((spec["file"], fig, title))
+    return out

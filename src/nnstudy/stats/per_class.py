@@ -17,10 +17,14 @@ from .paired import NO_DIFFERENCE, Comparison, apply_holm, compare_paired
 from .summary import summarize
 
 
+def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
+    """Confusion matrix of counts (rows: true class, columns: predicted class), scikit-learn's, over every class."""
+    return confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))
+
+
 def confusion_by_seed(y_true, predictions_by_seed: Mapping[int, np.ndarray], n_classes: int) -> dict[int, np.ndarray]:
     """Confusion matrix of each seed (rows: true class, columns: predicted class)."""
-    labels = list(range(n_classes))
-    return {seed: confusion_matrix(y_true, pred, labels=labels) for seed, pred in predictions_by_seed.items()}
+    return {seed: confusion(y_true, pred, n_classes) for seed, pred in predictions_by_seed.items()}
 
 
 def mean_confusion(matrices: Sequence[np.ndarray]) -> np.ndarray:

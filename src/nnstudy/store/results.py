@@ -11,6 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nnstudy.history import EpochRow
+
+__all__ = ["METRICS", "EpochRow", "RunResult", "StudyResults"]
+
 # Final metrics every run stores; "higher is better" drives the verdict's sign.
 METRICS = {
     "test_acc": True,
@@ -18,19 +22,6 @@ METRICS = {
     "train_acc": True,
     "train_loss": False,
 }
-
-
-@dataclass
-class EpochRow:
-    """One epoch of one run. Accuracies are fractions in [0, 1]."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    test_loss: float
-    test_acc: float
-    lr: float
-    seconds: float
 
 
 @dataclass

@@ -10,13 +10,12 @@ with each member's own values (`MemberOptimizer`).
 
 from __future__ import annotations
 
-import json
 import math
 
 import torch
 
 from nnstudy.registry import OPTIMIZERS, SCHEDULES
-from nnstudy.training.seed_stack import member_runs
+from nnstudy.training.stacking import member_runs, optimizer_key
 
 
 def _fast(make):
@@ -43,23 +42,14 @@ def _adamw(params, t):
     return _fast(lambda **kw: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **kw))
 
 
-# Train keys an optimiser or schedule reads: members may differ in them and still share one stack.
-HYPERPARAMETERS = {"lr", "momentum", "nesterov", "weight_decay", "schedule", "step_size", "gamma",
-                   "warmup_epochs"}
-
-
 def make_optimizer(t, params, members=None):
     """One optimiser over the stacked parameters; a `MemberOptimizer` when the members' settings differ.
 
     `members`: each stack member's TrainConfig (None: all share `t`).
     """
-    if members and len({_settings(m) for m in members}) > 1:
+    if members and len({optimizer_key(m) for m in members}) > 1:
         return MemberOptimizer(params, members)
     return OPTIMIZERS.get(t.optimizer)(params, t)
-
-
-def _settings(t) -> str:
-    return json.dumps(t.model_dump(mode="json", include=HYPERPARAMETERS | {"optimizer"}), sort_keys=True)
 
 
 def set_lrs(optimizer, lrs: list[float]) -> None:
@@ -84,7 +74,7 @@ class MemberOptimizer:
     def __init__(self, params: list[torch.Tensor], members):
         self.params = list(params)
         self.slices = []  # (start, stop, optimiser, views)
-        for start, stop in member_runs([_settings(m) for m in members]):
+        for start, stop in member_runs([optimizer_key(m) for m in members]):
             views = [p.detach()[start:stop] for p in self.params]
             self.slices.append((start, stop, OPTIMIZERS.get(members[start].optimizer)(views, members[start]), views))
         self.state = _MemberState(self)

@@ -19,11 +19,12 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from nnstudy.config.schema import RunConfig
 from nnstudy.data.augment import BatchPipeline
-from nnstudy.errors import UserError
+from nnstudy.errors import UserError, first_line
 from nnstudy.models import build_model
 from nnstudy.training import stacked_forward
 from nnstudy.training.losses import make_loss, per_seed_loss
-from nnstudy.training.trainer import can_stack, normalisation
+from nnstudy.training.stacking import can_stack
+from nnstudy.training.trainer import normalisation
 
 
 @dataclass
@@ -53,7 +54,7 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
         logits = model(x)
     except Exception as exc:
         raise UserError(f"{where}: the model fails on a batch of two {list(x.shape[1:])} images: "
-                        f"{type(exc).__name__}: {_first_line(exc)}") from None
+                        f"{type(exc).__name__}: {first_line(exc)}") from None
     if not torch.is_tensor(logits) or tuple(logits.shape) != (2, n_classes):
         shape = list(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
         raise UserError(f"{where}: the model returns {shape} for 2 images; it must return one logit per class, "
@@ -62,7 +63,7 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
         loss = per_seed_loss(loss_fn, logits.unsqueeze(0), y.unsqueeze(0))
         loss.sum().backward()
     except Exception as exc:
-        raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {_first_line(exc)}; "
+        raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {first_line(exc)}; "
                         "a loss must map (logits [N, C], labels [N]) to per-example losses [N]") from None
     step = _time_step(model, data, mean, std, cfg.train.batch_size, loss_fn)
     fast = stacked_forward.supports(model)
@@ -105,11 +106,6 @@ def _try_vmap(model: torch.nn.Module, x, y, loss_fn) -> Preflight:
             params, buffers, x.expand(2, *x.shape))
         per_seed_loss(loss_fn, logits, y.expand(2, -1)).sum().backward()
     except Exception as exc:
-        return Preflight(False, f"torch.func cannot stack this model ({type(exc).__name__}: {_first_line(exc)[:120]}); "
+        return Preflight(False, f"torch.func cannot stack this model ({type(exc).__name__}: {first_line(exc)[:120]}); "
                                 "its seeds train one at a time")
     return Preflight(True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

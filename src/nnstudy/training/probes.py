@@ -25,6 +25,14 @@ the seeds train stacked or alone, and for any user's model:
 - once: parameters, FLOPs per image (torch.utils.flop_counter), and the
   depth (channels) and area (height x width) of the last feature map before
   the classifier (convolutional networks).
+
+Each probe is one entry of `registry.PROBES`, whose `per` says what it takes:
+- "activation": `fn(layer, inputs, outputs, kind) -> float` per activation layer, stored as "name|layer";
+- "weight": `fn(layer) -> float` per Conv2d/Linear (its weight, with the probe batch's loss gradient on it);
+- "report epoch": `fn(prober, loss_fn) -> {key: float}` on the report epochs (the fixed test subset);
+- "run": `fn(prober) -> {key: float}` once, at initialisation.
+`label` says what it is in words; `figure` (optional) how the report draws it: "depth" (per layer, input to
+output), "epochs" (mean over layers, per epoch) or "shift", with its file name, axis label and title.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from nnstudy.registry import ACTIVATIONS
+from nnstudy.registry import ACTIVATIONS, PROBES
 
 PROBE_IMAGES = 256
 SHIFT_TEST_IMAGES = 1000
@@ -71,6 +79,7 @@ class Prober:
         self._outputs: dict[str, torch.Tensor] = {}
         self._inputs: dict[str, torch.Tensor] = {}
         self._cost: dict[str, float] | None = None
+        self._test_logits: dict[int, torch.Tensor] = {}
         modules = dict(self.model.named_modules())
         for name, _ in self.activations:
             # The input is copied before the call: an in-place activation overwrites it.
@@ -79,12 +88,13 @@ class Prober:
             modules[name].register_forward_hook(lambda mod, inp, out, name=name: self._outputs.__setitem__(name, out.detach()))
 
     def cost(self) -> dict[str, float]:
-        """Parameters and forward FLOPs per image (counted by torch's FLOP counter), counted once."""
+        """The per-run probes (parameters, forward FLOPs per image, ...), measured once."""
         if self._cost is None:
-            self._cost = self._count()
+            self._cost = {k: v for name in _probes("run") for k, v in PROBES.get(name)(self).items()}
         return self._cost
 
-    def _count(self) -> dict[str, float]:
+    def count(self) -> dict[str, float]:
+        """Parameters and forward FLOPs per image (torch's FLOP counter), and the last feature map's shape."""
         self.model.eval()
         maps: list[torch.Size] = []  # 4-D outputs, in call order, until the first Linear runs
         hooks = [m.register_forward_hook(lambda mod, inp, out: maps.append(out.shape)
@@ -118,8 +128,13 @@ class Prober:
 
     def _measure(self, state: dict[str, torch.Tensor], shifts: bool, loss_fn) -> dict[str, float]:
         self.model.load_state_dict(state)
-        # Shifts first, in eval mode: the train-mode pass below moves the copy's BatchNorm statistics.
-        out: dict[str, float] = self._shift_probes(loss_fn) if shifts else {}
+        # Report-epoch probes first, in eval mode: the train-mode pass below moves the copy's BatchNorm statistics.
+        out: dict[str, float] = {}
+        if shifts:
+            self.model.eval()
+            self._test_logits = {}
+            for name in _probes("report epoch"):
+                out.update(PROBES.get(name)(self, loss_fn))
         self.model.train()
         self.model.zero_grad(set_to_none=True)
         modules = dict(self.model.named_modules())
@@ -127,37 +142,95 @@ class Prober:
         self._inputs.clear()
         logits = self.model(self.x)
         loss_fn(logits.float(), self.y).mean().backward()
-        for name, kind in self.activations:
-            a = self._outputs[name].float()
-            out[f"act_mean|{name}"] = float(a.mean())
-            out[f"act_std|{name}"] = float(a.std())
-            units = a.transpose(0, 1).reshape(a.shape[1], -1)  # [units (channels or features), samples x positions]
-            out[f"dead|{name}"] = float(((units > 0).sum(1) == 0).double().mean())
-            low, high = _SATURATED.get(kind, (None, None))
-            out[f"saturated|{name}"] = float(((a < low) | (a > high)).double().mean()) if low is not None else 0.0
-            out[f"flat|{name}"] = flat_fraction(modules[name], self._inputs[name])
-        for name in self.weights:
-            w = modules[name].weight
-            out[f"grad_norm|{name}"] = float(w.grad.norm()) if w.grad is not None else 0.0
-            out[f"weight_norm|{name}"] = float(w.detach().norm())
-            out[f"symmetry|{name}"] = symmetry_index(w.detach())
+        for layer, kind in self.activations:
+            for name in _probes("activation"):
+                out[f"{name}|{layer}"] = PROBES.get(name)(modules[layer], self._inputs[layer], self._outputs[layer], kind)
+        for layer in self.weights:
+            for name in _probes("weight"):
+                out[f"{name}|{layer}"] = PROBES.get(name)(modules[layer])
         return out
 
     @torch.no_grad()
-    def _shift_probes(self, loss_fn) -> dict[str, float]:
-        self.model.eval()
-        out, base = {}, None
-        for s in SHIFTS:
-            logits = self.model(self.pipeline.normalise(shift_images(self.test_x, s))).float()
-            preds = logits.argmax(1)
-            base = preds if base is None else base
-            out[f"shift_acc@{s}"] = float((preds == self.test_y).double().mean())
-            out[f"shift_agree@{s}"] = float((preds == base).double().mean())
-            if s == 0:
-                wrong = preds != self.test_y
-                out["confident_errors"] = float((wrong & (F.softmax(logits, 1).amax(1) >= 0.9)).double().mean())
-                out.update(punishment(logits, self.test_y, loss_fn))
-        return out
+    def test_logits(self, pixels: int = 0) -> torch.Tensor:
+        """The network's outputs on the fixed test subset moved by `pixels` (eval mode; kept for the measure)."""
+        if pixels not in self._test_logits:
+            self._test_logits[pixels] = self.model(self.pipeline.normalise(shift_images(self.test_x, pixels))).float()
+        return self._test_logits[pixels]
+
+
+def _probes(per: str) -> list[str]:
+    return [n for n in PROBES.names() if PROBES.entry(n).meta["per"] == per]
+
+
+# --- the probes ------------------------------------------------------------------------------------------------
+PROBES.register("act_mean", lambda layer, z, a, kind: float(a.float().mean()), per="activation",
+                label="mean of the activation layer's output")
+PROBES.register("act_std", lambda layer, z, a, kind: float(a.float().std()), per="activation",
+                label="standard deviation of the activation layer's output",
+                figure={"kind": "depth", "file": "act-std-depth.png", "axis": "activation std",
+                        "title": "Standard deviation of each activation layer's output: flat means the signal keeps "
+                                 "its scale"})
+
+
+@PROBES.register("dead", per="activation", label="fraction of the layer's units never active on the probe batch",
+                 figure={"kind": "epochs", "file": "dead-units.png", "axis": "dead units (fraction)",
+                         "title": "Fraction of dead units (never active on the probe batch), mean over activation "
+                                  "layers"})
+def _dead(layer, z, a, kind) -> float:
+    units = a.float().transpose(0, 1).reshape(a.shape[1], -1)  # [units (channels or features), samples x positions]
+    return float(((units > 0).sum(1) == 0).double().mean())
+
+
+@PROBES.register("saturated", per="activation", label="sigmoid/tanh outputs beyond fixed bounds (the first "
+                                                       "saturation probe; 0 for every other activation)")
+def _saturated(layer, z, a, kind) -> float:
+    low, high = _SATURATED.get(kind, (None, None))
+    return float(((a.float() < low) | (a.float() > high)).double().mean()) if low is not None else 0.0
+
+
+PROBES.register("flat", lambda layer, z, a, kind: flat_fraction(layer, z), per="activation",
+                label="fraction of the layer's inputs where the activation is flat")
+PROBES.register("grad_norm", lambda layer: float(layer.weight.grad.norm()) if layer.weight.grad is not None else 0.0,
+                per="weight", label="norm of the loss gradient with respect to the layer's weight",
+                figure={"kind": "depth", "file": "grad-norm-depth.png", "axis": "weight-gradient norm",
+                        "title": "Norm of the loss gradient per weight layer, input to output: a slope is vanishing "
+                                 "or exploding gradients"})
+PROBES.register("weight_norm", lambda layer: float(layer.weight.detach().norm()), per="weight",
+                label="norm of the layer's weight")
+PROBES.register("symmetry", lambda layer: symmetry_index(layer.weight.detach()), per="weight",
+                label="mean |cosine similarity| of the units' incoming weights (1: every unit a copy)")
+
+
+@PROBES.register("shift", per="report epoch", label="test accuracy on a fixed test subset moved by k pixels "
+                                                    "(shift_acc@k), and agreement with the unmoved predictions "
+                                                    "(shift_agree@k)",
+                 figure={"kind": "shift", "file": "shift.png", "axis": "test accuracy (%)",
+                         "title": "Test accuracy on shifted test images (a fixed subset)"})
+def _shift(prober: Prober, loss_fn) -> dict[str, float]:
+    out, base = {}, prober.test_logits(0).argmax(1)
+    for s in SHIFTS:
+        preds = prober.test_logits(s).argmax(1)
+        out[f"shift_acc@{s}"] = float((preds == prober.test_y).double().mean())
+        out[f"shift_agree@{s}"] = float((preds == base).double().mean())
+    return out
+
+
+@PROBES.register("confident_errors", per="report epoch", label="test images wrong with softmax probability >= 0.9")
+def _confident(prober: Prober, loss_fn) -> dict[str, float]:
+    logits = prober.test_logits(0)
+    wrong = logits.argmax(1) != prober.test_y
+    return {"confident_errors": float((wrong & (F.softmax(logits, 1).amax(1) >= 0.9)).double().mean())}
+
+
+PROBES.register("punishment", lambda prober, loss_fn: punishment(prober.test_logits(0), prober.test_y, loss_fn),
+                per="report epoch", label="mean loss and loss-gradient norm on misclassified test images over "
+                                          "correct ones (misclass_loss_ratio, misclass_grad_ratio)")
+
+
+@PROBES.register("cost", per="run", label="parameters, forward FLOPs per image (torch's FLOP counter), and the depth "
+                                          "and area of the last feature map before the classifier")
+def _cost(prober: Prober) -> dict[str, float]:
+    return prober.count()
 
 
 def derivative(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:

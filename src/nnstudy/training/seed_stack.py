@@ -17,7 +17,6 @@ path, behind the same interface.
 from __future__ import annotations
 
 import copy
-import itertools
 from typing import Callable
 
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from nnstudy.training import stacked_forward
+from nnstudy.training.stacking import member_runs
 
 
 class SeedStack:
@@ -179,16 +179,6 @@ def _mixed_layers(models: list[nn.Module]) -> dict[str, tuple[list[str], list[tu
         if len(runs) > 1:
             mixed[span[0]] = (span, [(a, b, nn.Sequential(*[children[a][n] for n in span])) for a, b in runs])
     return mixed
-
-
-def member_runs(keys: list) -> list[tuple[int, int]]:
-    """[(start, stop)] over runs of consecutive stack members with equal keys (members are in variant order)."""
-    runs, start = [], 0
-    for _, run in itertools.groupby(keys):
-        stop = start + len(list(run))
-        runs.append((start, stop))
-        start = stop
-    return runs
 
 
 def _weightless(layer: nn.Module) -> bool:

@@ -8,9 +8,7 @@ normalised/augmented as whole-batch tensor ops, and K seeds step together.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,14 +18,14 @@ import torch
 from nnstudy.config.schema import RunConfig
 from nnstudy.data.augment import BatchPipeline
 from nnstudy.errors import UserError
+from nnstudy.history import EpochRow
 from nnstudy.models import build_model, count_parameters
-from nnstudy.store import files
-from nnstudy.store.results import EpochRow
 from nnstudy.training.losses import make_loss, per_seed_loss
-from nnstudy.training.optim import HYPERPARAMETERS, lr_factor, make_optimizer, set_lrs
+from nnstudy.training.optim import lr_factor, make_optimizer, set_lrs
 from nnstudy.training.probes import Prober
 from nnstudy.training.progress import EpochProgress
 from nnstudy.training.seed_stack import SeedStack
+from nnstudy.training.stacking import can_stack, loss_key, member_groups
 
 CHECKPOINT_FORMAT = 1
 
@@ -61,28 +59,6 @@ class SeedState:
     probes: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch (0: at initialisation) -> probes
 
 
-# Keys that may differ between variants trained in one stack: they change values, not steps. Activation and
-# pooling change layers without weights; the planner still checks that the members' weights have equal shapes.
-_LOSS_KEYS = {"loss", "label_smoothing", "loss_args"}
-LAYER_KEYS = {"activation", "negative_slope", "pool"}
-VALUE_KEYS = {"model": {"init", "init_value"} | LAYER_KEYS, "train": _LOSS_KEYS | HYPERPARAMETERS}
-
-
-def stack_key(cfg: RunConfig) -> str:
-    """Variants with equal keys can train as one stack (their members differ only in VALUE_KEYS)."""
-    return json.dumps(cfg.model_dump(mode="json", exclude=VALUE_KEYS), sort_keys=True)
-
-
-def can_stack(cfg: RunConfig) -> bool:
-    """Whether several seeds of this config can train as one stacked model.
-
-    Dropout draws its masks from the global RNG, which cannot be split per seed
-    inside one stacked step: such models train one seed at a time, so a seed
-    still fixes its whole run.
-    """
-    return cfg.model.dropout == 0
-
-
 def _data_seed(seed: int) -> int:
     # Separate streams for initialisation and for data order/augmentation.
     return (seed * 0x9E3779B1 + 0x5EED) % (2**63)
@@ -100,66 +76,79 @@ class GroupTrainer:
     def __init__(self, cfg: RunConfig, data, seeds: list[int], options: TrainOptions,
                  member_cfgs: list[RunConfig] | None = None):
         self.cfg, self.data, self.seeds, self.options = cfg, data, list(seeds), options
-        self.members = members = member_cfgs or [cfg] * len(self.seeds)
+        self.members = member_cfgs or [cfg] * len(self.seeds)
         self.device = torch.device(options.device)
-        t = cfg.train
-        input_shape = tuple(data.train_x.shape[1:])
-        n_classes = len(data.classes)
-        vectorize = options.vectorize and can_stack(cfg)
-        if len(self.seeds) > 1 and not vectorize:
+        if len(self.seeds) > 1 and not (options.vectorize and can_stack(cfg)):
             raise ValueError("seeds train together only when stacked; pass one seed at a time")
         channels_last = options.channels_last
         if channels_last is None:
             channels_last = cfg.model.kind == "cnn" and self.device.type == "cpu"
         self.model_changes: dict = {}  # what nnstudy changed in a user's network (init, activation, norm)
-        self.stack = SeedStack(lambda k: build_model(members[k].model, input_shape, n_classes, cfg.source_dir,
-                                                     self.model_changes),
-                               self.seeds, self.device, vectorize, channels_last)
+        self.stack = self._build_stack(channels_last)
         self.n_params = count_parameters(self.stack.module)  # one seed's network (a meta copy when stacked)
-        self.optimizer = make_optimizer(t, self.stack.parameters(), [m.train for m in members])
-        # Members with the same loss share one call; each group is (loss, member indices).
-        by_loss: dict[str, list[int]] = {}
-        for k, m in enumerate(members):
-            by_loss.setdefault(json.dumps(m.train.model_dump(include=_LOSS_KEYS), sort_keys=True), []).append(k)
-        self.loss_groups = [(make_loss(members[ks[0]].train, cfg.source_dir), torch.tensor(ks, device=self.device))
-                            for ks in by_loss.values()]
-        self.member_losses = [fn for k in range(len(members)) for fn, ks in self.loss_groups if k in ks.tolist()]
+        self.optimizer = make_optimizer(cfg.train, self.stack.parameters(), [m.train for m in self.members])
+        self.loss_groups, self.member_losses = self._losses_by_member()
         self.loss = self.member_losses[0]
         self.generators = [torch.Generator().manual_seed(_data_seed(s)) for s in self.seeds]
         self.states = [SeedState() for _ in self.seeds]
         self.epoch = 0  # epochs the group has trained (a diverged seed's history stops earlier)
         self.epoch_seconds = 0.0  # wall time of the last epoch trained, evaluation included
-        self._step_hook = os.environ.get("NNSTUDY_CRASH_AT", "").startswith("train-step")
+        self.step_hook: Callable[[str], None] | None = None  # called before every step (tests crash a run there)
         mean, std = normalisation(cfg, data)
         self.pipeline = BatchPipeline(mean, std, cfg.dataset.crop_padding, cfg.dataset.flip, self.device)
-        # The dataset lives on the training device, as uint8: 4x smaller than float.
-        # Stored channels-last when the convolutions run so: gathered batches then
-        # arrive in that layout and normalising keeps it, with no per-step copy.
-        self.train_x = data.train_x.to(self.device)
+        self._place_data(channels_last)
+        self._set_precision()
+        if options.compile:
+            self.stack.forward_train = torch.compile(self.stack.forward_train)
+        self.probers = self._probers() if options.probes else []
+
+    def _build_stack(self, channels_last: bool) -> SeedStack:
+        """The seeds' networks, stacked; member k builds its own (its variant may differ in values)."""
+        input_shape, n_classes = tuple(self.data.train_x.shape[1:]), len(self.data.classes)
+        return SeedStack(lambda k: build_model(self.members[k].model, input_shape, n_classes, self.cfg.source_dir,
+                                               self.model_changes),
+                         self.seeds, self.device, self.options.vectorize and can_stack(self.cfg), channels_last)
+
+    def _losses_by_member(self):
+        """Members with the same loss share one call: [(loss, member indices)], and each member's loss."""
+        groups = [(make_loss(self.members[ks[0]].train, self.cfg.source_dir), ks)
+                  for ks in member_groups([loss_key(m.train) for m in self.members])]
+        per_member = [fn for k in range(len(self.members)) for fn, ks in groups if k in ks]
+        return [(fn, torch.tensor(ks, device=self.device)) for fn, ks in groups], per_member
+
+    def _place_data(self, channels_last: bool) -> None:
+        """The dataset lives on the training device, as uint8: 4x smaller than float.
+
+        Stored channels-last when the convolutions run so: gathered batches then
+        arrive in that layout and normalising keeps it, with no per-step copy.
+        """
+        self.train_x = self.data.train_x.to(self.device)
         if channels_last and self.train_x.dim() == 4:
             self.train_x = self.train_x.contiguous(memory_format=torch.channels_last)
         self.gather_train = _image_gather(self.train_x)
-        self.train_y = data.train_y.to(self.device)
-        self.test_x = data.test_x.to(self.device)
-        self.test_y = data.test_y.to(self.device)
-        if self.device.type == "cuda" and t.precision == "fp32":
+        self.train_y = self.data.train_y.to(self.device)
+        self.test_x = self.data.test_x.to(self.device)
+        self.test_y = self.data.test_y.to(self.device)
+
+    def _set_precision(self) -> None:
+        if self.device.type == "cuda" and self.cfg.train.precision == "fp32":
             # "fp32" means fp32: TF32 convolutions (cuDNN's default) round to 10-bit
             # mantissas, enough to make a seed's run depend on the kernel picked.
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
-        self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if t.precision == "bf16" else contextlib.nullcontext()
-        )
-        if options.compile:
-            self.stack.forward_train = torch.compile(self.stack.forward_train)
-        self.probers = []  # per member: members with the same network structure share one
-        if options.probes:
-            by_structure: dict[str, Prober] = {}
-            for k in range(len(self.seeds)):
-                module = self.stack.member_module(k)
-                if repr(module) not in by_structure:
-                    by_structure[repr(module)] = Prober(module, data, self.pipeline, self.loss, self.device)
-                self.probers.append(by_structure[repr(module)])
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.train.precision == "bf16"
+                         else contextlib.nullcontext())
+
+    def _probers(self) -> list[Prober]:
+        """One prober per member; members with the same network structure share one."""
+        by_structure: dict[str, Prober] = {}
+        out = []
+        for k in range(len(self.seeds)):
+            module = self.stack.member_module(k)
+            if repr(module) not in by_structure:
+                by_structure[repr(module)] = Prober(module, self.data, self.pipeline, self.loss, self.device)
+            out.append(by_structure[repr(module)])
+        return out
 
     # --- checkpoints ---------------------------------------------------------------------
     def checkpoint(self, k: int) -> dict:
@@ -202,14 +191,14 @@ class GroupTrainer:
         """
         total = self.cfg.train.epochs
         if self.probers and self.epoch == 0:
-            self._probe(0, shifts=False, extra={})
+            self.probe(0, shifts=False, extra={})
         while self.epoch < total:
             epoch = self.epoch + 1
             lrs = [m.train.lr * lr_factor(m.train, epoch - 1) for m in self.members]
             set_lrs(self.optimizer, lrs)
             start = time.perf_counter()
-            train_loss, train_acc = self._train_epoch(epoch, total)
-            test_loss, test_acc, preds = self._evaluate()
+            train_loss, train_acc = self.train_epoch(epoch, total)
+            test_loss, test_acc, preds = self.evaluate()
             seconds = self.epoch_seconds = time.perf_counter() - start
             self.epoch = epoch
             keep = epoch in predict_epochs or epoch == total
@@ -227,7 +216,7 @@ class GroupTrainer:
                                                                      else torch.int32)
                 state.history.append(row)
             if self.probers:
-                self._probe(epoch, shifts=keep, extra={"step_ms": 1000 * self.train_seconds / self.steps})
+                self.probe(epoch, shifts=keep, extra={"step_ms": 1000 * self.train_seconds / self.steps})
             on_epoch(self, kept)
             if all(s.diverged for s in self.states):
                 break
@@ -241,14 +230,16 @@ class GroupTrainer:
             out = out.index_copy(0, ks, per_seed_loss(loss, logits.index_select(0, ks), y.index_select(0, ks)))
         return out
 
-    def _probe(self, epoch: int, shifts: bool, extra: dict) -> None:
+    def probe(self, epoch: int, shifts: bool, extra: dict) -> None:
+        """Each live seed's probes after `epoch` (0: at initialisation) into its state; `shifts`: the report-epoch ones."""
         for k, state in enumerate(self.states):
             if not state.diverged:  # a diverged network's numbers mean nothing
                 prober = self.probers[k]
                 state.probes[epoch] = {**prober.measure(self.stack.model_state(k), shifts, self.member_losses[k]),
                                        **extra, **(prober.cost() if epoch == 0 else {})}
 
-    def _train_epoch(self, epoch: int, total: int):
+    def train_epoch(self, epoch: int, total: int):
+        """One epoch of training, every seed stepping together: per-seed mean loss and accuracy (lists of K)."""
         started = time.perf_counter()
         t, k, n = self.cfg.train, len(self.seeds), self.train_x.shape[0]
         bs = t.batch_size
@@ -265,8 +256,8 @@ class GroupTrainer:
         steps = (n + bs - 1) // bs
         bar = EpochProgress(self.options.label, epoch, total, steps, bs * k, self.options.progress, self.options.position)
         for start in range(0, n, bs):
-            if self._step_hook:  # tests kill the process mid-epoch here (store/files.py: crash_point)
-                files.crash_point(f"train-step epoch {epoch} step {start // bs + 1} of {steps}")
+            if self.step_hook is not None:  # tests kill the process mid-epoch here (store/files.py: crash_point)
+                self.step_hook(f"train-step epoch {epoch} step {start // bs + 1} of {steps}")
             idx = perms[:, start:start + bs]
             # Gathered per step: a strided slice of per-epoch labels made the stacked step ~30% slower.
             y = self.train_y[idx]
@@ -289,7 +280,8 @@ class GroupTrainer:
         return result
 
     @torch.inference_mode()
-    def _evaluate(self):
+    def evaluate(self):
+        """The test set through every seed: per-seed loss and accuracy (lists of K), predictions [K, N]."""
         t, m = self.cfg.train, self.test_x.shape[0]
         self.stack.train(False)
         loss_sum = torch.zeros(len(self.seeds), device=self.device)

@@ -1,0 +1,100 @@
+"""The study's time left, said on every epoch line: each job's measured pace, and the plan for the jobs to come."""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+
+class StudyClock:
+    """The study's time left, from each job's seconds per epoch as measured here: the wall time between its
+    epochs, so that checkpoints, probes and the hand-over count too (the trainer's own epoch time leaves them out).
+
+    A job's first epoch also holds its set-up: until it has a second, its pace is its trainer's epoch time, grown
+    by the share that overheads add elsewhere. A job with no epoch yet takes the measured jobs' pace, scaled by
+    their planned costs (`Job.cost`), and at least the time its first epoch has taken so far, set-up aside. Jobs
+    start in plan order on the first free one of `slots` workers.
+    """
+
+    def __init__(self, slots: int = 1, now=time.monotonic):
+        self.slots, self.now = max(1, slots), now
+        self.left: dict[int, int] = {}  # job -> epochs left
+        self.unit: dict[int, float] = {}  # job -> planned cost of one epoch
+        self.since: dict[int, float] = {}  # started job -> when its last epoch ended (or it started)
+        self.epochs: dict[int, list[tuple[float, float]]] = {}  # job -> (wall seconds, trainer seconds) per epoch
+
+    def plan(self, job: int, epochs_left: int, cost: float = 0.0) -> None:
+        self.left[job] = epochs_left
+        self.unit[job] = cost / epochs_left if epochs_left else 0.0
+
+    def started(self, job: int) -> None:
+        self.since[job] = self.now()
+
+    def epoch(self, job: int, epochs_left: int, seconds: float = 0.0, restored: bool = False) -> None:
+        now = self.now()
+        if not restored and job in self.since:
+            self.epochs.setdefault(job, []).append((now - self.since[job], seconds))
+        self.since[job], self.left[job] = now, epochs_left
+
+    def ended(self, job: int) -> None:
+        for d in (self.left, self.since):
+            d.pop(job, None)
+
+    def pace(self, job: int) -> float | None:
+        """Seconds per epoch of `job`, None while no job has finished an epoch."""
+        seen = self.epochs.get(job, [])
+        if later := _recent(seen):
+            return sum(wall for wall, _ in later) / len(later)
+        if seen:
+            pairs = [pair for j in self.epochs for pair in _recent(self.epochs[j])]
+            trainer = sum(s for _, s in pairs)
+            return seen[0][1] * (sum(wall for wall, _ in pairs) / trainer if trainer > 0 else 1.0)
+        measured = {j: p for j in self.epochs if (p := self.pace(j)) is not None}
+        if not measured:
+            return None
+        guess = sum(p * self._scale(job, j) for j, p in measured.items()) / len(measured)
+        if job in self.since:  # its first epoch has taken this long already
+            guess = max(guess, self.now() - self.since[job] - self._setup())
+        return guess
+
+    def _setup(self) -> float:
+        """Seconds a job takes to start: its first epoch's wall time beyond its later pace, where that shows."""
+        shown = [seen[0][0] - self.pace(j) for j, seen in self.epochs.items() if len(seen) > 1]
+        return max(0.0, sum(shown) / len(shown)) if shown else 0.0
+
+    def _scale(self, job: int, other: int) -> float:
+        """How much longer an epoch of `job` is planned to take than one of `other`: 4x at most either way, as
+        the planned costs come from one batch timed before training (far off on a busy machine)."""
+        if self.unit.get(job, 0.0) > 0 and self.unit.get(other, 0.0) > 0:
+            return min(4.0, max(0.25, self.unit[job] / self.unit[other]))
+        return 1.0
+
+    def seconds_left(self) -> float:
+        now, running, queued = self.now(), [], []
+        for job, left in self.left.items():
+            pace = self.pace(job) or 0.0
+            if job in self.since:  # its current epoch is under way: at most that one is done
+                running.append(max(0.0, left * pace - min(now - self.since[job], pace)))
+            else:
+                queued.append(left * pace)
+        return time_left(running, queued, self.slots)
+
+
+def _recent(seen: list) -> list:
+    """A job's last five epochs, never its first (it holds the job's set-up)."""
+    return seen[max(1, len(seen) - 5):]
+
+
+def time_left(running: list[float], queued: list[float], slots: int) -> float:
+    """Seconds until the last job ends: the running jobs' seconds left, then each queued job, in order,
+    on whichever worker frees up first."""
+    free = list(running) + [0.0] * max(0, slots - len(running))
+    heapq.heapify(free)
+    for seconds in queued:
+        heapq.heappush(free, heapq.heappop(free) + seconds)
+    return max(free, default=0.0)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
