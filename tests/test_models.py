@@ -123,10 +123,12 @@ def test_too_many_conv_blocks_for_small_images_is_a_user_error():
         build_model(ModelConfig(channels=[4, 4, 4], kernel=3), (1, 8, 8), 10)
 
 
-def test_reference_studies_run_five_seeds():
-    """The README's studies answer with 5 seeds (the quickstart is a two-seed demo that says so)."""
+def test_reference_studies_run_five_seeds_or_more():
+    """The README's studies answer with at least 5 seeds (the quickstart is a two-seed demo that says so);
+    mnist-init runs 10, as its claims that give one value on every seed need 9 for an exact test after Holm."""
     from nnstudy.config import builtin_studies
 
     for name in builtin_studies():
         seeds = load_study(name).seeds
-        assert len(seeds) == (2 if name == "quickstart" else 5), (name, seeds)
+        expected = {"quickstart": 2, "mnist-init": 10}.get(name, 5)
+        assert len(seeds) == expected, (name, seeds)
