@@ -12,3 +12,23 @@ def tiny_study(epochs: int = 3, report_epochs: list[int] | None = None, variant_
         "", "[variants.a]", "", "[variants.b]", variant_b, "",
     ]
     return "\n".join(lines)
+
+
+def digits_cnn(name: str, variants: str, seeds=(0, 1), epochs: int = 2) -> str:
+    """A one-conv CNN on 240 digits (90 to test): `variants` is the study file's [variants.*] tables."""
+    return f'name = "{name}"\nseeds = {list(seeds)}\n' + f"""report_epochs = [1]
+[dataset]
+name = "digits"
+subset = 240
+test_subset = 90
+[model]
+kind = "cnn"
+channels = [4]
+kernel = 3
+padding = 1
+hidden = [16]
+[train]
+lr = 0.05
+batch_size = 32
+epochs = {epochs}
+""" + variants

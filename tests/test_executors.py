@@ -40,9 +40,9 @@ def test_process_pool_gives_the_local_results(tmp_path, capsys):
 
 
 def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path, capsys):
-    """relu and tanh variants form one stack of 4 runs; each of two workers gets one seed of each, numbers unchanged."""
+    """Two learning rates form one stack of 4 runs; each of two workers gets one seed of each, numbers unchanged."""
     study = tmp_path / "tiny.toml"
-    study.write_text(STUDY)
+    study.write_text(tiny_study(epochs=2, variant_b="train.lr = 0.1"))
     common = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
     assert main(["run", str(study), "--out", str(tmp_path / "one"), "--executor", "local", *common]) == 0
     assert "training 1 job(s) on cpu with the local executor: a+b [4 runs]" in capsys.readouterr().err

@@ -52,12 +52,24 @@ class HalfMaxHalfAvg(nn.Module):
 
 def test_a_pooling_is_one_registration(tmp_path):
     with registered(POOLINGS, "half", HalfMaxHalfAvg, per_channel=True, module=HalfMaxHalfAvg):
-        results = _run(_study(half={"model": {"pool": "half"}}), tmp_path)
-        runs = results.runs()
-        assert set(runs["status"]) == {"done"}
-        # Same weights as the baseline's: one stack, each member through its own pooling.
-        assert {r.settings.get("stacked_with") for r in results.study.runs} == {"base+half"}
-        assert results.report.exists()
+        study = _study(half={"model": {"pool": "half"}})
+        results = _run(study, tmp_path)
+        assert set(results.runs()["status"]) == {"done"} and results.report.exists()
+        # Its seeds train stacked; a stack mixing it with the baseline's pooling would cost more than the two
+        # apart (cost.MIXED_SPAN), so the plan keeps them apart ...
+        assert {r.settings.get("plan", "").split(", est.")[0] for r in results.study.runs} == {
+            "base [seed 0,1]", "half [seed 0,1]"}
+        # ... but the stacked engine takes it in a mixed stack too: each member through its own pooling.
+        from nnstudy.executors.job import load_study_data
+        from nnstudy.training import GroupTrainer, TrainOptions
+
+        base, half = study.config.variants["base"], study.config.variants["half"]
+        mixed = GroupTrainer(base, load_study_data(base, str(tmp_path / "cache")), [0, 1],
+                             TrainOptions(progress=False), member_cfgs=[base, half])
+        assert mixed.stack.stacked and mixed.stack.mixed
+        mixed.fit(lambda tr, p: None)
+        by_seed = {r.variant: r for r in results.study.runs if r.seed == 1}
+        assert mixed.states[1].history[-1].test_acc == by_seed["half"].history[-1].test_acc
 
 
 def test_a_probe_is_one_registration(tmp_path):

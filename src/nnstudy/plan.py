@@ -11,96 +11,188 @@ a run trains in the same stack when the study is resumed, retried or run again.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from nnstudy.config import StudyConfig
+from nnstudy.cost import gflop, run_cost, shares, stack_factor
 from nnstudy.executors.job import Job, load_study_data
 from nnstudy.run_life import Run, start_epochs
 from nnstudy.training import TrainOptions
 from nnstudy.training.preflight import check_variant
-from nnstudy.training.stacking import stack_key
+from nnstudy.training.stacking import LAYER_KEYS, stack_key
 
 
 def preflight(study: StudyConfig, cache_dir, options, log) -> dict:
     """Check every variant on one batch before anything trains; say once which cannot stack its seeds."""
-    stacking, step_seconds = {}, {}
+    stacking = {}
     for name, cfg in study.variants.items():
-        result = check_variant(name, cfg, load_study_data(cfg, str(cache_dir)),
-                               stack=options.vectorize and len(study.seeds) > 1)
-        # One architecture, one step cost: timing noise must not reorder variants that cost the same.
-        same = json.dumps([cfg.model.model_dump(mode="json", exclude={"init", "init_value"}), cfg.train.batch_size])
-        result.step_seconds = step_seconds.setdefault(same, result.step_seconds)
-        stacking[name] = result
-        if not result.stackable:
-            print(f"{study.name}: variant {name}: {result.why_not}", file=log)
+        stacking[name] = check_variant(name, cfg, load_study_data(cfg, str(cache_dir)),
+                                       stack=options.vectorize and len(study.seeds) > 1)
+        if not stacking[name].stackable:
+            print(f"{study.name}: variant {name}: {stacking[name].why_not}", file=log)
     return stacking
 
 
-def plan_jobs(todo: list[Run], study_runs: list[Run], study: StudyConfig, report_epochs: list[int], cache_dir,
-              device: str, options, stacking: dict, slots: int) -> list[Job]:
-    """The runs left to train (`todo`) as jobs, most expensive first.
+@dataclass
+class Stack:
+    """Runs planned to train as one job (when they stand at the same epoch), on one worker."""
 
-    A stack holds the seeds of one variant, and with `stack_variants` the runs of
-    every variant with the same stack key (training/stacking.py); runs of a stack
-    that stand at different epochs (resumed) train apart. The order is by
-    estimated cost (one step's measured time x steps left x runs), so the
-    longest job never starts last.
+    runs: list[Run]
+    cost: float  # estimated FLOPs, the whole stack from scratch
+    stacked: bool  # False: one run, its seeds not stackable (or --no-vectorize)
+    worker: int = 0
+
+    @property
+    def label(self) -> str:
+        variants = list(dict.fromkeys(r.row.variant for r in self.runs))
+        if len(variants) > 1:
+            return f"{'+'.join(variants)} [{len(self.runs)} runs]"
+        return f"{variants[0]} [seed {','.join(str(r.row.seed) for r in self.runs)}]"
+
+
+@dataclass
+class StudyPlan:
+    """Every run of the study in a stack, the stacks most expensive first, each on a worker."""
+
+    stacks: list[Stack]
+    workers: int
+    shares: list[float] = field(default_factory=list)  # each worker's estimated FLOPs
+
+    def stack_of(self, run: Run) -> int:
+        return next(i for i, s in enumerate(self.stacks) if any(r.id == run.id for r in s.runs))
+
+    def describe(self) -> str:
+        """The plan in one line: jobs with their estimated cost and worker, each worker's share."""
+        ideal = sum(self.shares) / len(self.shares)
+        jobs = "; ".join(f"{s.label} {gflop(s.cost)} (worker {s.worker + 1})" for s in self.stacks)
+        return (f"plan for {self.workers} worker(s), by estimated cost: {jobs}; workers' shares "
+                f"{', '.join(gflop(x) for x in self.shares)} (longest {max(self.shares) / ideal:.2f}x total/workers)")
+
+    def note(self, i: int) -> str:
+        """Stack i's part of the plan, as each of its runs records it."""
+        s = self.stacks[i]
+        return (f"{s.label}, est. {gflop(s.cost)}; worker {s.worker + 1} of {self.workers}, its share "
+                f"{gflop(self.shares[s.worker])} of {gflop(sum(self.shares))}")
+
+
+def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, stacking: dict,
+               workers: int) -> StudyPlan:
+    """Which runs share a stack, how stacks are split over `workers`, and their order, by the cost model (cost.py).
+
+    Variants with the same stack key (training/stacking.py) share a stack where that is estimated to cost less
+    than training them apart (never for members of different layers); a stack is split in two, every other run
+    to each half, while that shortens the longest worker's share. Decided over all the study's runs.
     """
-    stacks = {v: options.vectorize and stacking[v].stackable for v in study.variants}
-    together = {v: stack_key(cfg, stacking[v].structure) if options.stack_variants else v
-                for v, cfg in study.variants.items()}
-    stack_of = split_stacks(study_runs, together, stacks, slots)
-    pieces = {stack_of[r.id] for r in todo if stacks[r.row.variant]}
-    starts = start_epochs([[r for r in todo if stacks[r.row.variant] and stack_of[r.id] == p] for p in pieces],
-                          [r for r in todo if not stacks[r.row.variant]])
+    costs = {v: run_cost(cfg.train.epochs, stacking[v].flops_per_image, *_sizes(cfg, cache_dir))
+             for v, cfg in study.variants.items()}
+    stackable = {v: options.vectorize and stacking[v].stackable for v in study.variants}
+    key = _stack_keys(study, stacking, costs, options.stack_variants)
+    pieces: dict[str, list[Run]] = {}
+    alone = []
+    for run in study_runs:
+        if stackable[run.row.variant]:
+            pieces.setdefault(key[run.row.variant], []).append(run)
+        else:
+            alone.append([run])
+    stacks = [Stack(p, _cost(p, costs), True) for p in pieces.values()] + [Stack(p, _cost(p, costs), False)
+                                                                          for p in alone]
+    stacks = _balance(stacks, costs, workers)
+    stacks.sort(key=lambda s: (-s.cost, min(r.id for r in s.runs)))
+    where, load = shares([s.cost for s in stacks], workers)
+    for s, w in zip(stacks, where):
+        s.worker = w
+    return StudyPlan(stacks, workers, load)
+
+
+def _sizes(cfg, cache_dir) -> tuple[int, int]:
+    data = load_study_data(cfg, str(cache_dir))
+    return int(data.train_x.shape[0]), int(data.test_x.shape[0])
+
+
+def _layers(model: dict) -> str:
+    """What a member's layers without weights are (its activation and pooling)."""
+    return json.dumps({k: model[k] for k in sorted(LAYER_KEYS)})
+
+
+def _cost(runs: list[Run], costs: dict[str, float]) -> float:
+    """A stack's estimated FLOPs: its runs' costs, by what stacking them saves or adds (cost.stack_factor)."""
+    variants = {r.row.variant for r in runs}
+    kinds = {_layers(r.row.config["model"]) for r in runs}
+    return sum(costs[r.row.variant] for r in runs) * stack_factor(len(variants), len(kinds))
+
+
+def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], stack_variants: bool) -> dict:
+    """variant -> the key of its stack: the stacking rules' key, with its layers added where a stack of mixed
+    layers is estimated to cost more than its parts apart."""
+    if not stack_variants:
+        return {v: v for v in study.variants}
+    key = {v: stack_key(cfg, stacking[v].structure) for v, cfg in study.variants.items()}
+    n = len(study.seeds)
+    for k in set(key.values()):
+        variants = [v for v in study.variants if key[v] == k]
+        parts = {}
+        for v in variants:
+            parts.setdefault(_layers(study.variants[v].model.model_dump(mode="json")), []).append(v)
+        together = sum(costs[v] * n for v in variants) * stack_factor(len(variants), len(parts))
+        apart = sum(sum(costs[v] * n for v in part) * stack_factor(len(part), 1) for part in parts.values())
+        if apart < together:
+            for v in variants:
+                key[v] = k + _layers(study.variants[v].model.model_dump(mode="json"))
+    return key
+
+
+def _balance(stacks: list[Stack], costs: dict[str, float], workers: int) -> list[Stack]:
+    """Split a stack in two (every other run to each half, so each gets its share of every variant, and never
+    below two runs a half) while that shortens the longest worker's share."""
+    def longest(candidate: list[Stack]) -> float:
+        return max(shares(sorted((s.cost for s in candidate), reverse=True), workers)[1])
+
+    while True:
+        now = longest(stacks)
+        for s in sorted((s for s in stacks if s.stacked and len(s.runs) >= 4), key=lambda s: -s.cost):
+            halves = [Stack(s.runs[0::2], _cost(s.runs[0::2], costs), True),
+                      Stack(s.runs[1::2], _cost(s.runs[1::2], costs), True)]
+            trial = [t for t in stacks if t is not s] + halves
+            if longest(trial) < now * (1 - 1e-9):
+                stacks = trial
+                break
+        else:
+            return stacks
+
+
+def plan_jobs(todo: list[Run], plan: StudyPlan, study: StudyConfig, report_epochs: list[int], cache_dir,
+              device: str, options, stacking: dict) -> list[Job]:
+    """The runs left to train (`todo`) as jobs, in the plan's order. Runs of a stack that stand at different epochs
+    (resumed) train apart."""
+    stack_of = {r.id: plan.stack_of(r) for r in todo}
+    stacked = {r.id: plan.stacks[stack_of[r.id]].stacked for r in todo}
+    pieces = {stack_of[r.id] for r in todo if stacked[r.id]}
+    starts = start_epochs([[r for r in todo if stacked[r.id] and stack_of[r.id] == p] for p in sorted(pieces)],
+                          [r for r in todo if not stacked[r.id]])
     groups: dict[tuple, list[Run]] = {}
     for run in todo:
-        key = (stack_of[run.id], starts[run.id]) if stacks[run.row.variant] else (run.row.variant, run.row.seed)
-        groups.setdefault(key, []).append(run)
-    jobs = [_job(runs, study, report_epochs, cache_dir, device, options, stacking, stacks,
-                 start if isinstance(start, int) else 0) for (_, start), runs in groups.items()]
+        groups.setdefault((stack_of[run.id], starts[run.id] if stacked[run.id] else 0), []).append(run)
+    jobs = [_job(runs, plan, i, study, report_epochs, cache_dir, device, options, stacking, start)
+            for (i, start), runs in groups.items()]
     return sorted(jobs, key=lambda j: -j.cost)
 
 
-def _job(runs: list[Run], study: StudyConfig, report_epochs, cache_dir, device: str, options, stacking: dict,
-         stacks: dict, start: int) -> Job:
+def _job(runs: list[Run], plan: StudyPlan, i: int, study: StudyConfig, report_epochs, cache_dir, device: str,
+         options, stacking: dict, start: int) -> Job:
     variants = list(dict.fromkeys(r.row.variant for r in runs))
     lead = study.variants[variants[0]]
     mixed = len(variants) > 1
-    job = Job(
+    stack = plan.stacks[i]
+    return Job(
         study=study.name, variant="+".join(variants), config=lead.model_dump(mode="json"),
         run_ids=[r.id for r in runs], seeds=[r.row.seed for r in runs], identities=[r.row.config_hash for r in runs],
         checkpoint_dirs=[r.checkpoint_dir for r in runs], report_epochs=report_epochs, cache_dir=str(cache_dir),
-        train=TrainOptions(device=device, vectorize=stacks[variants[0]], compile=options.compile,
+        train=TrainOptions(device=device, vectorize=stack.stacked, compile=options.compile,
                            progress=options.progress, probes=options.probes),
         stack_note=stacking[variants[0]].why_not or "",
         member_configs=[study.variants[r.row.variant].model_dump(mode="json") for r in runs] if mixed else [],
         member_variants=[r.row.variant for r in runs] if mixed else [],
+        # Its share of the stack's estimated cost: what is left of it, for the order and the time left.
+        cost=stack.cost * len(runs) / len(stack.runs) * (lead.train.epochs - start) / lead.train.epochs,
+        plan_note=plan.note(i),
     )
-    steps = -(-load_study_data(lead, str(cache_dir)).train_x.shape[0] // lead.train.batch_size)
-    left = lead.train.epochs - (start if stacks[variants[0]] else 0)
-    job.cost = max(stacking[v].step_seconds for v in variants) * steps * left * len(runs)
-    return job
-
-
-def split_stacks(study_runs: list[Run], together: dict, stacks: dict, slots: int) -> dict:
-    """run id -> its stack: runs whose variants share a stack key, split so that no worker idles.
-
-    With fewer stacks than workers, the stack with the most runs is split in two, every
-    other run to each half (so each gets its share of every variant's cost), while both
-    halves keep two runs or more. Decided over all the study's runs, never by timing
-    or by what is left to train, so a run trains in the same stack when the study is
-    resumed, retried or run again: its numbers do not change.
-    """
-    pieces: dict[str, list] = {}
-    for r in study_runs:
-        if stacks[r.row.variant]:
-            pieces.setdefault(together[r.row.variant], []).append(r.id)
-    pieces = list(pieces.values())
-    alone = sum(not stacks[r.row.variant] for r in study_runs)
-    while len(pieces) + alone < slots:
-        big = max(pieces, key=len, default=[])
-        if len(big) < 4:
-            break
-        i = pieces.index(big)
-        pieces[i:i + 1] = [big[0::2], big[1::2]]
-    return {run_id: i for i, piece in enumerate(pieces) for run_id in piece}

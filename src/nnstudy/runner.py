@@ -21,7 +21,7 @@ from nnstudy.executors import Executor, open_executor
 from nnstudy.executors.events import EpochsDone
 from nnstudy.executors.job import load_study_data
 from nnstudy.options import RunOptions, resolve_device
-from nnstudy.plan import plan_jobs, preflight
+from nnstudy.plan import plan_jobs, plan_study, preflight
 from nnstudy.recorder import Recorder
 from nnstudy.run_life import reload, remove_stale_temp_files, sync_runs
 from nnstudy.store import Store, files, load_results
@@ -77,9 +77,11 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         todo = [r for r in runs if r.row.status in wanted]
         _say_what_is_left(study.name, runs, todo, options, log)
         if todo:
+            study_plan = plan_study(runs, study, options.cache, options, stacking, executor.slots())
+            print(f"{study.name}: {study_plan.describe()}", file=log)
+
             def plan(left):
-                return plan_jobs(left, runs, study, report_epochs, options.cache, device, options, stacking,
-                                 executor.slots())
+                return plan_jobs(left, study_plan, study, report_epochs, options.cache, device, options, stacking)
             _execute(todo, plan, store, study_dir, data, device, executor, options, log)
         results = load_results(store, study.name)
         paths = build_report(results)

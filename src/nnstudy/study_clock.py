@@ -64,7 +64,7 @@ class StudyClock:
 
     def _scale(self, job: int, other: int) -> float:
         """How much longer an epoch of `job` is planned to take than one of `other`: 4x at most either way, as
-        the planned costs come from one batch timed before training (far off on a busy machine)."""
+        the planned costs are counted FLOPs (cost.py), not the time they take on this machine."""
         if self.unit.get(job, 0.0) > 0 and self.unit.get(other, 0.0) > 0:
             return min(4.0, max(0.25, self.unit[job] / self.unit[other]))
         return 1.0

@@ -55,7 +55,8 @@ class Job:
     member_configs: list[dict] = field(default_factory=list)  # per run, when the stack holds several variants
     member_variants: list[str] = field(default_factory=list)  # their variant names, per run
     position: int = 0  # its worker's line for progress bars
-    cost: float = 0.0  # estimated seconds, for the order jobs start in
+    cost: float = 0.0  # estimated FLOPs left (cost.py), for the order jobs start in and the time left
+    plan_note: str = ""  # its stack in the study's plan: estimated cost, worker and that worker's share
 
     @property
     def device(self) -> str:
@@ -146,6 +147,8 @@ def _settings(job: Job, cfg: RunConfig) -> dict:
         settings["not_stacked"] = job.stack_note
     if job.member_configs:
         settings["stacked_with"] = job.variant  # "a+b+c": variants trained as one stack
+    if job.plan_note:
+        settings["plan"] = job.plan_note
     return settings
 
 

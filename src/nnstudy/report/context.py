@@ -37,7 +37,8 @@ FIXED_SPLIT = "The train/test split is fixed: every seed and every variant uses 
 # Settings each run records about itself (RunResult.settings), in display order, with their labels.
 SETTING_LABELS = {"device": "device", "precision": "precision", "compile": "torch.compile",
                   "vectorized": "seeds stacked", "threads": "threads", "threads_from_epoch": "threads from epoch",
-                  "stacked_with": "one stack with", "not_stacked": "not stacked because"}
+                  "stacked_with": "one stack with", "not_stacked": "not stacked because",
+                  "plan": "planned stack, estimated cost, worker share"}
 HIDDEN_SETTINGS = ("host",)  # a machine name says nothing about the results
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 from nnstudy.config.schema import RunConfig
 from nnstudy.data.augment import BatchPipeline
@@ -31,7 +31,7 @@ from nnstudy.training.trainer import normalisation
 class Preflight:
     stackable: bool
     why_not: str | None = None  # why the seeds train one at a time
-    step_seconds: float = 0.0  # one seed's forward and backward on one training batch, on this CPU: the cost unit
+    flops_per_image: float = 0.0  # the forward pass, counted by torch's FLOP counter: the plan's cost unit
     # What must be equal for variants to share a stack: the weights' names and shapes and, where the stack runs
     # through vmap (which cannot mix layers), the whole network.
     structure: str = ""
@@ -65,34 +65,30 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
     except Exception as exc:
         raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {first_line(exc)}; "
                         "a loss must map (logits [N, C], labels [N]) to per-example losses [N]") from None
-    step = _time_step(model, data, mean, std, cfg.train.batch_size, loss_fn)
+    flops = _flops_per_image(model, x)
     fast = stacked_forward.supports(model)
     weights = [[n, list(t.shape)] for n, t in model.state_dict().items()]
     structure = json.dumps(weights if fast else [weights, repr(model)])
     if not stack:
-        return Preflight(True, step_seconds=step, structure=structure)
+        return Preflight(True, flops_per_image=flops, structure=structure)
     if not can_stack(cfg):
         return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone",
-                         step, structure)
+                         flops, structure)
     if fast:
-        return Preflight(True, step_seconds=step, structure=structure)
+        return Preflight(True, flops_per_image=flops, structure=structure)
     result = _try_vmap(model, x, y, loss_fn)
-    result.step_seconds, result.structure = step, structure
+    result.flops_per_image, result.structure = flops, structure
     return result
 
 
-def _time_step(model, data, mean, std, batch_size: int, loss_fn) -> float:
-    """Best of five forward+backward passes on one batch: what one step of this variant costs, roughly."""
-    x = BatchPipeline(mean, std, 0, False, torch.device("cpu")).normalise(data.train_x[:batch_size])
-    y = data.train_y[:batch_size]
-    loss_fn(model(x), y).mean().backward()  # first-call allocations are not the step's cost
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        loss_fn(model(x), y).mean().backward()
-        best = min(best, time.perf_counter() - start)
-    model.zero_grad(set_to_none=True)
-    return best
+def _flops_per_image(model, x) -> float:
+    """Forward FLOPs of one image (matrix products and convolutions), counted, not timed: the same on any machine."""
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x[:1])
+        return float(counter.get_total_flops())
+    except Exception:  # a user's network the counter cannot follow: two FLOPs per parameter, roughly
+        return 2.0 * sum(p.numel() for p in model.parameters())
 
 
 def _try_vmap(model: torch.nn.Module, x, y, loss_fn) -> Preflight:

@@ -1,0 +1,139 @@
+"""The plan by cost (issue 18): which variants share a stack, how stacks split over the workers, in which order.
+
+The plan is counted from the study and pre-flight (cost.py), never timed, so the same study gets the same plan
+across runs, resumes and retries; a planned stack's numbers are those of the same stack trained alone.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nnstudy
+from nnstudy.executors.job import load_study_data
+from nnstudy.plan import plan_jobs, plan_study, preflight
+from nnstudy.options import RunOptions
+from nnstudy.run_life import Run
+from nnstudy.store.db import RunRow
+from nnstudy.training import GroupTrainer, TrainOptions
+from studies import digits_cnn
+
+STUDY = digits_cnn("planned", """
+[variants.base]
+[variants.xavier]
+model.init = "xavier"
+[variants.mse]
+train.loss = "mse"
+[variants.avg]
+model.pool = "avg"
+[variants.mlp]
+model.kind = "mlp"
+""", seeds=range(4))
+
+
+def _plan(tmp_path, workers: int, todo=None):
+    """The study's plan for `workers`, over runs standing as a store would hold them (no training)."""
+    study = nnstudy.load_study(_write(tmp_path)).config
+    options = RunOptions(cache_dir=tmp_path / "cache")
+    stacking = preflight(study, options.cache, options, io.StringIO())
+    runs, rid = [], 0
+    for v, cfg in study.variants.items():
+        for seed in study.seeds:
+            rid += 1
+            row = RunRow(rid, study.name, v, seed, f"h{rid}", cfg.model_dump(mode="json"), "pending",
+                         tmp_path / "runs" / v / f"seed-{seed}", 0, None, None, None, {})
+            runs.append(Run(row, str(row.run_dir)))
+    plan = plan_study(runs, study, options.cache, options, stacking, workers)
+    left = runs if todo is None else [r for r in runs if todo(r)]
+    jobs = plan_jobs(left, plan, study, [2], options.cache, "cpu", options, stacking)
+    return plan, jobs
+
+
+def _write(tmp_path) -> Path:
+    path = tmp_path / "planned.toml"
+    path.write_text(STUDY)
+    return path
+
+
+def _stacks(plan) -> list[list[tuple[str, int]]]:
+    return [[(r.row.variant, r.row.seed) for r in s.runs] for s in plan.stacks]
+
+
+def test_stacks_only_where_it_pays_and_balances_the_workers(tmp_path):
+    one, _ = _plan(tmp_path, workers=1)
+    # init and loss variants share a stack (one forward for all: cheaper); avg pooling trains apart (a mixed
+    # layer span costs more than it saves); the MLP is another network. One worker: nothing to balance.
+    assert sorted(sorted({v for v, _ in s}) for s in _stacks(one)) == [["avg"], ["base", "mse", "xavier"], ["mlp"]]
+    plan, jobs = _plan(tmp_path, workers=2)
+    shared = [s for s in plan.stacks if {r.row.variant for r in s.runs} <= {"base", "mse", "xavier"}]
+    # Two workers: the 12-run stack is split, every other run to each half (never below two runs), until the
+    # longer share is within a few percent of half the total.
+    assert len(shared) > 1 and all(len(s.runs) >= 2 for s in shared)
+    assert sum(len(s.runs) for s in shared) == 12
+    assert max(plan.shares) <= 1.05 * sum(plan.shares) / 2
+    assert [j.cost for j in jobs] == sorted((j.cost for j in jobs), reverse=True)
+    assert plan.describe().startswith("plan for 2 worker(s), by estimated cost: ")
+    assert "share" in jobs[0].plan_note and jobs[0].plan_note.startswith(jobs[0].label)
+
+
+def test_the_plan_is_the_same_across_runs_resumes_and_retries(tmp_path):
+    plan, jobs = _plan(tmp_path, workers=2)
+    again, _ = _plan(tmp_path, workers=2)
+    assert _stacks(again) == _stacks(plan) and again.describe() == plan.describe()
+    stack_of = {r.id: i for i, s in enumerate(plan.stacks) for r in s.runs}
+    for todo in (lambda r: r.row.seed >= 2, lambda r: r.row.variant in ("mse", "avg"), lambda r: r.id % 3 == 0):
+        resumed, left = _plan(tmp_path, workers=2, todo=todo)  # a resume, or a retry of some runs
+        assert resumed.describe() == plan.describe()
+        for job in left:  # every job is a part of one planned stack
+            assert len({stack_of[rid] for rid in job.run_ids}) == 1
+
+
+def _stored(out: Path) -> dict:
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        rows = conn.execute("SELECT id, variant, seed FROM runs WHERE study='planned'").fetchall()
+        return {(v, s): conn.execute("SELECT epoch, train_loss, train_acc, test_loss, test_acc, lr FROM epochs "
+                                     "WHERE run=? ORDER BY epoch", (rid,)).fetchall() for rid, v, s in rows}
+
+
+def test_a_killed_study_resumes_on_its_plan_and_each_stack_equals_itself_trained_alone(tmp_path):
+    """The study is killed mid-way (after its 5th checkpoint) and run again: the same plan both times, and every
+    planned stack's numbers equal that stack trained alone, in this process."""
+    cmd = [sys.executable, "-m", "nnstudy", "run", str(_write(tmp_path)), "--out", str(tmp_path / "out"),
+           "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", "process", "--workers", "2"]
+    env = {**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:5", "NNSTUDY_CRASH_PARENT": "1",
+           "NNSTUDY_CRASH_ONCE": str(tmp_path / "crashed")}
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert killed.returncode != 0 and (tmp_path / "crashed").exists(), killed.stderr
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    plan_line = [line for line in killed.stderr.splitlines() if ": plan for " in line]
+    assert plan_line and plan_line == [line for line in resumed.stderr.splitlines() if ": plan for " in line]
+
+    plan, _ = _plan(tmp_path, workers=2)
+    assert plan_line[0].endswith(plan.describe())
+    study = nnstudy.load_study(_write(tmp_path)).config
+    stored = _stored(tmp_path / "out")
+    for stack in plan.stacks:
+        members = [study.variants[r.row.variant] for r in stack.runs]
+        data = load_study_data(members[0], str(tmp_path / "cache"))
+        alone = GroupTrainer(members[0], data, [r.row.seed for r in stack.runs],
+                             TrainOptions(progress=False, vectorize=stack.stacked),
+                             member_cfgs=members if len({r.row.variant for r in stack.runs}) > 1 else None)
+        alone.fit(lambda tr, p: None)
+        for k, r in enumerate(stack.runs):
+            mine = [(e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc, e.lr) for e in alone.states[k].history]
+            assert stored[(r.row.variant, r.row.seed)] == mine, (stack.label, r.row.variant, r.row.seed)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_each_run_is_in_exactly_one_stack(tmp_path, workers):
+    plan, jobs = _plan(tmp_path, workers=workers)
+    planned = [key for s in _stacks(plan) for key in s]
+    assert sorted(planned) == sorted({(v, s) for v in ("base", "xavier", "mse", "avg", "mlp") for s in range(4)})
+    assert sorted(rid for j in jobs for rid in j.run_ids) == list(range(1, 21))
