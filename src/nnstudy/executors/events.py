@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnstudy.store.results import EpochRow
+from nnstudy.history import EpochRow
 
 
 @dataclass
