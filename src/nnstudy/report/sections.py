@@ -75,20 +75,8 @@ def claims_section(results, save) -> dict | None:
 def mechanisms_section(results, save) -> dict | None:
     if not any(r.probes for r in results.runs):
         return None
-    last = results.report_epochs[-1] if results.report_epochs else None
-    figures = []
-    for name, fig, title in (
-        ("grad-norm-depth", probe_figures.depth_figure(results, "grad_norm", "weight-gradient norm"),
-         "Norm of the loss gradient per weight layer, input to output: a slope is vanishing or exploding gradients"),
-        ("act-std-depth", probe_figures.depth_figure(results, "act_std", "activation std"),
-         "Standard deviation of each activation layer's output: flat means the signal keeps its scale"),
-        ("dead-units", probe_figures.dead_units_figure(results),
-         "Fraction of dead units (never active on the probe batch), mean over activation layers"),
-        ("shift", probe_figures.shift_figure(results, last) if last else None,
-         f"Test accuracy on shifted test images (a fixed subset), epoch {last}"),
-    ):
-        if fig is not None:
-            figures.append(save(fig, f"{name}.png", title))
+    # Every registered probe with a figure (training/probes.py): a new probe's figure reaches the page too.
+    figures = [save(fig, name, title) for name, fig, title in probe_figures.mechanism_figures(results)]
     return {"figures": figures,
             "note": "Probes are measured on a fixed batch of training images (the same for every run), per seed, "
                     "at initialisation and after every epoch; lines are the mean over seeds, bands their range."}
