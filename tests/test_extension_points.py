@@ -3,6 +3,8 @@ each added here and run end to end on a tiny digits study."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import io
 from contextlib import contextmanager
 
@@ -85,6 +87,8 @@ def test_a_probe_is_one_registration(tmp_path):
             assert len(layers) == 3  # the conv layer and two linear ones
             assert all(v > 0 for k, v in run.probes[2].items() if k.startswith("l1|"))
         assert "l1-depth.png" in [name for name, _, _ in mechanism_figures(results.study)]
+        assert (results.study.out_dir / "figures" / "l1-depth.png").exists()  # on the report page
+        assert "Mean absolute weight" in Path(results.report).read_text()
 
 
 def test_a_report_section_is_one_registration(tmp_path):
