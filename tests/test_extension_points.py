@@ -3,10 +3,9 @@ each added here and run end to end on a tiny digits study."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import io
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from torch import nn
