@@ -18,10 +18,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
-
-def _tied(d: np.ndarray) -> np.ndarray:
-    scale = np.maximum(1.0, np.abs(d).max(axis=-1))
-    return np.ptp(d, axis=-1) <= 1e-12 * scale
+from .paired import all_equal
 
 
 def one_sided_p(diffs, shift: float, alternative: str) -> np.ndarray:
@@ -36,7 +33,7 @@ def one_sided_p(diffs, shift: float, alternative: str) -> np.ndarray:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows with no spread; replaced below
         p = np.asarray(stats.ttest_1samp(d, shift, axis=-1, alternative=alternative).pvalue, dtype=float)
-    tied = _tied(d)
+    tied = all_equal(d)
     if np.any(tied):
         centre = np.median(d, axis=-1) - shift
         beyond = centre > 0 if alternative == "greater" else centre < 0

@@ -190,7 +190,7 @@ def exact_min_seeds(alpha: float = ALPHA) -> int:
     return n
 
 
-def _all_equal(diffs: np.ndarray) -> np.ndarray:
+def all_equal(diffs: np.ndarray) -> np.ndarray:
     # Equal up to float rounding (0.82 - 0.81 vs 0.71 - 0.70), per row.
     scale = np.maximum(1.0, np.abs(diffs).max(axis=-1))
     return np.ptp(diffs, axis=-1) <= 1e-12 * scale
@@ -224,7 +224,7 @@ def paired_p_value(variant, baseline) -> np.ndarray:
     """
     v, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
     diffs = v - b
-    tied = _all_equal(diffs)
+    tied = all_equal(diffs)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on the tied rows we replace
         p = np.asarray(stats.ttest_rel(v, b, axis=-1).pvalue, dtype=float)
@@ -272,7 +272,7 @@ def compare_paired(baseline: Mapping[int, float], variant: Mapping[int, float], 
     p = float(paired_p_value(v, b)) if n >= 2 else nan
     ci_low, ci_high = t_interval(diff, sd, n)
     d_z = diff / sd if n >= 2 and sd > 0 else nan
-    if n >= 2 and _all_equal(diffs):
+    if n >= 2 and all_equal(diffs):
         # The difference is exact, with no spread: the t-interval would collapse onto it. The interval of
         # the exact test is that point once it can reject every other shift, else unbounded.
         diff, sd = float(np.median(diffs)), 0.0

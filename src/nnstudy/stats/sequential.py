@@ -42,7 +42,7 @@ from scipy import stats
 
 from nnstudy.store.results import METRICS
 
-from .paired import ALPHA, recommended_seeds
+from .paired import ALPHA, all_equal, recommended_seeds
 from .words import format_diff
 
 SPENDING = ("pocock", "obrien-fleming")
@@ -138,7 +138,7 @@ def _decide_rows(d: np.ndarray, boundary: Boundary, smallest: float, last: bool)
     half = critical_t(boundary, n) * sd / math.sqrt(n)
     low, high = mean - half, mean + half
     # No spread to scale an interval by: the exact sign-flip test (2 / 2^n) decides whether it is the point.
-    tied = np.ptp(d, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(d).max(1))
+    tied = all_equal(d)
     if tied.any():
         centre = np.median(d, axis=1)
         known = 2 / 2**n < boundary.nominal_p
