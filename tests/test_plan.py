@@ -14,9 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import nnstudy
+from nnstudy import cost
+from nnstudy.errors import UserError
 from nnstudy.executors.job import load_study_data
+from nnstudy import plan as plan_module
 from nnstudy.plan import plan_jobs, plan_study, preflight
 from nnstudy.options import RunOptions
 from nnstudy.run_life import Run
@@ -65,21 +69,41 @@ def _stacks(plan) -> list[list[tuple[str, int]]]:
     return [[(r.row.variant, r.row.seed) for r in s.runs] for s in plan.stacks]
 
 
-def test_stacks_only_where_it_pays_and_balances_the_workers(tmp_path):
-    one, _ = _plan(tmp_path, workers=1)
+def test_stacks_only_where_it_pays(tmp_path):
+    one, jobs = _plan(tmp_path, workers=1)
     # init and loss variants share a stack (one forward for all: cheaper); avg pooling trains apart (a mixed
     # layer span costs more than it saves); the MLP is another network. One worker: nothing to balance.
     assert sorted(sorted({v for v, _ in s}) for s in _stacks(one)) == [["avg"], ["base", "mse", "xavier"], ["mlp"]]
-    plan, jobs = _plan(tmp_path, workers=2)
-    shared = [s for s in plan.stacks if {r.row.variant for r in s.runs} <= {"base", "mse", "xavier"}]
-    # Two workers: the 12-run stack is split, every other run to each half (never below two runs), until the
-    # longer share is within a few percent of half the total.
-    assert len(shared) > 1 and all(len(s.runs) >= 2 for s in shared)
-    assert sum(len(s.runs) for s in shared) == 12
-    assert max(plan.shares) <= 1.05 * sum(plan.shares) / 2
     assert [j.cost for j in jobs] == sorted((j.cost for j in jobs), reverse=True)
-    assert plan.describe().startswith("plan for 2 worker(s), by estimated cost: ")
+    assert one.describe().startswith("plan for 1 worker(s), by estimated cost: ")
     assert "share" in jobs[0].plan_note and jobs[0].plan_note.startswith(jobs[0].label)
+
+
+def test_a_stack_is_split_where_its_work_dominates_and_kept_whole_where_its_steps_do(tmp_path, monkeypatch):
+    """Hand-made costs, so the answer is known both ways: a 12-run stack of heavy runs is split over two workers
+    until neither idles for more than an epoch of the longest job; a stack whose steps' fixed overhead dominates is
+    kept whole, since each half would pay that overhead again."""
+    def with_costs(per_run: dict[str, float], per_step: float):
+        monkeypatch.setattr(plan_module, "variant_costs", lambda study, stacking, cache_dir: (
+            per_run, dict.fromkeys(per_run, per_step)))
+        return _plan(tmp_path, workers=2)[0]
+
+    heavy = with_costs({"base": 10.0, "xavier": 10.0, "mse": 10.0, "avg": 1.0, "mlp": 1.0}, per_step=0.1)
+    shared = [s for s in heavy.stacks if {r.row.variant for r in s.runs} <= {"base", "mse", "xavier"}]
+    assert len(shared) > 1 and all(len(s.runs) >= 2 for s in shared)  # every other run to each half
+    assert sorted(key for s in shared for key in _stacks_of(s)) == sorted(
+        (v, seed) for v in ("base", "xavier", "mse") for seed in range(4))
+    epochs = nnstudy.load_study(_write(tmp_path)).config.variants["base"].train.epochs
+    assert max(heavy.shares) - min(heavy.shares) <= max(s.cost for s in heavy.stacks) / epochs
+    assert max(heavy.shares) <= 1.05 * sum(heavy.shares) / 2
+
+    overhead_bound = with_costs(dict.fromkeys(("base", "xavier", "mse", "avg", "mlp"), 0.01), per_step=10.0)
+    assert sorted(sorted({v for v, _ in s}) for s in _stacks(overhead_bound)) == [
+        ["avg"], ["base", "mse", "xavier"], ["mlp"]]
+
+
+def _stacks_of(stack) -> list[tuple[str, int]]:
+    return [(r.row.variant, r.row.seed) for r in stack.runs]
 
 
 def test_the_plan_is_the_same_across_runs_resumes_and_retries(tmp_path):
@@ -137,3 +161,55 @@ def test_each_run_is_in_exactly_one_stack(tmp_path, workers):
     planned = [key for s in _stacks(plan) for key in s]
     assert sorted(planned) == sorted({(v, s) for v in ("base", "xavier", "mse", "avg", "mlp") for s in range(4)})
     assert sorted(rid for j in jobs for rid in j.run_ids) == list(range(1, 21))
+
+
+def test_written_values_are_counted_and_views_are_not():
+    """Pre-flight's memory count on hand-made networks: every value an operation writes, once, views none."""
+    from torch import nn
+
+    from nnstudy.training.preflight import _elements_per_image
+
+    x = torch.zeros(2, 1, 2, 2)
+    # Flatten is a view (0); Linear writes 3 values, ReLU 3 more.
+    assert _elements_per_image(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU()), x) == 6
+    # An in-place ReLU still writes its 3 values; the network without it writes 3 fewer.
+    assert _elements_per_image(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(inplace=True)), x) == 6
+    assert _elements_per_image(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), x) == 3
+    # Max pooling writes its maxima and their indices; average pooling only its means.
+    assert _elements_per_image(nn.MaxPool2d(2), x) == 2
+    assert _elements_per_image(nn.AvgPool2d(2), x) == 1
+
+
+def test_equal_flops_can_cost_differently_and_steps_are_priced_per_stack():
+    """Two runs with the same FLOPs: the one writing more values (or with more weights to step) costs more, by
+    ELEMENT per value; the steps' fixed overhead is priced per stack step, whatever the stack's size."""
+    assert cost.ELEMENT > 0 and cost.STEP > 0
+    lean = cost.run_cost(10, 1e6, 0, 1e4, 60_000, 50_000, 10_000, 64)
+    assert cost.run_cost(10, 1e6, 0, 3e4, 60_000, 50_000, 10_000, 64) - lean == pytest.approx(
+        10 * cost.ELEMENT * 2e4 * (3 * 50_000 + 10_000))
+    assert cost.run_cost(10, 1e6, 0, 1e4, 70_000, 50_000, 10_000, 64) - lean == pytest.approx(
+        10 * cost.ELEMENT * cost.OPTIMISER_WRITES * 10_000 * 782)  # 782 steps of 64 images
+    assert cost.step_cost(10, 50_000, 4) == 10 * 12_500 * cost.STEP
+
+
+def test_stack_variants_always_never_or_as_the_cost_model_says(tmp_path):
+    study = nnstudy.load_study(_write(tmp_path)).config
+
+    def stacks(mode):
+        options = RunOptions(cache_dir=tmp_path / "cache", stack_variants=mode)
+        stacking = preflight(study, options.cache, options, io.StringIO())
+        runs, rid = [], 0
+        for v, cfg in study.variants.items():
+            for seed in study.seeds:
+                rid += 1
+                row = RunRow(rid, study.name, v, seed, f"h{rid}", cfg.model_dump(mode="json"), "pending",
+                             tmp_path / "runs" / v / f"seed-{seed}", 0, None, None, None, {})
+                runs.append(Run(row, str(row.run_dir)))
+        plan = plan_study(runs, study, options.cache, options, stacking, workers=1)
+        return sorted(sorted({r.row.variant for r in s.runs}) for s in plan.stacks)
+
+    assert stacks("always") == [["avg", "base", "mse", "xavier"], ["mlp"]]
+    assert stacks("auto") == stacks(True) == [["avg"], ["base", "mse", "xavier"], ["mlp"]]
+    assert stacks("never") == stacks(False) == [["avg"], ["base"], ["mlp"], ["mse"], ["xavier"]]
+    with pytest.raises(UserError, match="stack_variants='sometimes': choose auto, always or never"):
+        RunOptions(stack_variants="sometimes")

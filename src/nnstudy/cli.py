@@ -101,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-dir", help="where checkpoints go: a folder or URI that every node reaches, "
                      "e.g. /shared/ckpt or s3://bucket/prefix (default: each run's folder)")
     run.add_argument("--no-vectorize", action="store_true", help="train seeds one at a time instead of stacked")
-    run.add_argument("--no-stack-variants", action="store_true",
-                     help="give each variant its own stack (by default variants that differ only in init or loss share one)")
+    run.add_argument("--stack-variants", choices=["auto", "always", "never"],
+                     help="auto (default): variants that differ only in values share a stack where the plan's cost "
+                          "model says it pays (init, loss, optimiser values; not activation or pooling on CPU); "
+                          "always: wherever they can; never: each variant its own stack")
+    run.add_argument("--no-stack-variants", action="store_true", help="the same as --stack-variants never")
     run.add_argument("--share-cores", action="store_true",
                      help="process pool: running jobs take the cores of finished ones between epochs (faster; CPU "
                           "numbers of CNNs may then differ in the last bits between runs)")
@@ -181,9 +184,10 @@ def _run_options(args) -> "RunOptions":
     """The run options, once: everything below reads this value."""
     from nnstudy.options import RunOptions
 
+    stacking = "never" if args.no_stack_variants else (args.stack_variants or "auto")
     return RunOptions.from_keywords(
         args.out, device=args.device, executor=args.executor, workers=args.workers, vectorize=not args.no_vectorize,
-        compile=args.compile, force=args.force, stack_variants=not args.no_stack_variants, share_cores=args.share_cores,
+        compile=args.compile, force=args.force, stack_variants=stacking, share_cores=args.share_cores,
         retry_failed=args.retry_failed, cache_dir=args.cache_dir, ray_address=args.ray_address, progress=not args.quiet,
         probes=not args.no_probes, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
         checkpoint_dir=args.checkpoint_dir)

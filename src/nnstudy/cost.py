@@ -1,5 +1,12 @@
 """What a run, a stack and a worker's share cost: counted from the study and pre-flight, never timed.
 
+A cost is in FLOP-equivalents: the FLOPs of matrix products and convolutions,
+plus the values every operation writes (pooling, activations and the
+optimiser's pass over the weights are bound by memory, not arithmetic) and a
+fixed price per step (one Python pass through the stacked network, paid once
+by a stack, not by each member). The two prices are fitted once by
+bench/cost_model.py and fixed here.
+
 The plan decides with these numbers which variants share a stack, how stacks are
 split and in which order jobs start. Timing would make that depend on the
 machine's load, and a run trained in another stack can differ in the last bits;
@@ -9,6 +16,7 @@ counting keeps the same plan for the same study and worker count, resumed or not
 from __future__ import annotations
 
 import heapq
+import math
 
 # A training step's backward pass costs about twice its forward (two products per weight instead of one).
 BACKWARD = 2.0
@@ -19,11 +27,28 @@ BACKWARD = 2.0
 # than apart on one core (issue 18; bench/study.py).
 SHARED = 0.91
 MIXED_SPAN = 1.15
+# Fitted by bench/cost_model.py on one core of the Intel Xeon this project is measured on (bench/README.md): a FLOP of
+# a convolution costs as much time as CONV FLOPs of a matrix product, a value written as ELEMENT, a step's fixed
+# overhead as STEP. Fixed, so the plan never varies.
+CONV = 4.3
+ELEMENT = 32.0
+STEP = 2.4e8
+# Values an optimiser step writes per weight: its gradient, its momentum and the weight itself.
+OPTIMISER_WRITES = 3
 
 
-def run_cost(epochs: int, flops_per_image: float, n_train: int, n_test: int) -> float:
-    """FLOPs of one run: every epoch, forward and backward over the training images, forward over the test images."""
-    return epochs * flops_per_image * ((1 + BACKWARD) * n_train + n_test)
+def run_cost(epochs: int, flops_per_image: float, conv_flops_per_image: float, elements_per_image: float, params: int,
+             n_train: int, n_test: int, batch_size: int) -> float:
+    """One run's FLOP-equivalents, without its steps' fixed overhead (`step_cost`, paid once per stack): every epoch,
+    forward and backward over the training images, forward over the test images, an optimiser pass per step."""
+    per_image = flops_per_image + (CONV - 1) * conv_flops_per_image + ELEMENT * elements_per_image
+    steps = math.ceil(n_train / batch_size)
+    return epochs * (per_image * ((1 + BACKWARD) * n_train + n_test) + ELEMENT * OPTIMISER_WRITES * params * steps)
+
+
+def step_cost(epochs: int, n_train: int, batch_size: int) -> float:
+    """The fixed overhead of a stack's training steps, whatever its size."""
+    return epochs * math.ceil(n_train / batch_size) * STEP
 
 
 def stack_factor(n_variants: int, n_layer_kinds: int) -> float:

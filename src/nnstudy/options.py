@@ -30,7 +30,9 @@ class RunOptions:
     cpus_per_job: float | None = None  # Ray: CPUs each job asks for, and its torch threads; None: 1
     gpus_per_job: float | None = None  # Ray: GPUs each job asks for (fractions share one); None: 1 on cuda, else 0
     checkpoint_dir: str | None = None  # None: each run's folder; else a folder or URI that every node reaches
-    stack_variants: bool = True  # variants that differ only in values (init, loss) train as one stack
+    # Variants that differ only in values (init, loss, activation...) may share a stack: "auto" where the plan's cost
+    # model says it pays, "always" wherever they can, "never" (True and False mean auto and never).
+    stack_variants: bool | str = "auto"
     share_cores: bool = False  # process pool: running jobs take the cores of finished ones (last-bit CPU differences)
     progress: bool = True
     probes: bool = True  # mechanism probes per epoch (training/probes.py); they never change the numbers
@@ -50,6 +52,13 @@ class RunOptions:
         if "checkpoint_dir" in options:
             options["checkpoint_dir"] = str(options["checkpoint_dir"]) if options["checkpoint_dir"] else None
         return cls(out=Path(out), **options)
+
+    def __post_init__(self):
+        stacking = {True: "auto", False: "never", "auto": "auto", "always": "always", "never": "never"}
+        if not isinstance(self.stack_variants, (bool, str)) or self.stack_variants not in stacking:
+            raise UserError(f"stack_variants={self.stack_variants!r}: choose auto, always or never "
+                            "(True means auto, False never)")
+        self.stack_variants = stacking[self.stack_variants]
 
     @property
     def cache(self) -> Path:

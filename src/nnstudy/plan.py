@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 from nnstudy.config import StudyConfig
-from nnstudy.cost import gflop, run_cost, shares, stack_factor
+from nnstudy.cost import gflop, run_cost, shares, stack_factor, step_cost
 from nnstudy.executors.job import Job, load_study_data
 from nnstudy.run_life import Run, start_epochs
 from nnstudy.training import TrainOptions
@@ -38,7 +38,7 @@ class Stack:
     """Runs planned to train as one job (when they stand at the same epoch), on one worker."""
 
     runs: list[Run]
-    cost: float  # estimated FLOPs, the whole stack from scratch
+    cost: float  # estimated FLOP-equivalents (cost.py), the whole stack from scratch
     stacked: bool  # False: one run, its seeds not stackable (or --no-vectorize)
     worker: int = 0
 
@@ -83,10 +83,9 @@ def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, st
     than training them apart (never for members of different layers); a stack is split in two, every other run
     to each half, while that shortens the longest worker's share. Decided over all the study's runs.
     """
-    costs = {v: run_cost(cfg.train.epochs, stacking[v].flops_per_image, *_sizes(cfg, cache_dir))
-             for v, cfg in study.variants.items()}
+    costs, overhead = variant_costs(study, stacking, cache_dir)
     stackable = {v: options.vectorize and stacking[v].stackable for v in study.variants}
-    key = _stack_keys(study, stacking, costs, options.stack_variants)
+    key = _stack_keys(study, stacking, costs, overhead, options.stack_variants)
     pieces: dict[str, list[Run]] = {}
     alone = []
     for run in study_runs:
@@ -94,14 +93,26 @@ def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, st
             pieces.setdefault(key[run.row.variant], []).append(run)
         else:
             alone.append([run])
-    stacks = [Stack(p, _cost(p, costs), True) for p in pieces.values()] + [Stack(p, _cost(p, costs), False)
-                                                                          for p in alone]
-    stacks = _balance(stacks, costs, workers)
+    stacks = ([Stack(p, _cost(p, costs, overhead), True) for p in pieces.values()]
+              + [Stack(p, _cost(p, costs, overhead), False) for p in alone])
+    stacks = _balance(stacks, costs, overhead, workers)
     stacks.sort(key=lambda s: (-s.cost, min(r.id for r in s.runs)))
     where, load = shares([s.cost for s in stacks], workers)
     for s, w in zip(stacks, where):
         s.worker = w
     return StudyPlan(stacks, workers, load)
+
+
+def variant_costs(study: StudyConfig, stacking: dict, cache_dir) -> tuple[dict[str, float], dict[str, float]]:
+    """Each variant's cost of one run (cost.run_cost) and of its steps' fixed overhead (cost.step_cost)."""
+    costs, overhead = {}, {}
+    for v, cfg in study.variants.items():
+        n_train, n_test = _sizes(cfg, cache_dir)
+        p = stacking[v]
+        costs[v] = run_cost(cfg.train.epochs, p.flops_per_image, p.conv_flops_per_image, p.elements_per_image,
+                            p.params, n_train, n_test, cfg.train.batch_size)
+        overhead[v] = step_cost(cfg.train.epochs, n_train, cfg.train.batch_size)
+    return costs, overhead
 
 
 def _sizes(cfg, cache_dir) -> tuple[int, int]:
@@ -114,17 +125,21 @@ def _layers(model: dict) -> str:
     return json.dumps({k: model[k] for k in sorted(LAYER_KEYS)})
 
 
-def _cost(runs: list[Run], costs: dict[str, float]) -> float:
-    """A stack's estimated FLOPs: its runs' costs, by what stacking them saves or adds (cost.stack_factor)."""
+def _cost(runs: list[Run], costs: dict[str, float], overhead: dict[str, float]) -> float:
+    """A stack's estimated cost: its runs' costs, by what stacking them saves or adds (cost.stack_factor), and its
+    steps' fixed overhead once for each kind of layers in it (each kind runs its own layers in every step; members
+    share batch size, epochs and data, so any member's overhead)."""
     variants = {r.row.variant for r in runs}
     kinds = {_layers(r.row.config["model"]) for r in runs}
-    return sum(costs[r.row.variant] for r in runs) * stack_factor(len(variants), len(kinds))
+    return (sum(costs[r.row.variant] for r in runs) * stack_factor(len(variants), len(kinds))
+            + overhead[runs[0].row.variant] * len(kinds))
 
 
-def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], stack_variants: bool) -> dict:
+def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], overhead: dict[str, float],
+                stack_variants: str) -> dict:
     """variant -> the key of its stack: the stacking rules' key, with its layers added where a stack of mixed
     layers is estimated to cost more than its parts apart."""
-    if not stack_variants:
+    if stack_variants == "never":
         return {v: v for v in study.variants}
     key = {v: stack_key(cfg, stacking[v].structure) for v, cfg in study.variants.items()}
     n = len(study.seeds)
@@ -133,15 +148,17 @@ def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], sta
         parts = {}
         for v in variants:
             parts.setdefault(_layers(study.variants[v].model.model_dump(mode="json")), []).append(v)
-        together = sum(costs[v] * n for v in variants) * stack_factor(len(variants), len(parts))
-        apart = sum(sum(costs[v] * n for v in part) * stack_factor(len(part), 1) for part in parts.values())
-        if apart < together:
+        together = (sum(costs[v] * n for v in variants) * stack_factor(len(variants), len(parts))
+                    + overhead[variants[0]] * len(parts))
+        apart = sum(sum(costs[v] * n for v in part) * stack_factor(len(part), 1) + overhead[part[0]]
+                    for part in parts.values())
+        if apart < together and stack_variants == "auto":
             for v in variants:
                 key[v] = k + _layers(study.variants[v].model.model_dump(mode="json"))
     return key
 
 
-def _balance(stacks: list[Stack], costs: dict[str, float], workers: int) -> list[Stack]:
+def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, float], workers: int) -> list[Stack]:
     """Split a stack in two (every other run to each half, so each gets its share of every variant, and never
     below two runs a half) while that shortens the longest worker's share."""
     def longest(candidate: list[Stack]) -> float:
@@ -150,8 +167,7 @@ def _balance(stacks: list[Stack], costs: dict[str, float], workers: int) -> list
     while True:
         now = longest(stacks)
         for s in sorted((s for s in stacks if s.stacked and len(s.runs) >= 4), key=lambda s: -s.cost):
-            halves = [Stack(s.runs[0::2], _cost(s.runs[0::2], costs), True),
-                      Stack(s.runs[1::2], _cost(s.runs[1::2], costs), True)]
+            halves = [Stack(half, _cost(half, costs, overhead), True) for half in (s.runs[0::2], s.runs[1::2])]
             trial = [t for t in stacks if t is not s] + halves
             if longest(trial) < now * (1 - 1e-9):
                 stacks = trial

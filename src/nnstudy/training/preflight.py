@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from nnstudy.config.schema import RunConfig
@@ -32,6 +34,9 @@ class Preflight:
     stackable: bool
     why_not: str | None = None  # why the seeds train one at a time
     flops_per_image: float = 0.0  # the forward pass, counted by torch's FLOP counter: the plan's cost unit
+    conv_flops_per_image: float = 0.0  # those of convolutions (on a CPU slower per FLOP than matrix products)
+    elements_per_image: float = 0.0  # values the forward pass writes (views excluded): its memory traffic
+    params: int = 0  # one seed's trainable parameters: what each optimiser step writes
     # What must be equal for variants to share a stack: the weights' names and shapes and, where the stack runs
     # through vmap (which cannot mix layers), the whole network.
     structure: str = ""
@@ -65,30 +70,61 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
     except Exception as exc:
         raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {first_line(exc)}; "
                         "a loss must map (logits [N, C], labels [N]) to per-example losses [N]") from None
-    flops = _flops_per_image(model, x)
+    flops, conv_flops = _flops_per_image(model, x)
+    work = {"flops_per_image": flops, "conv_flops_per_image": conv_flops,
+            "elements_per_image": _elements_per_image(model, x),
+            "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     fast = stacked_forward.supports(model)
     weights = [[n, list(t.shape)] for n, t in model.state_dict().items()]
     structure = json.dumps(weights if fast else [weights, repr(model)])
     if not stack:
-        return Preflight(True, flops_per_image=flops, structure=structure)
+        return Preflight(True, structure=structure, **work)
     if not can_stack(cfg):
         return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone",
-                         flops, structure)
+                         structure=structure, **work)
     if fast:
-        return Preflight(True, flops_per_image=flops, structure=structure)
+        return Preflight(True, structure=structure, **work)
     result = _try_vmap(model, x, y, loss_fn)
-    result.flops_per_image, result.structure = flops, structure
-    return result
+    return Preflight(result.stackable, result.why_not, structure=structure, **work)
 
 
-def _flops_per_image(model, x) -> float:
-    """Forward FLOPs of one image (matrix products and convolutions), counted, not timed: the same on any machine."""
+def _flops_per_image(model, x) -> tuple[float, float]:
+    """Forward FLOPs of one image (matrix products and convolutions) and those of convolutions alone: counted, not
+    timed, so the same on any machine."""
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x[:1])
-        return float(counter.get_total_flops())
+        by_op = counter.get_flop_counts().get("Global", {})
+        conv = sum(n for op, n in by_op.items() if "conv" in str(op))
+        return float(counter.get_total_flops()), float(conv)
     except Exception:  # a user's network the counter cannot follow: two FLOPs per parameter, roughly
-        return 2.0 * sum(p.numel() for p in model.parameters())
+        return 2.0 * sum(p.numel() for p in model.parameters()), 0.0
+
+
+class _WrittenElements(TorchDispatchMode):
+    """Counts the values every operation writes; a view (an output aliasing an input, not written) none."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        views = any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
+        if not views:
+            self.elements += sum(t.numel() for t in tree_leaves(out) if torch.is_tensor(t))
+        return out
+
+
+def _elements_per_image(model, x) -> float:
+    """Values the forward pass of one image writes: what pooling, activations and normalisation cost beyond
+    their (uncounted) FLOPs, since on a CPU they are bound by memory, not arithmetic."""
+    try:
+        with torch.no_grad(), _WrittenElements() as counter:
+            model(x[:1])
+        return float(counter.elements)
+    except Exception:  # a user's network the counter cannot follow: one value per parameter, roughly
+        return float(sum(p.numel() for p in model.parameters()))
 
 
 def _try_vmap(model: torch.nn.Module, x, y, loss_fn) -> Preflight:
