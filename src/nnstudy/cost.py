@@ -24,7 +24,8 @@ BACKWARD = 2.0
 # by the kind of difference between its members. One forward for all members pays where they differ only in
 # values: mnist-init's MLP variants trained 9% faster stacked. A mixed layer span (activation or pooling) cuts the
 # stack's channels per member and joins them again: cifar10-pooling's pooling variants were 15% slower stacked
-# than apart on one core (issue 18; bench/study.py).
+# than apart on one core (issue 18), mnist-activations' whole study 7% slower with its activations stacked
+# (bench/study.py --stacking; bench/README.md). Each kind of layers in a stack also pays the steps' overhead.
 SHARED = 0.91
 MIXED_SPAN = 1.15
 # Fitted by bench/cost_model.py on one core of the Intel Xeon this project is measured on (bench/README.md): a FLOP of
