@@ -41,10 +41,10 @@ model.kind = "mlp"
 """, seeds=range(4))
 
 
-def _plan(tmp_path, workers: int, todo=None):
+def _plan(tmp_path, workers: int, todo=None, stack_variants="auto"):
     """The study's plan for `workers`, over runs standing as a store would hold them (no training)."""
     study = nnstudy.load_study(_write(tmp_path)).config
-    options = RunOptions(cache_dir=tmp_path / "cache")
+    options = RunOptions(cache_dir=tmp_path / "cache", stack_variants=stack_variants)
     stacking = preflight(study, options.cache, options, io.StringIO())
     runs, rid = [], 0
     for v, cfg in study.variants.items():
@@ -193,20 +193,8 @@ def test_equal_flops_can_cost_differently_and_steps_are_priced_per_stack():
 
 
 def test_stack_variants_always_never_or_as_the_cost_model_says(tmp_path):
-    study = nnstudy.load_study(_write(tmp_path)).config
-
     def stacks(mode):
-        options = RunOptions(cache_dir=tmp_path / "cache", stack_variants=mode)
-        stacking = preflight(study, options.cache, options, io.StringIO())
-        runs, rid = [], 0
-        for v, cfg in study.variants.items():
-            for seed in study.seeds:
-                rid += 1
-                row = RunRow(rid, study.name, v, seed, f"h{rid}", cfg.model_dump(mode="json"), "pending",
-                             tmp_path / "runs" / v / f"seed-{seed}", 0, None, None, None, {})
-                runs.append(Run(row, str(row.run_dir)))
-        plan = plan_study(runs, study, options.cache, options, stacking, workers=1)
-        return sorted(sorted({r.row.variant for r in s.runs}) for s in plan.stacks)
+        return sorted(sorted({v for v, _ in s}) for s in _stacks(_plan(tmp_path, 1, stack_variants=mode)[0]))
 
     assert stacks("always") == [["avg", "base", "mse", "xavier"], ["mlp"]]
     assert stacks("auto") == stacks(True) == [["avg"], ["base", "mse", "xavier"], ["mlp"]]
