@@ -18,28 +18,39 @@ from nnstudy.registry import OPTIMIZERS, SCHEDULES
 from nnstudy.training.stacking import member_runs, optimizer_key
 
 
-def _fast(make):
-    # The fused kernels are the fastest path on CPU and CUDA; older torch lacks them on CPU.
-    try:
-        return make(fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return make(foreach=True)
+def _fast(make, params: list[torch.Tensor]):
+    """The fused kernels on CUDA, where they are fastest; the foreach kernels on CPU.
+
+    On CPU the fused kernels update a tensor's last (size mod vector width) values on a scalar path that rounds
+    differently, and in a stack those values are the last member's: a run's numbers would depend on where it
+    stands in its stack, so on the plan. The foreach kernels round every value alike (epochs 3-5% longer;
+    bench/README.md, session 17).
+    """
+    if params and all(p.is_cuda for p in params):
+        try:
+            return make(fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a torch without them
+            pass
+    return make(foreach=True)
 
 
 @OPTIMIZERS.register("sgd")
 def _sgd(params, t):
+    params = list(params)
     return _fast(lambda **kw: torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                                              weight_decay=t.weight_decay, **kw))
+                                              weight_decay=t.weight_decay, **kw), params)
 
 
 @OPTIMIZERS.register("adam")
 def _adam(params, t):
-    return _fast(lambda **kw: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **kw))
+    params = list(params)
+    return _fast(lambda **kw: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **kw), params)
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(params, t):
-    return _fast(lambda **kw: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **kw))
+    params = list(params)
+    return _fast(lambda **kw: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **kw), params)
 
 
 def make_optimizer(t, params, members=None):
