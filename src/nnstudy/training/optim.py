@@ -23,8 +23,8 @@ def _fast(make, params: list[torch.Tensor]):
 
     On CPU the fused kernels update a tensor's last (size mod vector width) values on a scalar path that rounds
     differently, and in a stack those values are the last member's: a run's numbers would depend on where it
-    stands in its stack, so on the plan. The foreach kernels round every value alike (epochs 3-5% longer;
-    bench/README.md, session 17).
+    stands in its stack, so on the plan. The foreach kernels round every value alike (epochs 3-9% longer, most
+    at batch 4; bench/README.md, session 17).
     """
     if params and all(p.is_cuda for p in params):
         try:
