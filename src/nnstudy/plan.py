@@ -1,9 +1,10 @@
 """Planning: what to train, in which stacks, in which order. Who trains it is the executor's business.
 
-Pre-flight checks every variant on one batch (and times one step of it); the
-plan then groups the runs left to train into jobs by the stacking rules
-(training/stacking.py, which the trainer reads too), splits stacks so that no
-worker idles, and orders the jobs most expensive first. It depends only on the
+Pre-flight checks every variant on one batch and counts its work (FLOPs,
+values written, weights: cost.py prices them); the plan then groups the runs
+into stacks by the stacking rules (training/stacking.py, which the trainer
+reads too) where that is priced cheaper, splits stacks so that no worker
+idles, and orders the jobs most expensive first. It depends only on the
 study, the pre-flight and the worker count, never on what is left to train, so
 a run trains in the same stack when the study is resumed, retried or run again.
 """
