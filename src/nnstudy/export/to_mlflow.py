@@ -27,7 +27,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from nnstudy.errors import UserError
+from nnstudy.errors import UserError, first_line
 from nnstudy.export.study import ExportRun, StudyExport
 
 ID_TAG, STUDY_TAG, STATE_TAG = "nnstudy.id", "nnstudy.study", "nnstudy.state"
@@ -65,8 +65,7 @@ def export(study: StudyExport, tracking_uri: str | None = None, experiment: str 
             client = MlflowClient(tracking_uri=uri)
             counts = _export(client, _experiment(client, name, uri), study)
     except MlflowException as exc:
-        first = str(exc.message if hasattr(exc, "message") else exc).strip().splitlines()[0]
-        raise UserError(f"MLflow at {uri}: {first}; fix it and export again (runs already exported are kept, "
+        raise UserError(f"MLflow at {uri}: {first_line(exc)}; fix it and export again (runs already exported are kept, "
                         "none is added twice)") from None
     skipped = f"; {study.skipped} pending or running not exported" if study.skipped else ""
     return (f"mlflow: {study.name} -> experiment {name!r} at {uri}: parent run {counts.pop('parent')}; "
