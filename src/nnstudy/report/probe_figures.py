@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nnstudy.history import per_layer
 from nnstudy.registry import PROBES
 from nnstudy.store.results import StudyResults
 
@@ -20,7 +21,7 @@ from .figures import line_style, plain
 
 
 def _layer_values(run, epoch: int, probe: str) -> list[float]:
-    return [v for k, v in run.probes.get(epoch, {}).items() if k.startswith(probe + "|")]
+    return per_layer(run.probes.get(epoch, {}), probe)
 
 
 def _band(ax, x, rows: list[list[float]], label: str) -> None:

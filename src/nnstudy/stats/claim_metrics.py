@@ -24,6 +24,7 @@ import math
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from nnstudy.history import per_layer
 from nnstudy.registry import CLAIM_METRICS
 
 
@@ -37,8 +38,7 @@ def _mean(values) -> float:
 
 
 def _layers(run, epoch: int, probe: str) -> list[float]:
-    values = run.probes.get(epoch, {})
-    return [v for k, v in values.items() if k.startswith(probe + "|")]
+    return per_layer(run.probes.get(epoch, {}), probe)
 
 
 def _probe(run, epoch: int, name: str) -> float:

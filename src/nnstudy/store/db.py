@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nnstudy.config.schema import claim_definition
 from nnstudy.errors import UserError
+from nnstudy.history import probe_key, split_probe_key
 from nnstudy.store.results import EpochRow
 
 DB_NAME = "nnstudy.db"
@@ -301,13 +302,13 @@ class Store:
                 if replace:
                     c.execute("DELETE FROM probes WHERE run=?", (rid,))
                 c.executemany("INSERT OR REPLACE INTO probes VALUES (?,?,?,?,?)",
-                              [(rid, epoch, *key.partition("|")[::2], value)
+                              [(rid, epoch, *split_probe_key(key), value)
                                for epoch, values in by_epoch.items() for key, value in values.items()])
 
     def probes(self, run_id: int) -> dict[int, dict[str, float]]:
         out: dict[int, dict[str, float]] = {}
         for r in self._query("SELECT epoch, name, layer, value FROM probes WHERE run=? ORDER BY epoch, rowid", (run_id,)):
-            out.setdefault(r["epoch"], {})[r["name"] + (f"|{r['layer']}" if r["layer"] else "")] = r["value"]
+            out.setdefault(r["epoch"], {})[probe_key(r["name"], r["layer"]) if r["layer"] else r["name"]] = r["value"]
         return out
 
     def finish_run(self, run_id: int, status: str, n_params: int, wall_seconds: float, artifacts: dict[str, str],

@@ -44,6 +44,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from nnstudy.history import probe_key
 from nnstudy.registry import ACTIVATIONS, PROBES
 
 PROBE_IMAGES = 256
@@ -144,10 +145,11 @@ class Prober:
         loss_fn(logits.float(), self.y).mean().backward()
         for layer, kind in self.activations:
             for name in _probes("activation"):
-                out[f"{name}|{layer}"] = PROBES.get(name)(modules[layer], self._inputs[layer], self._outputs[layer], kind)
+                out[probe_key(name, layer)] = PROBES.get(name)(modules[layer], self._inputs[layer],
+                                                               self._outputs[layer], kind)
         for layer in self.weights:
             for name in _probes("weight"):
-                out[f"{name}|{layer}"] = PROBES.get(name)(modules[layer])
+                out[probe_key(name, layer)] = PROBES.get(name)(modules[layer])
         return out
 
     @torch.no_grad()
