@@ -167,7 +167,10 @@ def test_written_values_are_counted_and_views_are_not():
     """Pre-flight's memory count on hand-made networks: every value an operation writes, once, views none."""
     from torch import nn
 
-    from nnstudy.training.preflight import _elements_per_image
+    from nnstudy.training.preflight import _work_per_image
+
+    def _elements_per_image(model, x):
+        return _work_per_image(model, x)["elements_per_image"]
 
     x = torch.zeros(2, 1, 2, 2)
     # Flatten is a view (0); Linear writes 3 values, ReLU 3 more.

@@ -127,13 +127,15 @@ def _layers(model: dict) -> str:
 
 
 def _cost(runs: list[Run], costs: dict[str, float], overhead: dict[str, float]) -> float:
-    """A stack's estimated cost: its runs' costs, by what stacking them saves or adds (cost.stack_factor), and its
-    steps' fixed overhead once for each kind of layers in it (each kind runs its own layers in every step; members
-    share batch size, epochs and data, so any member's overhead)."""
-    variants = {r.row.variant for r in runs}
-    kinds = {_layers(r.row.config["model"]) for r in runs}
-    return (sum(costs[r.row.variant] for r in runs) * stack_factor(len(variants), len(kinds))
-            + overhead[runs[0].row.variant] * len(kinds))
+    return _priced([r.row.variant for r in runs], len({_layers(r.row.config["model"]) for r in runs}), costs, overhead)
+
+
+def _priced(variants: list[str], kinds: int, costs: dict[str, float], overhead: dict[str, float]) -> float:
+    """A stack's estimated cost, its runs given by their variants (one entry a run): their costs, by what stacking
+    them saves or adds (cost.stack_factor), and the steps' fixed overhead once for each of its `kinds` of layers
+    (each kind runs its own layers in every step; members share batch size, epochs and data, so any member's)."""
+    return (sum(costs[v] for v in variants) * stack_factor(len(set(variants)), kinds)
+            + overhead[variants[0]] * kinds)
 
 
 def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], overhead: dict[str, float],
@@ -149,10 +151,8 @@ def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], ove
         parts = {}
         for v in variants:
             parts.setdefault(_layers(study.variants[v].model.model_dump(mode="json")), []).append(v)
-        together = (sum(costs[v] * n for v in variants) * stack_factor(len(variants), len(parts))
-                    + overhead[variants[0]] * len(parts))
-        apart = sum(sum(costs[v] * n for v in part) * stack_factor(len(part), 1) + overhead[part[0]]
-                    for part in parts.values())
+        together = _priced([v for v in variants for _ in range(n)], len(parts), costs, overhead)
+        apart = sum(_priced([v for v in part for _ in range(n)], 1, costs, overhead) for part in parts.values())
         if apart < together and stack_variants == "auto":
             for v in variants:
                 key[v] = k + _layers(study.variants[v].model.model_dump(mode="json"))

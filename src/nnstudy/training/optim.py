@@ -18,39 +18,37 @@ from nnstudy.registry import OPTIMIZERS, SCHEDULES
 from nnstudy.training.stacking import member_runs, optimizer_key
 
 
-def _fast(make, params: list[torch.Tensor]):
-    """The fused kernels on CUDA, where they are fastest; the foreach kernels on CPU.
+def _fast(optimizer, params, **settings):
+    """`optimizer` over `params` with the fused kernels on CUDA, where they are fastest; the foreach kernels on CPU.
 
     On CPU the fused kernels update a tensor's last (size mod vector width) values on a scalar path that rounds
     differently, and in a stack those values are the last member's: a run's numbers would depend on where it
     stands in its stack, so on the plan. The foreach kernels round every value alike (epochs 3-9% longer, most
     at batch 4; bench/README.md, session 17).
     """
+    params = list(params)
     if params and all(p.is_cuda for p in params):
         try:
-            return make(fused=True)
+            return optimizer(params, fused=True, **settings)
         except (RuntimeError, TypeError, ValueError):  # a torch without them
             pass
-    return make(foreach=True)
+    return optimizer(params, foreach=True, **settings)
 
 
 @OPTIMIZERS.register("sgd")
 def _sgd(params, t):
-    params = list(params)
-    return _fast(lambda **kw: torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                                              weight_decay=t.weight_decay, **kw), params)
+    return _fast(torch.optim.SGD, params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                 weight_decay=t.weight_decay)
 
 
 @OPTIMIZERS.register("adam")
 def _adam(params, t):
-    params = list(params)
-    return _fast(lambda **kw: torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay, **kw), params)
+    return _fast(torch.optim.Adam, params, lr=t.lr, weight_decay=t.weight_decay)
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(params, t):
-    params = list(params)
-    return _fast(lambda **kw: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, **kw), params)
+    return _fast(torch.optim.AdamW, params, lr=t.lr, weight_decay=t.weight_decay)
 
 
 def make_optimizer(t, params, members=None):

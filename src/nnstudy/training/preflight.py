@@ -70,10 +70,7 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
     except Exception as exc:
         raise UserError(f"{where}: train.loss fails on the model's output: {type(exc).__name__}: {first_line(exc)}; "
                         "a loss must map (logits [N, C], labels [N]) to per-example losses [N]") from None
-    flops, conv_flops = _flops_per_image(model, x)
-    work = {"flops_per_image": flops, "conv_flops_per_image": conv_flops,
-            "elements_per_image": _elements_per_image(model, x),
-            "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    work = _work_per_image(model, x)
     fast = stacked_forward.supports(model)
     weights = [[n, list(t.shape)] for n, t in model.state_dict().items()]
     structure = json.dumps(weights if fast else [weights, repr(model)])
@@ -88,17 +85,22 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
     return Preflight(result.stackable, result.why_not, structure=structure, **work)
 
 
-def _flops_per_image(model, x) -> tuple[float, float]:
-    """Forward FLOPs of one image (matrix products and convolutions) and those of convolutions alone: counted, not
-    timed, so the same on any machine."""
+def _work_per_image(model, x) -> dict[str, float]:
+    """What one image's forward pass does, counted in one pass, not timed (the same on any machine): its FLOPs
+    (matrix products and convolutions), those of convolutions alone, the values it writes (what pooling,
+    activations and normalisation cost beyond their uncounted FLOPs: on a CPU they are bound by memory), and the
+    trainable weights each optimiser step writes."""
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as flops, _WrittenElements() as written:
             model(x[:1])
-        by_op = counter.get_flop_counts().get("Global", {})
+        by_op = flops.get_flop_counts().get("Global", {})
         conv = sum(n for op, n in by_op.items() if "conv" in str(op))
-        return float(counter.get_total_flops()), float(conv)
-    except Exception:  # a user's network the counter cannot follow: two FLOPs per parameter, roughly
-        return 2.0 * sum(p.numel() for p in model.parameters()), 0.0
+        counted = float(flops.get_total_flops()), float(conv), float(written.elements)
+    except Exception:  # a user's network the counters cannot follow: per parameter, two FLOPs and one value
+        every = sum(p.numel() for p in model.parameters())
+        counted = 2.0 * every, 0.0, float(every)
+    return dict(zip(("flops_per_image", "conv_flops_per_image", "elements_per_image"), counted), params=params)
 
 
 class _WrittenElements(TorchDispatchMode):
@@ -114,17 +116,6 @@ class _WrittenElements(TorchDispatchMode):
         if not views:
             self.elements += sum(t.numel() for t in tree_leaves(out) if torch.is_tensor(t))
         return out
-
-
-def _elements_per_image(model, x) -> float:
-    """Values the forward pass of one image writes: what pooling, activations and normalisation cost beyond
-    their (uncounted) FLOPs, since on a CPU they are bound by memory, not arithmetic."""
-    try:
-        with torch.no_grad(), _WrittenElements() as counter:
-            model(x[:1])
-        return float(counter.elements)
-    except Exception:  # a user's network the counter cannot follow: one value per parameter, roughly
-        return float(sum(p.numel() for p in model.parameters()))
 
 
 def _try_vmap(model: torch.nn.Module, x, y, loss_fn) -> Preflight:
