@@ -36,8 +36,8 @@ import torch
 from scipy.optimize import nnls
 
 import nnstudy
-from nnstudy.cost import CONV, ELEMENT, OPTIMISER_WRITES, STEP
-from nnstudy.executors.job import load_study_data
+from nnstudy.data.study_data import load_study_data
+from nnstudy.driver.cost import CONV, ELEMENT, OPTIMISER_WRITES, STEP
 from nnstudy.training import GroupTrainer, TrainOptions
 from nnstudy.training.preflight import check_variant
 

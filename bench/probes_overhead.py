@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import nnstudy
-from nnstudy.executors.job import load_study_data
+from nnstudy.data.study_data import load_study_data
 from nnstudy.registry import REPORT_SECTIONS
 from nnstudy.training import GroupTrainer, TrainOptions
 

@@ -41,7 +41,7 @@ def main() -> None:
     })
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
-        from nnstudy.executors.job import load_study_data
+        from nnstudy.data.study_data import load_study_data
 
         load_study_data(study.config.variants["bn"], str(cache))  # decode the archive before timing
         seconds, runs = {}, {}

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from nnstudy.cli import main
-from nnstudy.store import files
 from studies import tiny_study
+
+from nnstudy import files
+from nnstudy.cli import main
 
 TINY = tiny_study(epochs=3, report_epochs=[1])
 
@@ -207,7 +207,7 @@ def test_read_only_output_folder(finished, capsys, tmp_path):
 
 
 class _FullDiskOS(types.ModuleType):
-    """`os` for nnstudy.store.files whose rename fails once `budget` files were written."""
+    """`os` for nnstudy.files whose rename fails once `budget` files were written."""
 
     def __init__(self, budget: int):
         super().__init__("os")

@@ -6,8 +6,9 @@ import re
 import subprocess
 import sys
 
-from nnstudy.study_clock import StudyClock, time_left
 from studies import tiny_study
+
+from nnstudy.driver.clock import StudyClock, time_left
 
 
 class Clock(StudyClock):

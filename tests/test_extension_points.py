@@ -61,7 +61,7 @@ def test_a_pooling_is_one_registration(tmp_path):
         assert {r.settings.get("plan", "").split(", est.")[0] for r in results.study.runs} == {
             "base [seed 0,1]", "half [seed 0,1]"}
         # ... but the stacked engine takes it in a mixed stack too: each member through its own pooling.
-        from nnstudy.executors.job import load_study_data
+        from nnstudy.data.study_data import load_study_data
         from nnstudy.training import GroupTrainer, TrainOptions
 
         base, half = study.config.variants["base"], study.config.variants["half"]

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from studies import digits_cnn
 
 import nnstudy
-from nnstudy import cost
+from nnstudy.data.study_data import load_study_data
+from nnstudy.driver import cost
+from nnstudy.driver import plan as plan_module
+from nnstudy.driver.options import RunOptions
+from nnstudy.driver.plan import plan_jobs, plan_study, preflight
+from nnstudy.driver.run_life import Run
 from nnstudy.errors import UserError
-from nnstudy.executors.job import load_study_data
-from nnstudy import plan as plan_module
-from nnstudy.plan import plan_jobs, plan_study, preflight
-from nnstudy.options import RunOptions
-from nnstudy.run_life import Run
 from nnstudy.store.db import RunRow
 from nnstudy.training import GroupTrainer, TrainOptions
-from studies import digits_cnn
 
 STUDY = digits_cnn("planned", """
 [variants.base]

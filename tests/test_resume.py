@@ -1,7 +1,7 @@
 """Crash and resume: SIGKILL a study at chosen and at random points, rerun, and get exactly the clean results.
 
 Crash points: mid-checkpoint write and mid-report via the NNSTUDY_CRASH_AT test hook in
-nnstudy.store.files (the process kills itself just before renaming the N-th such file into
+nnstudy.files (the process kills itself just before renaming the N-th such file into
 place), and mid-epoch at seeded random training steps (the hook names the step it killed at).
 """
 

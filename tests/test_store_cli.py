@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from nnstudy.cli import main
 from studies import tiny_study
+
+from nnstudy.cli import main
 
 TINY = tiny_study(epochs=3)
 
@@ -228,7 +229,7 @@ def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monk
     """Writing seed 1's run folder fails: seed 0 of the same job stays done; a retry restores seed 1 untrained."""
     import errno
 
-    from nnstudy import run_life
+    from nnstudy.driver import run_life
     from nnstudy.errors import UserError
 
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"

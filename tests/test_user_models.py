@@ -155,7 +155,7 @@ def _trainer_cfg(user_dir, **model):
 
 
 def test_a_small_resnet_with_batchnorm_gives_the_same_predictions_stacked_or_alone(user_dir):
-    from nnstudy.executors.job import load_study_data
+    from nnstudy.data.study_data import load_study_data
 
     cfg = _trainer_cfg(user_dir)
     data = load_study_data(cfg, str(user_dir / "cache"))
@@ -240,7 +240,7 @@ def test_registries_schema_and_engine_agree(user_dir):
     base = {"dataset": {"name": "digits", "subset": 64, "test_subset": 32},
             "model": {"kind": "cnn", "channels": [4], "kernel": 3, "padding": 1, "hidden": [8]},
             "train": {"lr": 0.01, "batch_size": 32, "epochs": 1}}
-    from nnstudy.executors.job import load_study_data
+    from nnstudy.data.study_data import load_study_data
 
     data = load_study_data(RunConfig.model_validate(base), str(user_dir / "cache"))
     cases = [("model", "activation", ACTIVATIONS), ("model", "pool", POOLINGS), ("model", "init", INITS),
@@ -264,7 +264,7 @@ def test_registries_schema_and_engine_agree(user_dir):
 
 
 def test_a_pooling_added_in_one_place_is_valid_built_and_stacked(user_dir):
-    from nnstudy.executors.job import load_study_data
+    from nnstudy.data.study_data import load_study_data
 
     POOLINGS.register("max-of-3", lambda size: nn.MaxPool2d(size + 1, stride=size), per_channel=True, module=nn.MaxPool2d)
     try:

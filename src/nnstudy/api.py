@@ -14,9 +14,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-from nnstudy.config import StudyConfig, load_study as _load_config, parse_study
+from nnstudy.config import StudyConfig, parse_study
+from nnstudy.config import load_study as _load_config
+from nnstudy.driver.options import RunOptions
 from nnstudy.errors import UserError
-from nnstudy.options import RunOptions
 
 
 class Study:
@@ -46,15 +47,15 @@ class Study:
         """Train every (variant, seed) run that is missing, then write the report.
 
         The options are `nnstudy run`'s, as keywords (`device="cpu", executor="process", workers=2, force=True,
-        cache_dir=..., progress=False, log=...`: every field of `nnstudy.options.RunOptions`) or as one RunOptions.
+        cache_dir=..., progress=False, log=...`: every field of `nnstudy.driver.options.RunOptions`) or as one RunOptions.
         """
         options = options or RunOptions.from_keywords(out, **keywords)
         if self.config.sequential is not None:
-            from nnstudy.run_until_decided import run_until_decided
+            from nnstudy.driver.until_decided import run_until_decided
 
             results, paths = run_until_decided(self.config, self.source, options)
         else:
-            from nnstudy.runner import run_study
+            from nnstudy.driver.study_run import run_study
 
             results, paths = run_study(self.config, self.source, options)
         return Results(results, paths)

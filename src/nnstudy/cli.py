@@ -182,7 +182,7 @@ def _cmd_run(args) -> int:
 
 def _run_options(args) -> "RunOptions":
     """The run options, once: everything below reads this value."""
-    from nnstudy.options import RunOptions
+    from nnstudy.driver.options import RunOptions
 
     stacking = "never" if args.no_stack_variants else (args.stack_variants or "auto")
     return RunOptions.from_keywords(
@@ -194,8 +194,8 @@ def _run_options(args) -> "RunOptions":
 
 
 def _cmd_init(args) -> int:
+    from nnstudy import files
     from nnstudy.config import builtin_study_text
-    from nnstudy.store import files
 
     text = builtin_study_text(args.name)
     target = Path(args.file)

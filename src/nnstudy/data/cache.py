@@ -16,7 +16,7 @@ import torch
 
 from nnstudy.data.imagedata import ImageData, check_tensors, fingerprint
 from nnstudy.errors import UserError
-from nnstudy.store.files import atomic_path
+from nnstudy.files import atomic_path
 
 # Bump when the decoding changes, so old cache entries are not reused.
 CACHE_FORMAT = 1

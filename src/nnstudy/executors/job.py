@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import os
 import platform
 import socket
 import time
 import traceback
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 import torch
 
+from nnstudy import files
 from nnstudy.config.schema import RunConfig
+from nnstudy.data.study_data import load_study_data
 from nnstudy.errors import UserError, first_line
 from nnstudy.executors.events import EpochsDone, Event, RunFinished, RunsFailed, Started, ThreadsChanged
-from nnstudy.run_life import resume_state, run_figures, save_state
-from nnstudy.store import files
+from nnstudy.report.figures import run_figures
 from nnstudy.training import GroupTrainer, TrainOptions
+from nnstudy.training.checkpoint import resume_state, save_state
 from nnstudy.training.cpu_memory import keep_freed_memory
 from nnstudy.training.stacking import can_stack
 from nnstudy.training.threads import default_cpu_threads
@@ -83,21 +83,6 @@ def library_versions() -> dict:
     import nnstudy
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": np.__version__, "scikit-learn": sklearn.__version__, "nnstudy": nnstudy.__version__}
-
-
-@lru_cache(maxsize=2)
-def _dataset(dataset_json: str, cache_dir: str, source_dir: str | None):
-    from nnstudy.config.schema import DatasetConfig
-    from nnstudy.data import load_dataset
-
-    ds = DatasetConfig.model_validate_json(dataset_json)
-    return load_dataset(ds.name, ds.data_dir, cache_dir, cfg=ds, source_dir=source_dir).subset(ds.subset, ds.test_subset)
-
-
-def load_study_data(cfg: RunConfig, cache_dir: str):
-    """The variant's dataset, decoded once per process (variants differing only in how they feed it share it)."""
-    ds = cfg.dataset.model_dump(mode="json", by_alias=True, exclude={"mean", "std", "crop_padding", "flip"})
-    return _dataset(json.dumps(ds, sort_keys=True), str(cache_dir), cfg.source_dir)
 
 
 def is_output_error(exc: BaseException) -> bool:

@@ -21,14 +21,14 @@ import os
 import socket
 import sys
 import traceback
-
 from pathlib import Path
 
 from nnstudy.config.schema import RunConfig
+from nnstudy.data.study_data import load_study_data
 from nnstudy.errors import UserError, first_line
 from nnstudy.executors import Executor
 from nnstudy.executors.events import JobEnded, RunsFailed, WorkerLost
-from nnstudy.executors.job import Job, execute_job, load_study_data
+from nnstudy.executors.job import Job, execute_job
 from nnstudy.executors.local import Handler, default_workers
 from nnstudy.registry import EXECUTORS
 

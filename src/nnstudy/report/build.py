@@ -14,9 +14,9 @@ from pathlib import Path
 
 import jinja2
 
+from nnstudy.files import write_text
 from nnstudy.registry import REPORT_SECTIONS
 from nnstudy.stats import compare_study
-from nnstudy.store.files import write_text
 from nnstudy.store.results import StudyResults
 
 from . import context as ctx

@@ -15,9 +15,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nnstudy.files import atomic_path
+from nnstudy.history import EpochRow
 from nnstudy.stats.per_class import confusion
 from nnstudy.stats.summary import summarize
-from nnstudy.store.files import atomic_path
 from nnstudy.store.results import RunResult
 
 DPI = 100
@@ -64,6 +65,14 @@ def run_figure_pngs(run: RunResult, classes: list[str], y_true: np.ndarray) -> d
         title = f"{run.variant}, seed {run.seed}, epoch {last}"
         out["confusion.png"] = png_bytes(confusion_figure(cm, classes, title))
     return out
+
+
+def run_figures(variant: str, seed: int, status: str, history: list[EpochRow], predictions: dict[int, np.ndarray],
+                classes: list[str], y_true: np.ndarray) -> dict[str, bytes]:
+    """The folder's figures (curves, and a confusion matrix unless it diverged) as PNG bytes: drawn where the run
+    trained, so that workers draw in parallel; `Run.finish` writes them."""
+    run = RunResult("", variant, seed, status, {}, 0, history, predictions if status == "done" else {})
+    return run_figure_pngs(run, classes, y_true)
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:

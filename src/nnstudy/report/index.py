@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import jinja2
 
+from nnstudy.files import write_text
 from nnstudy.store.db import DB_NAME, Store
-from nnstudy.store.files import write_text
 from nnstudy.store.load import load_results
 
 from .context import STATUSES

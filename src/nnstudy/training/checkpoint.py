@@ -22,8 +22,8 @@ from urllib.request import url2pathname
 
 import torch
 
+from nnstudy import files
 from nnstudy.errors import UserError
-from nnstudy.store import files
 
 CHECKPOINT = "checkpoint.pt"
 # The checkpoint one epoch earlier, kept so that a crash between two seeds' checkpoint writes
@@ -248,3 +248,14 @@ def _filesystem(uri: str):
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise UserError(f"checkpoint folder {uri}: pyarrow cannot open it ({' '.join(str(exc).split())[:200]}); "
                         "give a local folder, file:///shared/folder, or a URI such as s3://bucket/prefix") from None
+
+
+# --- a run's state, wherever it trains ---------------------------------------------------------------------
+def save_state(checkpoint_dir: str, state: dict, identity: str) -> None:
+    """After every epoch: the run's checkpoint, with its identity (never resumed by another config)."""
+    save_checkpoint(checkpoint_dir, {**state, "identity": identity})
+
+
+def resume_state(checkpoint_dir: str) -> dict | None:
+    """The checkpoint a run continues from (None: it starts afresh)."""
+    return load_checkpoint(resume_checkpoint(checkpoint_dir))

@@ -15,9 +15,10 @@ import json
 from dataclasses import dataclass, field
 
 from nnstudy.config import StudyConfig
-from nnstudy.cost import gflop, run_cost, shares, stack_factor, step_cost
-from nnstudy.executors.job import Job, load_study_data
-from nnstudy.run_life import Run, start_epochs
+from nnstudy.data.study_data import load_study_data
+from nnstudy.driver.cost import gflop, run_cost, shares, stack_factor, step_cost
+from nnstudy.driver.run_life import Run, start_epochs
+from nnstudy.executors.job import Job
 from nnstudy.training import TrainOptions
 from nnstudy.training.preflight import check_variant
 from nnstudy.training.stacking import LAYER_KEYS, stack_key

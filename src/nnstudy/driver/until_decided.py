@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from nnstudy.config import StudyConfig
-from nnstudy.runner import RunOptions, run_study
+from nnstudy.driver.study_run import RunOptions, run_study
 from nnstudy.stats.sequential import CONTINUE, look_line, study_looks
 
 

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from nnstudy import files
 from nnstudy.config import StudyConfig
+from nnstudy.data.study_data import load_study_data
+from nnstudy.driver.options import RunOptions, resolve_device
+from nnstudy.driver.plan import plan_jobs, plan_study, preflight
+from nnstudy.driver.recorder import Recorder
+from nnstudy.driver.run_life import reload, remove_stale_temp_files, sync_runs
 from nnstudy.errors import UserError
 from nnstudy.executors import Executor, open_executor
 from nnstudy.executors.events import EpochsDone
-from nnstudy.executors.job import load_study_data
-from nnstudy.options import RunOptions, resolve_device
-from nnstudy.plan import plan_jobs, plan_study, preflight
-from nnstudy.recorder import Recorder
-from nnstudy.run_life import reload, remove_stale_temp_files, sync_runs
-from nnstudy.store import Store, files, load_results
+from nnstudy.store import Store, load_results
 from nnstudy.store.load import TEST_LABELS
 from nnstudy.training.progress import bars_shown, progress_bar
 

@@ -5,7 +5,7 @@
 
 This module alone changes a run's status and owns its folder: the files' names, when a finished run is
 complete, where its checkpoints live and that one is written after every epoch. The planner brings the runs
-in line with the study (`sync_runs`), jobs checkpoint through `save_state` / `resume_state` wherever they
+in line with the study (`sync_runs`), jobs checkpoint through `training.checkpoint.save_state` / `resume_state` wherever they
 train, and the recorder moves each run along with its job's events (`mark_running`, `Run.finish`, `Run.fail`).
 """
 
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nnstudy import files
 from nnstudy.config import StudyConfig, config_hash
-from nnstudy.store import Store, files
+from nnstudy.store import Store
 from nnstudy.store.db import RunRow
-from nnstudy.store.results import EpochRow, RunResult
+from nnstudy.store.results import EpochRow
 from nnstudy.training import checkpoint as ck
 
 # A run folder: runs/<variant>/seed-<k>/ under the study's folder.
@@ -165,27 +166,6 @@ def remove_stale_temp_files(study_dir: Path) -> None:
     """Temp files of writes cut short by a crash. Only while we hold the lock and no worker runs."""
     for stale in study_dir.rglob(".*.tmp") if study_dir.is_dir() else ():
         stale.unlink(missing_ok=True)
-
-
-# --- the job's side: checkpoints, wherever it trains -----------------------------------------------------------
-def save_state(checkpoint_dir: str, state: dict, identity: str) -> None:
-    """After every epoch: the run's checkpoint, with its identity (never resumed by another config)."""
-    ck.save_checkpoint(checkpoint_dir, {**state, "identity": identity})
-
-
-def resume_state(checkpoint_dir: str) -> dict | None:
-    """The checkpoint a run continues from (None: it starts afresh)."""
-    return ck.load_checkpoint(ck.resume_checkpoint(checkpoint_dir))
-
-
-def run_figures(variant: str, seed: int, status: str, history: list[EpochRow], predictions: dict[int, np.ndarray],
-                classes: list[str], y_true: np.ndarray) -> dict[str, bytes]:
-    """The folder's figures (curves, and a confusion matrix unless it diverged) as PNG bytes: drawn where the run
-    trained, so that workers draw in parallel; `Run.finish` writes them."""
-    from nnstudy.report.figures import run_figure_pngs
-
-    run = RunResult("", variant, seed, status, {}, 0, history, predictions if status == "done" else {})
-    return run_figure_pngs(run, classes, y_true)
 
 
 # --- the folder's files --------------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ import math
 
 import numpy as np
 
+from nnstudy.driver.clock import StudyClock, duration
+from nnstudy.driver.run_life import Run, mark_running
 from nnstudy.errors import UserError, first_line
 from nnstudy.executors.events import EpochsDone, JobEnded, RunFinished, RunsFailed, Started, ThreadsChanged, WorkerLost
 from nnstudy.executors.job import Job, is_output_error
-from nnstudy.run_life import Run, mark_running
 from nnstudy.store import Store
 from nnstudy.store.results import EpochRow
-from nnstudy.study_clock import StudyClock, duration
 
 
 class Recorder:
