@@ -32,3 +32,9 @@ lr = 0.05
 batch_size = 32
 epochs = {epochs}
 """ + variants
+
+
+def run_args(study, out, cache, *extra) -> list[str]:
+    """`nnstudy run` on a test study: its own store and cache, no bars, trained in this process."""
+    return ["run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", "local",
+            *map(str, extra)]

@@ -21,6 +21,8 @@ import pytest
 
 from nnstudy.cli import main
 
+pytestmark = pytest.mark.slow  # starts a browser
+
 WIDTH, HEIGHT = 1280, 800  # a laptop's first screen
 STUDY = """
 name = "browser"

@@ -38,6 +38,7 @@ def _null_differences(kind: str, n: int, rng: np.random.Generator, reps: int = R
     raise ValueError(kind)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [3, 5, 10])
 @pytest.mark.parametrize("kind", ["lognormal", "lognormal-left", "counts"])
 def test_no_true_difference_is_supported_at_most_5_percent_either_way(kind, n):
@@ -49,6 +50,7 @@ def test_no_true_difference_is_supported_at_most_5_percent_either_way(kind, n):
         assert rate <= _limit(REPS), (kind, n, claimed, rate)
 
 
+@pytest.mark.slow
 def test_the_one_sided_t_test_would_not_hold_it_on_skewed_differences():
     """Why claims are two-sided: one-sided at 5%, mean-zero lognormal differences read "less" about 8% of the time."""
     d = _null_differences("lognormal", 5, np.random.default_rng(7))
@@ -56,6 +58,7 @@ def test_the_one_sided_t_test_would_not_hold_it_on_skewed_differences():
     assert float(np.mean(one_sided < ALPHA)) > _limit(REPS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [3, 5, 10])
 def test_equivalence_at_the_edge_of_the_tolerance_is_supported_at_most_5_percent(n):
     """A within claim whose true difference sits on the tolerance's edge (the null of equivalence tests)."""

@@ -57,6 +57,8 @@ def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path, capsys):
     _same(*shown)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_gives_the_local_results(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
     # --executor ray without an address starts a local Ray, even where a dead cluster's address was left
@@ -91,6 +93,8 @@ def test_executor_is_reached_before_anything_is_written(tmp_path, capsys, monkey
     assert not out.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_task_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
     local = _run(tmp_path, "local", capsys)
@@ -123,6 +127,7 @@ def test_pool_workers_get_their_share_of_cores_but_one_thread_for_small_steps(mo
     assert worker_threads(job(64, 1), workers=16) == 1
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_runs_its_study_once(tmp_path):
     """The README's API example pasted into a file: process-pool workers must not re-run the script."""
     import subprocess

@@ -170,6 +170,7 @@ def _dump(out: Path) -> str:
         return "\n".join(conn.iterdump())
 
 
+@pytest.mark.slow
 def test_mlflow_server_export(capsys, mlflow_server, study):
     """First in the module, its server asked for before the study: it starts while the study trains."""
     uri = mlflow_server.uri()

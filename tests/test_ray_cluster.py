@@ -27,6 +27,9 @@ import pytest
 
 from studies import tiny_study
 
+# Ray clusters start and lose nodes: slow, and one worker runs them all (pytest -n: --dist loadgroup)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
 pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
 
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -110,6 +110,7 @@ def _assert_mid_epoch(marker: Path) -> None:
     assert steps == STEPS and 1 < step < steps, f"the kill must land inside an epoch, it landed at {where}"
 
 
+@pytest.mark.slow
 def test_sigkill_at_chosen_and_mid_epoch_points_then_resume(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
@@ -138,6 +139,7 @@ def test_sigkill_at_chosen_and_mid_epoch_points_then_resume(setup, tmp_path):
     check_like_clean(out, clean)
 
 
+@pytest.mark.slow
 def test_sigkill_process_executor_mid_epoch_then_resume(setup, tmp_path):
     """A worker dies mid-epoch and takes the driver with it (as a kill of the whole study would)."""
     study, cache, clean = setup
@@ -161,6 +163,7 @@ def run_cli(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_a_worker_killed_alone_is_retried_from_its_checkpoint(setup, tmp_path):
     """The OS kills one worker (as the OOM killer would): its runs continue in a fresh pool, nothing is lost."""
     study, cache, clean = setup
@@ -173,6 +176,7 @@ def test_a_worker_killed_alone_is_retried_from_its_checkpoint(setup, tmp_path):
     check_like_clean(out, clean)
 
 
+@pytest.mark.slow
 def test_runs_whose_worker_dies_twice_are_failed_then_retried(setup, tmp_path):
     """A worker that dies every time (a model too big for memory) fails its runs instead of looping."""
     study, cache, clean = setup
@@ -191,6 +195,7 @@ def test_runs_whose_worker_dies_twice_are_failed_then_retried(setup, tmp_path):
     check_like_clean(out, clean)
 
 
+@pytest.mark.slow
 def test_workers_that_die_on_start_up_stop_the_study_with_one_line(setup, tmp_path):
     """Workers that die before any run starts (no run to blame) must not be restarted forever."""
     study, cache, clean = setup
@@ -205,6 +210,7 @@ def test_workers_that_die_on_start_up_stop_the_study_with_one_line(setup, tmp_pa
     check_like_clean(out, clean)
 
 
+@pytest.mark.slow
 def test_a_worker_death_blames_only_its_own_job(setup, tmp_path):
     """Variant b's worker is killed; variant a's job, in flight beside it, goes on without a retry or a strike."""
     study, cache, clean = setup

@@ -35,6 +35,7 @@ NOISES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(NOISES))
 def test_with_no_true_difference_false_verdicts_over_all_looks_stay_at_5_percent(kind):
     result = simulate(LOOKS, 0.0, 1.0, 0.5, paths=PATHS, seed=1, noise=NOISES[kind])
@@ -43,6 +44,7 @@ def test_with_no_true_difference_false_verdicts_over_all_looks_stay_at_5_percent
     assert naive_false_verdicts(LOOKS, paths=PATHS, seed=1, noise=NOISES[kind]) > 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spending", ["pocock", "obrien-fleming"])
 def test_a_difference_at_the_edge_of_the_smallest_worth_knowing_is_rarely_called_equivalent(spending):
     result = simulate(LOOKS, 0.5, 1.0, 0.5, spending=spending, paths=PATHS, seed=2)
@@ -50,6 +52,7 @@ def test_a_difference_at_the_edge_of_the_smallest_worth_knowing_is_rarely_called
     assert result[BETTER] + result[WORSE] + result[EQUIVALENT] + result[UNDECIDED] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_a_true_difference_of_twice_the_smallest_is_found_with_fewer_seeds_than_a_fixed_design():
     d, sd = 0.5, 1.0
     result = simulate(LOOKS, 2 * d, sd, d, paths=PATHS, seed=3)
@@ -140,6 +143,7 @@ def _looks(out: Path, cwd: Path) -> list[dict]:
     return json.loads(shown.stdout)["looks"]
 
 
+@pytest.mark.slow
 def test_a_study_killed_between_looks_resumes_to_the_same_looks_and_decisions(tmp_path):
     (tmp_path / "study.toml").write_text(STUDY)
     common = ["--executor", "local", "--quiet", "--cache-dir", str(tmp_path / "cache")]

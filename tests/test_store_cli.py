@@ -186,6 +186,7 @@ def test_list_show_report(capsys, tmp_path):
     assert config["settings"]["vectorized"] is False and config["settings"]["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume(tmp_path):
     """Ctrl-C as a terminal sends it (to the process group: driver and pool workers), to a study started with
     SIGINT ignored, as a script's `cmd &` starts it (Python then sets no handler: the interrupt was lost)."""
@@ -288,6 +289,7 @@ def test_variants_that_differ_only_in_values_train_as_one_stack(capsys, tmp_path
     assert "one stack with" in report and "a+xavier+mse+slow" in report
 
 
+@pytest.mark.slow
 def test_share_cores_gives_a_finished_jobs_core_to_the_one_still_running(tmp_path):
     """With --share-cores the long job takes the freed core between epochs, and its runs record it."""
     import os

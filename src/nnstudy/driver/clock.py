@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import heapq
 import time
+
+from nnstudy.driver.pool import first_free
 
 
 class StudyClock:
@@ -88,11 +89,7 @@ def _recent(seen: list) -> list:
 def time_left(running: list[float], queued: list[float], slots: int) -> float:
     """Seconds until the last job ends: the running jobs' seconds left, then each queued job, in order,
     on whichever worker frees up first."""
-    free = list(running) + [0.0] * max(0, slots - len(running))
-    heapq.heapify(free)
-    for seconds in queued:
-        heapq.heappush(free, heapq.heappop(free) + seconds)
-    return max(free, default=0.0)
+    return max(first_free(queued, slots, running)[1], default=0.0)
 
 
 def duration(seconds: float) -> str:

@@ -15,7 +15,6 @@ counting keeps the same plan for the same study and worker count, resumed or not
 
 from __future__ import annotations
 
-import heapq
 import math
 
 # A training step's backward pass costs about twice its forward (two products per weight instead of one).
@@ -58,20 +57,6 @@ def stack_factor(n_variants: int, n_layer_kinds: int) -> float:
     if n_layer_kinds > 1:
         return MIXED_SPAN
     return SHARED if n_variants > 1 else 1.0
-
-
-def shares(costs: list[float], workers: int) -> tuple[list[int], list[float]]:
-    """Jobs in the order given (most expensive first) onto whichever worker frees up first, as a pool takes them:
-    (each job's worker, each worker's share). Ties go to the lower-numbered worker, so the answer never varies."""
-    free = [(0.0, w) for w in range(max(1, workers))]
-    heapq.heapify(free)
-    where, load = [], [0.0] * max(1, workers)
-    for c in costs:
-        total, w = heapq.heappop(free)
-        where.append(w)
-        load[w] = total + c
-        heapq.heappush(free, (load[w], w))
-    return where, load
 
 
 def gflop(flops: float) -> str:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
-from nnstudy.driver.cost import gflop, run_cost, shares, stack_factor, step_cost
+from nnstudy.driver.cost import gflop, run_cost, stack_factor, step_cost
+from nnstudy.driver.pool import first_free
 from nnstudy.driver.run_life import Run, start_epochs
 from nnstudy.executors.job import Job
 from nnstudy.training import TrainOptions
@@ -99,7 +100,7 @@ def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, st
               + [Stack(p, _cost(p, costs, overhead), False) for p in alone])
     stacks = _balance(stacks, costs, overhead, workers)
     stacks.sort(key=lambda s: (-s.cost, min(r.id for r in s.runs)))
-    where, load = shares([s.cost for s in stacks], workers)
+    where, load = first_free([s.cost for s in stacks], workers)
     for s, w in zip(stacks, where):
         s.worker = w
     return StudyPlan(stacks, workers, load)
@@ -164,7 +165,7 @@ def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, f
     """Split a stack in two (every other run to each half, so each gets its share of every variant, and never
     below two runs a half) while that shortens the longest worker's share."""
     def longest(candidate: list[Stack]) -> float:
-        return max(shares(sorted((s.cost for s in candidate), reverse=True), workers)[1])
+        return max(first_free(sorted((s.cost for s in candidate), reverse=True), workers)[1])
 
     while True:
         now = longest(stacks)

@@ -1,0 +1,62 @@
+"""What the tests share: the CLI runner and the machine tag (study files: tests/studies.py).
+
+Tests marked `slow` kill processes, start clusters, servers or browsers, or simulate thousands of
+studies; `pytest -m "not slow"` is the edit-test loop, the README's command runs them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@dataclass
+class CliResult:
+    rc: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli(*argv)` runs `nnstudy ARGV` in this process: its exit status and what it printed."""
+    from nnstudy.cli import main
+
+    def run(*argv) -> CliResult:
+        capsys.readouterr()
+        rc = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return CliResult(rc, captured.out, captured.err)
+
+    return run
+
+
+def _cpu_info() -> tuple[str, str]:
+    """The CPU's model name and a digest of its feature flags (Linux; the platform's name elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = " ".join(sorted(fields.get("flags", "").split()))
+    return fields.get("model name", platform.machine()), hashlib.sha256(flags.encode()).hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def machine() -> dict:
+    """What decides a CPU run's last bits: the CPU model and its flags, torch and its kernel level, threads.
+
+    torch's capability level alone ("AVX512") is shared by an Intel Xeon and an AMD EPYC whose
+    kernels round differently (a probe's gradient norm: 0.2329511195 on one, 0.2329511046 on the other).
+    """
+    model, flags = _cpu_info()
+    return {"cpu_model": model, "cpu_flags": flags, "cpu": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
