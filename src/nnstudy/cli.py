@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from nnstudy import run_status
 from nnstudy.errors import UserError
 
 DEFAULT_OUT = "nnstudy-out"
@@ -226,7 +227,7 @@ def _cmd_list(args) -> int:
     if not rows:
         print(f"no studies in {args.out}")
     for r in rows:
-        counts = ", ".join(f"{r[s]} {s}" for s in ("done", "diverged", "failed", "running", "pending") if r[s])
+        counts = ", ".join(f"{r[s]} {s}" for s in run_status.ALL if r[s])
         print(f"{r['study']}: {r['runs']} runs ({counts or 'none'})")
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnstudy import files
+from nnstudy import files, run_status
 from nnstudy.config import StudyConfig, config_hash
 from nnstudy.store import Store
 from nnstudy.store.db import RunRow
@@ -116,13 +116,13 @@ def sync_runs(store: Store, study: StudyConfig, study_dir: Path, fingerprints: d
             where = f"{study.name}: {vname} seed {seed}"
             held = functools.cache(lambda run=run: ck.checkpoint_identity(run.checkpoint_dir))  # read once (a download)
             if (run_dir.exists() or ck.has_checkpoint(run.checkpoint_dir)) and (
-                    reset or (row.status not in ("done", "diverged") and held() != identity)):
+                    reset or (row.status not in run_status.TRAINED and held() != identity)):
                 if run_dir.exists():  # results of another config (or of --force): never resumed
                     shutil.rmtree(run_dir)
                 ck.remove_checkpoints(run.checkpoint_dir)
                 if not reset:
                     print(f"{where}: its run folder held another config's results; retraining from scratch", file=log)
-            elif row.status in ("done", "diverged") and not run.is_complete(store):
+            elif row.status in run_status.TRAINED and not run.is_complete(store):
                 print(f"{where}: marked {row.status} but its record is incomplete; "
                       + ("restoring it from its checkpoint" if held() == identity else "retraining it"), file=log)
                 store.reopen_run(row.id)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnstudy import files
+from nnstudy import files, run_status
 from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
 from nnstudy.driver.options import RunOptions, resolve_device
@@ -74,7 +74,7 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         _save_study_files(study_dir, data)
         fingerprints = {v: load_study_data(cfg, str(options.cache)).fingerprint for v, cfg in study.variants.items()}
         runs = sync_runs(store, study, study_dir, fingerprints, options.force, log, options.checkpoint_dir)
-        wanted = ("failed",) if options.retry_failed else ("pending", "running")
+        wanted = (run_status.FAILED,) if options.retry_failed else run_status.TO_TRAIN
         todo = [r for r in runs if r.row.status in wanted]
         _say_what_is_left(study.name, runs, todo, options, log)
         if todo:
@@ -115,7 +115,7 @@ def _save_study_files(study_dir: Path, data) -> None:
 
 
 def _say_what_is_left(name: str, runs, todo, options: RunOptions, log) -> None:
-    skipped = {s: sum(r.row.status == s for r in runs) for s in ("done", "diverged", "failed")}
+    skipped = {s: sum(r.row.status == s for r in runs) for s in run_status.ENDED}
     print(f"{name}: {len(runs)} runs; {skipped['done'] + skipped['diverged']} already finished, "
           f"{len(todo)} to train" + (f", {skipped['failed']} failed (rerun them with --retry-failed)"
                                      if skipped["failed"] and not options.retry_failed else ""), file=log)

@@ -13,13 +13,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnstudy import run_status
 from nnstudy.store import Store, load_results
 from nnstudy.store.results import RunResult, StudyResults
 
 # Per-epoch metrics every run stores (EpochRow fields), exported with step = epoch.
 EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
 # Runs with numbers to export; pending and running ones are still changing.
-FINISHED = ("done", "diverged", "failed")
+FINISHED = run_status.ENDED
 
 
 def metric_name(key: str) -> str:

@@ -11,6 +11,7 @@ from collections import Counter
 
 import numpy as np
 
+from nnstudy import run_status
 from nnstudy.stats.paired import MIN_SEEDS, VERDICT_RULE, Comparison
 from nnstudy.stats.per_class import (
     classification_table,
@@ -24,7 +25,7 @@ from nnstudy.stats.summary import Summary, summarize
 from nnstudy.stats.words import format_ci, format_diff, format_p, format_relative, metric_label
 from nnstudy.store.results import RunResult, StudyResults
 
-STATUSES = ("done", "diverged", "failed", "running", "pending")
+STATUSES = run_status.ALL
 TABLE_METRICS = ("test_acc", "test_loss", "train_acc", "train_loss")
 DATASET_FIELDS = [  # (key in results.dataset, label)
     ("name", "name"),
@@ -262,7 +263,7 @@ def diagnostics(results: StudyResults) -> dict:
                      for r in runs if r.status == "diverged"],
         "unfinished": [{"variant": r.variant, "seed": r.seed, "run_id": r.run_id, "status": r.status,
                         "epoch": last_epoch(r)}
-                       for r in runs if r.status in ("pending", "running")],
+                       for r in runs if r.status in run_status.TO_TRAIN],
     }
 
 

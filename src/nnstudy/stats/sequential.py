@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from nnstudy import run_status
 from nnstudy.store.results import METRICS
 
 from .paired import ALPHA, all_equal, recommended_seeds
@@ -223,7 +224,7 @@ def study_looks(results) -> list[ComparisonLooks]:
     def finals(variant: str) -> tuple[dict[int, float], set[int]]:
         values, finished = {}, set()
         for run in results.runs_of(variant):
-            if run.status in ("done", "diverged", "failed"):
+            if run.status in run_status.ENDED:
                 finished.add(run.seed)
             if counts(run) and run.final is not None:
                 values[run.seed] = float(getattr(run.final, seq.get("metric", "test_acc")))

@@ -12,6 +12,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from nnstudy import run_status
 from nnstudy.store.results import METRICS, RunResult, StudyResults
 
 from .paired import Comparison, apply_holm, compare_paired
@@ -39,7 +40,7 @@ def divergence(results: StudyResults, variant: str) -> str | None:
 
     Finished runs are those done or diverged; None when at most half diverged.
     """
-    finished = [r for r in results.runs_of(variant) if r.status in ("done", "diverged")]
+    finished = [r for r in results.runs_of(variant) if r.status in run_status.TRAINED]
     epochs = diverged_epochs(results, variant)
     if 2 * len(epochs) <= len(finished):
         return None

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnstudy import run_status
 from nnstudy.config.schema import claim_definition
 from nnstudy.errors import UserError
 from nnstudy.history import probe_key, split_probe_key
@@ -23,7 +24,7 @@ from nnstudy.store.results import EpochRow
 
 DB_NAME = "nnstudy.db"
 SCHEMA_VERSION = 1
-STATUSES = ("pending", "running", "done", "diverged", "failed")
+STATUSES = run_status.ALL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
