@@ -1,6 +1,17 @@
-"""The study report: figures (matplotlib PNGs) and report.html / report.md."""
+"""The study report: figures (matplotlib PNGs) and report.html / report.md.
 
-from .build import build_report
-from .figures import run_figure_pngs, sample_grid
+Names load on first use, so a worker that only draws its run's figures (report.figures) does not
+import the report builder, its templates and the statistics.
+"""
 
-__all__ = ["build_report", "run_figure_pngs", "sample_grid"]
+import importlib
+
+_WHERE = {"build_report": ".build", "run_figure_pngs": ".figures", "sample_grid": ".figures"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)
