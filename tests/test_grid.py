@@ -224,6 +224,7 @@ def _stored(out):
                 conn.execute("SELECT variant, seed, config_hash, status FROM runs WHERE study='g'")}
 
 
+@pytest.mark.slow  # two small studies trained in-process: about a minute on a busy 2-core machine
 def test_adding_a_grid_value_trains_only_the_new_cells(tmp_path, capsys):
     path, out, cache = write(tmp_path, BASE), tmp_path / "out", tmp_path / "cache"
     args = ["run", path, "--out", out, "--cache-dir", cache, "--quiet", "--executor", "local", "--no-probes"]
