@@ -196,6 +196,14 @@ class Results:
             return pd.DataFrame()
         return pd.DataFrame([dataclasses.asdict(c) for c in compare_study(self.study)])
 
+    @property
+    def factorial(self):
+        """A grid of two or more factors: one row per main effect and pairwise interaction at each report epoch
+        (estimate, 95% CI, Holm p, detectable size, verdict, sentence); empty otherwise. See stats/factorial.py."""
+        from nnstudy.stats.factorial import effects_table, factorial
+
+        return effects_table(factorial(self.study))
+
     def looks(self):
         """A study run until decided: each comparison's looks (n, estimate, interval, boundary, decision)."""
         import pandas as pd

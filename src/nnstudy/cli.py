@@ -266,7 +266,8 @@ def _cmd_show(args) -> int:
     if args.json:
         looks = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
                  for row in (looks_table(results) if results is not None else [])]  # JSON has no infinity
-        print(json.dumps({"study": args.study, "runs": runs, "looks": looks}, indent=2))
+        print(json.dumps({"study": args.study, "runs": runs, "looks": looks, "factorial": _factorial_json(store, args.study)},
+                         indent=2))
         return 0
     print(f"{'id':>4}  {'variant':<16} {'seed':>4}  {'status':<9} {'epochs':>6}  {'test acc':>8}  {'test loss':>9}  "
           f"{'device':<6} {'prec':<4}")
@@ -281,6 +282,21 @@ def _cmd_show(args) -> int:
         for c in study_looks(results):
             print("  " + look_line(c))
     return 0
+
+
+def _factorial_json(store, name: str) -> list[dict]:
+    """A grid's main effects and interactions (stats/factorial.py) as JSON rows; [] without a factorial grid."""
+    from nnstudy.stats.factorial import factorial
+    from nnstudy.store import load_results
+
+    if not (store.study(name)["spec"].get("grid") or {}).get("factors"):
+        return []
+    def finite(v):  # JSON has no nan
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return [finite(vars(e)) for e in factorial(load_results(store, name))]
 
 
 def _cmd_report(args) -> int:

@@ -212,6 +212,13 @@ def _name(e: Effect) -> str:
     return f"main effect of {short(e.factor)} ({e.level} vs {e.reference})"
 
 
+def effect_name(e) -> str:
+    """"init: xavier vs default" or "activation x init: (sigmoid vs relu) x (xavier vs default)"."""
+    if e.kind == INTERACTION:
+        return f"{short(e.by)} x {short(e.factor)}: ({e.by_level} vs {e.by_reference}) x ({e.level} vs {e.reference})"
+    return f"{short(e.factor)}: {e.level} vs {e.reference}"
+
+
 def _sentence(e: Effect, verdict: str) -> str:
     m = e.metric
     stats = (f"{format_diff(e.estimate, m)}, 95% CI {format_ci(e.ci_low, e.ci_high, m)}, Holm {format_p(e.p_holm)}, "
@@ -241,3 +248,18 @@ def effects_table(effects: list[Effect]):
         row["effect_at_by_level"] = e.simple.get(e.by_level, math.nan) if e.by_level else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def pair_means(results: StudyResults, first: str, second: str, metric: str, epoch: int) -> dict[tuple, np.ndarray]:
+    """(level of `first`, level of `second`) -> per-seed values averaged over the other factors' levels:
+    the points of an interaction plot (a seed missing any cell of the average is left out of that point)."""
+    factors = factors_of(results)
+    cells = _cells(results, factors)
+    values = _values(results, cells, metric, epoch)
+    i, j = list(factors).index(first), list(factors).index(second)
+    out = {}
+    for a, b in itertools.product(factors[first], factors[second]):
+        a, b = level_text(a), level_text(b)
+        terms = [((name, 1.0),) for key, name in cells.items() if key[i] == a and key[j] == b]
+        out[(a, b)] = _per_seed(values, terms)
+    return out
