@@ -143,3 +143,28 @@ def test_false_interactions_at_most_five_percent():
     # 5% expected at most (Holm over three contrasts only lowers it); binomial sd at 2000 trials is ~0.5 pp.
     assert found / trials <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / trials)
     assert found / trials >= 0.005  # the test does fire sometimes: it is not switched off
+
+
+def test_report_section_findings_and_api_show_the_effects(tmp_path):
+    from nnstudy.api import Results
+    from nnstudy.report.factorial_section import factorial_section
+    from nnstudy.report.figures import save_png
+    from nnstudy.report.findings import findings
+
+    gain = {"relu": 0.005, "sigmoid": 0.05}
+
+    def acc(levels, s):
+        return 0.9 + (gain[levels[0]] if levels[1] == "xavier" else 0) + seed_noise(s, levels)
+
+    results = grid_results(acc)
+    rows = [r for r in findings(results) if r["kind"] == "factorial"]
+    assert [r["verdict"] for r in rows] == ["no detectable difference", "better", INTERACTION]
+    assert rows[2]["finding"].startswith("activation x init: (sigmoid vs relu) x (xavier vs default)")
+    assert "activation x init" in str(findings(results))  # the terminal table prints them, not as claims
+    saved = []
+    section = factorial_section(results, lambda fig, name, title: saved.append(save_png(fig, tmp_path / name)) or
+                                {"file": name, "title": title})
+    assert [r["verdict"] for r in section["rows"]] == ["no detectable difference", "better", INTERACTION]
+    assert saved and saved[0].stat().st_size > 1000 and section["figures"][0]["file"] == "interaction-0.png"
+    table = Results(results, {}).factorial
+    assert table.loc[table["kind"] == "interaction", "effect_at_by_level"].iloc[0] == pytest.approx(0.05, abs=0.004)

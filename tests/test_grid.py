@@ -128,7 +128,7 @@ def test_a_comma_list_makes_extends_or_replaces_a_grid(tmp_path):
 
 def test_init_writes_the_overrides_in(tmp_path, capsys):
     target = tmp_path / "q.toml"
-    rc, out, err = cli(capsys, "init", "quickstart", target, "train.epochs=3", "model.dropout=0.1,0.2")
+    rc, _, err = cli(capsys, "init", "quickstart", target, "train.epochs=3", "model.dropout=0.1,0.2")
     assert rc == 0, err
     study = load_study(str(target))
     assert study.overrides == ["train.epochs=3", "model.dropout=0.1,0.2"]
@@ -152,10 +152,10 @@ BAD_FILE_GRIDS = [
     ('"train.lr" = [0.1, 0.01, 0.001]\n"train.momentum" = [0.0, 0.5, 0.9]\nmax_cells = 8', "max_cells = 9"),
     ('"model.activation" = ["relu"]\nexclude = ["tanh"]', "matches no cell"),
     ('"model.activation" = ["relu"]\nexclude = ["relu"]', "leaves no cell"),
-    ('"model.activation" = ["relu", "tanh"]\n"model.init" = ["xavier"]\n"model.pool" = ["max"]\n'
-     '"train.loss" = ["cross_entropy"]\n"model.kind" = ["mlp"]\n"model.norm" = ["none"]\n'
-     '"model.hidden" = [[1111111111111111], [2222222222222222]]\n'
-     '"train.schedule" = ["constant"]', "not a usable folder name"),
+    (('"model.activation" = ["relu", "tanh"]\n"model.init" = ["xavier"]\n"model.pool" = ["max"]\n'
+      '"train.loss" = ["cross_entropy"]\n"model.kind" = ["mlp"]\n"model.norm" = ["none"]\n'
+      '"model.hidden" = [[1111111111111111], [2222222222222222]]\n'
+      '"train.schedule" = ["constant"]'), "not a usable folder name"),
 ]
 
 
@@ -198,21 +198,16 @@ BAD_OVERRIDES = [
 
 
 @pytest.mark.parametrize("settings, message", BAD_OVERRIDES)
-def test_bad_override_is_one_line_and_nothing_stored_is_lost(tmp_path, capsys, settings, message):
-    text = BASE + '[variants.a]\n[variants.b]\nmodel.norm = "batch"\n'
-    if "is a grid setting" == message:
-        text = GRID
-    path = write(tmp_path, text)
+def test_bad_override_is_one_line_and_nothing_is_written(tmp_path, capsys, settings, message):
+    path = write(tmp_path, GRID if message == "is a grid setting" else
+                 BASE + '[variants.a]\n[variants.b]\nmodel.norm = "batch"\n')
     out = tmp_path / "out"
-    db_before = None
-    if message is None:  # a word without '=' after STUDY: argparse's own one line
-        line = one_line(capsys, "run", path, *settings, "--out", out)
-        assert "unrecognized arguments: noequals" in line
-        return
     line = one_line(capsys, "run", path, *settings, "--out", out)
-    assert message in line, line
-    assert "override" in line or "grid" in line, line
-    assert db_before is None and not (out / "nnstudy.db").exists()
+    if message is None:  # a word without '=' after STUDY: argparse's own one line
+        assert "unrecognized arguments: noequals" in line
+    else:
+        assert message in line and "override" in line, line
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------- adding a value trains only the new cells
@@ -242,6 +237,26 @@ def test_adding_a_grid_value_trains_only_the_new_cells(tmp_path, capsys):
         "SELECT spec FROM studies WHERE name='g'").fetchone()[0])
     assert spec["grid"]["cells"]["tanh"] == {"model.activation": "tanh"}
     assert spec["overrides"] == ["model.activation=relu,sigmoid,tanh"]
+
+    # A bad override on a study with results: one line, and every stored run as it was.
+    assert "did you mean 'train.lr'" in one_line(capsys, *args, "model.activation=relu,sigmoid", "train.lrr=1")
+    assert _stored(out) == second
+
+    # Exports carry each cell's coordinates as a param (MLflow) and an hparam (TensorBoard).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from nnstudy.export.study import load_study_export
+
+    params = {r.name: r.params for r in load_study_export(out, "g").runs}
+    assert params["tanh/seed-1"]["grid.model.activation"] == "tanh"
+    rc, _, err = cli(capsys, "export", "g", "--to", "tensorboard", tmp_path / "tb", "--out", out)
+    assert rc == 0, err
+    acc = EventAccumulator(str(tmp_path / "tb" / "g" / "sigmoid" / "seed-0"))
+    acc.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["grid.model.activation"].string_value == "sigmoid"
 
 
 def test_api_takes_settings():
