@@ -106,13 +106,15 @@ def test_a_cell_is_the_same_run_as_the_hand_written_variant(tmp_path):
 def test_overrides_typed_as_toml_and_recorded(tmp_path):
     path = write(tmp_path, BASE + "[variants.a]\n[variants.b]\nmodel.norm = \"batch\"\n")
     study = load_study(str(path), {"settings": ["train.lr=0.2", "train.nesterov=true", "model.hidden=24,12",
-                                                "variants.b.model.dropout=0.5", "seeds=3,4,5"]})
+                                                "variants.b.model.dropout=0.5", "seeds=3,4,5",
+                                                "model.args.depth=3"]})
     a, b = study.variants["a"], study.variants["b"]
+    assert a.model.args == {"depth": 3}
     assert a.train.lr == 0.2 and b.train.lr == 0.2 and a.train.nesterov is True
     assert a.model.hidden == [24, 12] and b.model.dropout == 0.5 and a.model.dropout == 0.0
     assert study.seeds == [3, 4, 5]
     assert study.overrides == ["train.lr=0.2", "train.nesterov=true", "model.hidden=24,12",
-                               "variants.b.model.dropout=0.5", "seeds=3,4,5"]
+                               "variants.b.model.dropout=0.5", "seeds=3,4,5", "model.args.depth=3"]
 
 
 def test_a_comma_list_makes_extends_or_replaces_a_grid(tmp_path):

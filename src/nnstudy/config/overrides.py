@@ -138,7 +138,9 @@ def _setting(raw: dict, path: str, values: list, where: str) -> None:
         choices = [*STUDY_KEYS, *setting_fields(), "grid.max_cells", "variants.NAME.model.norm"]
         raise UserError(f"{where}: unknown key {path!r}{closest(path, choices)} (keys are dataset.*, model.*, "
                         f"train.*, variants.NAME.*, grid.max_cells, seeds, name, ...)")
-    setting(path, where)
+    if setting(path, where) != path:  # a key inside a dict setting (model.args.depth=3): one value, any type
+        set_path(raw, path, _one_value(path, values, where, hint=f"{path} takes one value"))
+        return
     grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
     levels, value = _levels(path, values, where)
     if levels is not None:

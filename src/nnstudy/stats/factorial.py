@@ -223,7 +223,7 @@ def _sentence(e: Effect, verdict: str) -> str:
     m = e.metric
     stats = (f"{format_diff(e.estimate, m)}, 95% CI {format_ci(e.ci_low, e.ci_high, m)}, Holm {format_p(e.p_holm)}, "
              f"n={e.n}")
-    where = f" on {metric_label(m)} at epoch {e.epoch}"
+    where = f" ({metric_label(m)}, epoch {e.epoch})"
     if e.kind != INTERACTION:
         head = f"{e.level} instead of {e.reference} ({short(e.factor)}), averaged over the other factors{where}"
         return f"{head}: {verdict} ({stats})."
