@@ -101,16 +101,18 @@ class Study:
 
 def load_study(study, *, seeds: list[int] | None = None, data_dir: str | os.PathLike | None = None,
                precision: str | None = None, looks: list[int] | None = None,
-               smallest_difference: float | None = None) -> Study:
+               smallest_difference: float | None = None, settings: list[str] | None = None) -> Study:
     """A study from a built-in name, a .toml file, or a dict with the study file's keys.
 
     The keyword arguments override the file as the command line does
-    (`--seeds`, `--data-dir`, `--precision`, `--looks`, `--smallest-difference`).
+    (`--seeds`, `--data-dir`, `--precision`, `--looks`, `--smallest-difference`); `settings` are
+    KEY=VALUE texts, as after `nnstudy run STUDY` (["train.lr=0.01", "model.activation=relu,tanh"]).
     Mistakes raise `UserError` with one line naming the key.
     """
     overrides = {k: v for k, v in {"seeds": seeds, "data_dir": str(data_dir) if data_dir else None,
                                    "precision": precision, "looks": looks,
-                                   "smallest_difference": smallest_difference}.items() if v is not None}
+                                   "smallest_difference": smallest_difference, "settings": settings}.items()
+                 if v is not None}
     if isinstance(study, StudyConfig):
         return Study(study, "study object")
     if isinstance(study, dict):
@@ -193,6 +195,14 @@ class Results:
         if len(self.study.variants) < 2:
             return pd.DataFrame()
         return pd.DataFrame([dataclasses.asdict(c) for c in compare_study(self.study)])
+
+    @property
+    def factorial(self):
+        """A grid of two or more factors: one row per main effect and pairwise interaction at each report epoch
+        (estimate, 95% CI, Holm p, detectable size, verdict, sentence); empty otherwise. See stats/factorial.py."""
+        from nnstudy.stats.factorial import effects_table, factorial
+
+        return effects_table(factorial(self.study))
 
     def looks(self):
         """A study run until decided: each comparison's looks (n, estimate, interval, boundary, decision)."""

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="train every (variant, seed) run of a study and write its report")
-    run.add_argument("study", help="a built-in study name (see `nnstudy studies`) or a study .toml file")
+    run.add_argument("study", help="a built-in study name (see `nnstudy studies`) or a study .toml file; KEY=VALUE "
+                     "after it overrides a setting (train.lr=0.01, variants.B.model.norm=batch) or makes a grid "
+                     "(model.activation=relu,tanh)")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"folder holding every study's results (default ./{DEFAULT_OUT})")
     run.add_argument("--data-dir", help="dataset folder or archive (overrides dataset.data_dir)")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-probes", action="store_true",
                      help="skip the mechanism probes (per-layer activations, gradients, symmetry, shift invariance)")
 
-    init = sub.add_parser("init", help="copy a built-in study to a file you can edit")
+    init = sub.add_parser("init", help="copy a built-in study to a file you can edit (KEY=VALUE ... after FILE "
+                          "writes those settings in, e.g. train.epochs=2)")
     init.add_argument("name")
     init.add_argument("file")
 
@@ -147,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _hear_ctrl_c()
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        args.settings = _settings(parser, args.command, extra)
         return _COMMANDS[args.command](args)
     except UserError as exc:
         print(f"nnstudy: error: {exc}", file=sys.stderr)
@@ -155,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnnstudy: interrupted. Finished epochs are checkpointed; run the same command again to resume.", file=sys.stderr)
         return 130
+
+
+def _settings(parser, command: str, extra: list[str]) -> list[str]:
+    """The KEY=VALUE overrides after `run STUDY` or `init NAME FILE` (config/overrides.py reads them)."""
+    unknown = [x for x in extra if command not in ("run", "init") or x.startswith("-") or "=" not in x]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return extra
 
 
 def _hear_ctrl_c() -> None:
@@ -167,7 +180,7 @@ def _cmd_run(args) -> int:
     from nnstudy.api import load_study
 
     study = load_study(args.study, seeds=args.seeds, data_dir=args.data_dir, precision=args.precision,
-                       looks=args.looks, smallest_difference=args.smallest_difference)
+                       looks=args.looks, smallest_difference=args.smallest_difference, settings=args.settings)
     results = study.run(options=_run_options(args))
     failed = [r for r in results.study.runs if r.status == "failed"]
     print(results.findings)
@@ -202,6 +215,10 @@ def _cmd_init(args) -> int:
     target = Path(args.file)
     if target.exists():
         raise UserError(f"{target} already exists; choose another file name (nnstudy init never overwrites)")
+    if args.settings:
+        from nnstudy.config.overrides import with_overrides
+
+        text = with_overrides(text, args.settings, f"built-in study {args.name}")
     files.write_text(target, text)
     print(f"wrote {target}; edit it, then: nnstudy run {target}")
     return 0
@@ -250,7 +267,8 @@ def _cmd_show(args) -> int:
     if args.json:
         looks = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
                  for row in (looks_table(results) if results is not None else [])]  # JSON has no infinity
-        print(json.dumps({"study": args.study, "runs": runs, "looks": looks}, indent=2))
+        print(json.dumps({"study": args.study, "runs": runs, "looks": looks, "factorial": _factorial_json(store, args.study)},
+                         indent=2))
         return 0
     print(f"{'id':>4}  {'variant':<16} {'seed':>4}  {'status':<9} {'epochs':>6}  {'test acc':>8}  {'test loss':>9}  "
           f"{'device':<6} {'prec':<4}")
@@ -265,6 +283,21 @@ def _cmd_show(args) -> int:
         for c in study_looks(results):
             print("  " + look_line(c))
     return 0
+
+
+def _factorial_json(store, name: str) -> list[dict]:
+    """A grid's main effects and interactions (stats/factorial.py) as JSON rows; [] without a factorial grid."""
+    from nnstudy.stats.factorial import factorial
+    from nnstudy.store import load_results
+
+    if not (store.study(name)["spec"].get("grid") or {}).get("factors"):
+        return []
+    def finite(v):  # JSON has no nan
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return [finite(vars(e)) for e in factorial(load_results(store, name))]
 
 
 def _cmd_report(args) -> int:

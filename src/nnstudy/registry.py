@@ -26,6 +26,7 @@ from nnstudy.errors import UserError
 _BUILTIN_MODULES = ("nnstudy.models.layers", "nnstudy.models.build", "nnstudy.models.external",
                     "nnstudy.training.losses", "nnstudy.training.optim", "nnstudy.data", "nnstudy.data.external",
                     "nnstudy.training.probes", "nnstudy.stats.claims", "nnstudy.report.sections",
+                    "nnstudy.report.factorial_section",
                     "nnstudy.executors.local", "nnstudy.executors.ray")
 _loaded = False
 

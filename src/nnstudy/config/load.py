@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from nnstudy.config.grid import expand_grid
+from nnstudy.config.overrides import apply_overrides
 from nnstudy.config.schema import RunConfig, StudyConfig
 from nnstudy.errors import UserError
 
@@ -25,7 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "baseline", "report_epochs", "dataset", "model", "train", "variants",
-                  "claims", "sequential")
+                  "claims", "sequential", "grid", "overrides")
 BASELINE_VARIANT = "baseline"
 
 
@@ -51,7 +53,8 @@ def load_study(name_or_path: str, overrides: dict | None = None) -> StudyConfig:
 
     `overrides` are command-line settings applied on top of the file:
     `seeds` (list), `data_dir` (str), `precision` (str), `looks` (list) and
-    `smallest_difference` (float) for a study run until decided.
+    `smallest_difference` (float) for a study run until decided, and `settings`: KEY=VALUE
+    texts (config/overrides.py), applied after the file's own `overrides` list.
     """
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
@@ -77,6 +80,9 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
     unknown = [k for k in raw if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise UserError(f"{source}: unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(TOP_LEVEL_KEYS)}")
+    applied = _overrides_of(raw, source) + list(overrides.get("settings") or [])
+    if applied:
+        raw = apply_overrides(raw, applied, source)
     base = {k: copy.deepcopy(raw[k]) for k in ("dataset", "model", "train") if k in raw}
     if "dataset" not in base:
         raise UserError(f"{source}: missing [dataset] table; add e.g. [dataset] name = \"digits\"")
@@ -86,6 +92,9 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
     variants_raw = raw.get("variants", {})
     if not isinstance(variants_raw, dict):
         raise UserError(f"{source}: variants must be tables like [variants.wide] model.channels = [30, 30]")
+    grid = expand_grid(raw["grid"], source, taken=variants_raw) if "grid" in raw else None
+    if grid is not None:
+        variants_raw = {**variants_raw, **grid.variant_tables()}
     if not variants_raw:
         variants_raw = {BASELINE_VARIANT: {}}
 
@@ -121,7 +130,18 @@ def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides:
     if "name" not in study:
         raise UserError(f"{source}: missing key 'name'; add e.g. name = \"my-study\"")
     study.setdefault("seeds", [0])
+    if grid is not None:
+        study["grid"] = grid.as_config()
+    study["overrides"] = applied
     return _validate(StudyConfig, {**study, "base": base_cfg, "variants": variants}, source, prefix="")
+
+
+def _overrides_of(raw: dict, source: str) -> list[str]:
+    """The study file's own `overrides = ["train.lr=0.01", ...]` (what `nnstudy init NAME FILE KEY=VALUE` writes)."""
+    items = raw.get("overrides", [])
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise UserError(f"{source}: overrides must be a list of \"KEY=VALUE\" texts, e.g. [\"train.lr=0.01\"]")
+    return items
 
 
 def _apply_overrides(cfg: dict, overrides: dict, base_dir: Path | None) -> None:

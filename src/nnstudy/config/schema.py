@@ -258,6 +258,16 @@ def claim_definition(claim: dict) -> dict:
     return {key: claim.get(key) for key in CLAIM_DEFINITION}
 
 
+class GridConfig(_Strict):
+    """A grid as expanded by config/grid.py: its settings' values and each cell's coordinates, kept with the
+    study so that reports, the factorial analysis and exports read them."""
+
+    factors: dict[str, list[Any]]  # setting path -> values, in the file's order
+    cells: dict[str, dict[str, Any]]  # cell (variant) name -> {setting path: value}
+    exclude: list[Any] = Field(default_factory=list)
+    max_cells: int = Field(64, ge=1)
+
+
 class StudyConfig(_Strict):
     """A study: a baseline, named variants overriding it, and the seeds."""
 
@@ -270,6 +280,8 @@ class StudyConfig(_Strict):
     variants: dict[str, RunConfig]
     claims: list[ClaimConfig] = Field(default_factory=list)
     sequential: Optional[SequentialConfig] = None
+    grid: Optional[GridConfig] = None  # its cells are among the variants
+    overrides: list[str] = Field(default_factory=list)  # the KEY=VALUE settings applied to the file, in order
 
     @model_validator(mode="before")
     @classmethod
@@ -295,6 +307,8 @@ class StudyConfig(_Strict):
     def _check_references(self):
         if self.baseline is not None and self.baseline not in self.variants:
             raise ValueError(f"baseline {self.baseline!r} is not a variant; choose one of {', '.join(self.variants)}")
+        if self.grid is not None and any(cell not in self.variants for cell in self.grid.cells):
+            raise ValueError("every grid cell must be a variant")
         epochs = {v.train.epochs for v in self.variants.values()}
         for e in self.report_epochs:
             if e < 1 or e > min(epochs):

@@ -49,6 +49,13 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str | int | float | boo
     return out
 
 
+def grid_params(results: StudyResults, variant: str) -> dict[str, str | int | float | bool]:
+    """A grid cell's coordinates as params, {"grid.model.activation": "relu", ...} ({} for a variant written by
+    hand), so MLflow's and TensorBoard's own comparison views can group and filter runs by factor."""
+    coords = ((results.grid or {}).get("cells") or {}).get(variant, {})
+    return flatten({f"grid.{path}": value for path, value in coords.items()})
+
+
 @dataclass
 class ExportRun:
     """One (variant, seed) run to export."""
@@ -140,7 +147,8 @@ def load_study_export(out_dir: str | Path, name: str) -> StudyExport:
         config_hash = hashes[(r.variant, r.seed)]
         runs.append(ExportRun(result=r, config_hash=config_hash,
                               identity=f"{name}/{r.variant}/seed-{r.seed}/{config_hash}",
-                              params={"variant": r.variant, "seed": r.seed, **flatten(r.config)},
+                              params={"variant": r.variant, "seed": r.seed, **grid_params(results, r.variant),
+                                      **flatten(r.config)},
                               verdicts=by_variant.get(r.variant, {})))
     return StudyExport(results=results, runs=runs, verdicts=verdicts, claims=claims,
                        skipped=len(results.runs) - len(runs))

@@ -1,7 +1,8 @@
 """Export a study to MLflow: the study a parent run, each (variant, seed) a nested run.
 
-A nested run holds its resolved config as params (`train.lr`), the per-epoch
-metrics and the probes with step = epoch, its comparisons' verdicts as tags and
+A nested run holds its resolved config as params (`train.lr`; a grid cell's coordinates also
+as `grid.model.activation`, ...), the per-epoch metrics and the probes with step = epoch, its
+comparisons' verdicts as tags and
 its run folder as artifacts; the parent holds every verdict and claim as tags
 and the report with its figures as artifacts.
 

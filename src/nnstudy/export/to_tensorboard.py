@@ -2,7 +2,8 @@
 
 Each run holds the per-epoch metrics and the probes as scalars (step = epoch;
 probes at step 0 are at initialisation) and its resolved config as
-hyperparameters for the HParams dashboard (with the final metrics as
+hyperparameters for the HParams dashboard (a grid cell's coordinates also as
+`grid.model.activation`, ...; with the final metrics as
 `hparam/test_acc`, ...). The seeds of a variant sit under one folder, so
 TensorBoard's run filter shows a variant's seeds together.
 

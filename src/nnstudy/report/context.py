@@ -326,6 +326,7 @@ def header(results: StudyResults) -> dict:
         "settings": run_settings(results),
         "seeds": ", ".join(str(s) for s in results.seeds),
         "baseline": results.baseline, "variants": list(results.variants),
+        "overrides": " ".join(results.overrides),
         "report_epochs": ", ".join(str(e) for e in results.report_epochs),
         "classes": len(results.classes),
         "status": status_counts(results),

@@ -55,6 +55,7 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
             "warning": c.warning, "source": "", "section": f"Comparisons at epoch {c.epoch}", "anchor": f"epoch-{c.epoch}",
         })
     rows.extend(_decision_rows(results))
+    rows.extend(_factorial_rows(results))
     if claims is None:
         claims = _check_claims(results)
     title, anchor = _claims_section()
@@ -87,6 +88,20 @@ def _decision_rows(results: StudyResults) -> list[dict]:
     return rows
 
 
+def _factorial_rows(results: StudyResults) -> list[dict]:
+    """A grid of two or more factors: each main effect and interaction at the final epoch (stats/factorial.py)."""
+    from nnstudy.stats.factorial import effect_name, factorial
+
+    effects = factorial(results)
+    final = max((e.epoch for e in effects), default=None)
+    tones = {"better": "good", "worse": "bad", "interaction": "good"}
+    return [{"kind": "factorial", "finding": f"{effect_name(e)}, {metric_label(e.metric)}", "variant": None,
+             "metric": e.metric, "epoch": e.epoch, "difference": format_diff(e.estimate, e.metric),
+             "interval": format_ci(e.ci_low, e.ci_high, e.metric), "verdict": e.verdict,
+             "tone": tones.get(e.verdict, "neutral"), "detail": e.sentence, "warning": None, "source": "",
+             "section": "Factorial analysis", "anchor": "factorial"} for e in effects if e.epoch == final]
+
+
 def claim_tone(verdict: str) -> str:
     """'good' for a supported claim, 'bad' for a contradicted one, else 'neutral' (or 'diverged')."""
     word = str(verdict).strip().lower()
@@ -113,7 +128,7 @@ def format_findings(rows: list[dict]) -> str:
     title = "Findings" + (f" (comparisons at the final epoch, {epochs[0]})" if epochs else "") + ":"
     table = [("finding", "difference", "95% CI", "verdict")]
     for r in rows:
-        finding = r["finding"] if r["kind"] == "comparison" else f"claim: {_cut(r['finding'], CLAIM_WIDTH)}"
+        finding = f"claim: {_cut(r['finding'], CLAIM_WIDTH)}" if r["kind"] == "claim" else r["finding"]
         table.append((finding, r["difference"], r["interval"], r["verdict"]))
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     lines = [title]

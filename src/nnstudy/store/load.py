@@ -36,5 +36,6 @@ def load_results(store: Store, name: str) -> StudyResults:
         baseline=info["baseline"], seeds=list(spec["seeds"]), report_epochs=list(info["report_epochs"]),
         classes=list(info["classes"]), y_true=y_true, dataset=info["dataset"], runs=runs,
         out_dir=study_dir, settings=info.get("settings", {}), claims=list(spec.get("claims", [])),
-        claim_history=store.claim_history(name), sequential=spec.get("sequential"),
+        claim_history=store.claim_history(name), sequential=spec.get("sequential"), grid=spec.get("grid"),
+        overrides=list(spec.get("overrides") or []),
     )

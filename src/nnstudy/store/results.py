@@ -83,6 +83,8 @@ class StudyResults:
     # claim text -> {"first": definition as first run, "revised": bool, "added_after_results": bool} (Store)
     claim_history: dict[str, dict] = field(default_factory=dict)
     sequential: dict | None = None  # the study's [sequential] table (config.SequentialConfig as a dict), if any
+    grid: dict | None = None  # factors and each cell's coordinates (config.GridConfig as a dict), if any
+    overrides: list[str] = field(default_factory=list)  # the KEY=VALUE settings applied to the study file
 
     def runs_of(self, variant: str) -> list[RunResult]:
         return sorted((r for r in self.runs if r.variant == variant), key=lambda r: r.seed)
