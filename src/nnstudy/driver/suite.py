@@ -59,6 +59,8 @@ def run_suite(suite: SuiteConfig, studies: list[tuple[StudyConfig, str]], option
         if busy:
             print(f"{suite.name}: {_describe(busy, executor.slots())}", file=log, flush=True)
             execute_parts(busy, suite.name, store, device, executor, options, log, suite=True)
+        if suite.replication and len(queued) == len(studies):  # first, so that the studies' reports link to it
+            done.replication = _replication(out)
         for s, _ in queued:
             done.results[s.name] = load_results(store, s.name)
             done.reports[s.name] = build_report(done.results[s.name])
@@ -69,11 +71,15 @@ def run_suite(suite: SuiteConfig, studies: list[tuple[StudyConfig, str]], option
 
             print(f"{suite.name}: {s.name} runs until decided, look by look, after the others", file=log, flush=True)
             done.results[s.name], done.reports[s.name] = run_until_decided(s, src, options)
-    if suite.replication:
-        from nnstudy.report.replication import write_replication
-
-        done.replication = write_replication(out)
+    if suite.replication and not done.replication:
+        done.replication = _replication(out)
     return done
+
+
+def _replication(out: Path) -> dict:
+    from nnstudy.report.replication import write_replication
+
+    return write_replication(out)
 
 
 def _describe(parts, workers: int) -> str:
