@@ -7,15 +7,12 @@ across runs, resumes and retries; a planned stack's numbers are those of the sam
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from studies import digits_cnn
+from studies import digits_cnn, killed_then_resumed
 
 import nnstudy
 from nnstudy.data.study_data import load_study_data
@@ -128,14 +125,7 @@ def _stored(out: Path) -> dict:
 def test_a_killed_study_resumes_on_its_plan_and_each_stack_equals_itself_trained_alone(tmp_path):
     """The study is killed mid-way (after its 5th checkpoint) and run again: the same plan both times, and every
     planned stack's numbers equal that stack trained alone, in this process."""
-    cmd = [sys.executable, "-m", "nnstudy", "run", str(_write(tmp_path)), "--out", str(tmp_path / "out"),
-           "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", "process", "--workers", "2"]
-    env = {**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:5", "NNSTUDY_CRASH_PARENT": "1",
-           "NNSTUDY_CRASH_ONCE": str(tmp_path / "crashed")}
-    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert killed.returncode != 0 and (tmp_path / "crashed").exists(), killed.stderr
-    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    killed, resumed = killed_then_resumed(_write(tmp_path), tmp_path, checkpoint=5)
     plan_line = [line for line in killed.stderr.splitlines() if ": plan for " in line]
     assert plan_line and plan_line == [line for line in resumed.stderr.splitlines() if ": plan for " in line]
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
-from studies import tiny_study
+from studies import killed_then_resumed, tiny_study
 from test_data import make_idx_set, make_image_folder, make_tar
 
 import nnstudy
@@ -78,19 +79,8 @@ def test_a_rerun_trains_only_what_is_missing(tmp_path):
 @pytest.mark.slow
 def test_a_killed_suite_resumes_to_the_same_numbers(tmp_path):
     """Killed after its 3rd checkpoint (the whole process), then run again: the numbers of an unbroken run."""
-    import os
-    import subprocess
-    import sys
-
     suite_file = _studies(tmp_path)
-    cmd = [sys.executable, "-m", "nnstudy", "run", str(suite_file), "--out", str(tmp_path / "out"),
-           "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", "process", "--workers", "2"]
-    env = {**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:3", "NNSTUDY_CRASH_PARENT": "1",
-           "NNSTUDY_CRASH_ONCE": str(tmp_path / "crashed")}
-    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert killed.returncode != 0 and (tmp_path / "crashed").exists(), killed.stderr
-    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    killed_then_resumed(suite_file, tmp_path, checkpoint=3)
     nnstudy.load_suite(suite_file).run(**_options(tmp_path, "unbroken", io.StringIO()))
     assert _stored(tmp_path / "out") == _stored(tmp_path / "unbroken")
 
@@ -116,6 +106,8 @@ def test_the_coursework_suite_and_its_optional_study(tmp_path, capsys):
     with pytest.raises(UserError, match="--with mnist-init: not an optional study of suite coursework"):
         suite.chosen(["mnist-init"])
     assert is_suite("coursework") and not is_suite("mnist-loss")
+    assert main(["init", "coursework", str(tmp_path / "mine.toml")]) == 0  # a suite of your own starts as a copy
+    assert is_suite(str(tmp_path / "mine.toml")) and load_suite(str(tmp_path / "mine.toml")).studies == suite.studies
     assert main(["studies"]) == 0
     listed = capsys.readouterr().out
     assert "suites" in listed and "coursework" in listed and "mnist-loss" in listed
@@ -136,6 +128,5 @@ def test_a_bad_suite_file_is_one_line(tmp_path, capsys, text, message):
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"nnstudy: error: {path}: ")
-    import re
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()  # nothing written

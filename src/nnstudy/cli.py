@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-probes", action="store_true",
                      help="skip the mechanism probes (per-layer activations, gradients, symmetry, shift invariance)")
 
-    init = sub.add_parser("init", help="copy a built-in study to a file you can edit")
+    init = sub.add_parser("init", help="copy a built-in study (or suite) to a file you can edit")
     init.add_argument("name")
     init.add_argument("file")
 
@@ -232,8 +232,9 @@ def _run_options(args) -> "RunOptions":
 def _cmd_init(args) -> int:
     from nnstudy import files
     from nnstudy.config import builtin_study_text
+    from nnstudy.config.suite import builtin_suite_text, builtin_suites
 
-    text = builtin_study_text(args.name)
+    text = builtin_suite_text(args.name) if args.name in builtin_suites() else builtin_study_text(args.name)
     target = Path(args.file)
     if target.exists():
         raise UserError(f"{target} already exists; choose another file name (nnstudy init never overwrites)")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from nnstudy.config.load import builtin_studies, tomllib
+from nnstudy.config.load import builtin_studies, read_toml, tomllib
 from nnstudy.errors import UserError
 
 SUITE_KIND = "suite"
@@ -63,23 +63,15 @@ def is_suite(name_or_path: str) -> bool:
 
 
 def load_suite(name_or_path: str) -> SuiteConfig:
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read suite file {path}: {exc}") from exc
-        source, base_dir = str(path), path.resolve().parent
-    else:
-        entry = resources.files("nnstudy.suites").joinpath(f"{name_or_path}.toml")
-        if not entry.is_file():
-            raise UserError(f"no built-in suite named {name_or_path!r}; built-in suites: {', '.join(builtin_suites())}")
-        text, source, base_dir = entry.read_text(encoding="utf-8"), f"built-in suite {name_or_path}", None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{source}: not valid TOML: {exc}; fix the syntax") from exc
+    raw, source, base_dir = read_toml(name_or_path, "suite", builtin_suites, builtin_suite_text)
     return parse_suite(raw, source, base_dir)
+
+
+def builtin_suite_text(name: str) -> str:
+    entry = resources.files("nnstudy.suites").joinpath(f"{name}.toml")
+    if not entry.is_file():
+        raise UserError(f"no built-in suite named {name!r}; built-in suites: {', '.join(builtin_suites())}")
+    return entry.read_text(encoding="utf-8")
 
 
 def parse_suite(raw: dict, source: str, base_dir: Path | None) -> SuiteConfig:

@@ -22,9 +22,10 @@ from nnstudy.config.load import tomllib
 from nnstudy.errors import UserError
 from nnstudy.stats.per_class import confusion
 from nnstudy.stats.replication import OneRunCheck, one_run_check, printed_slack, relative_difference_pct
+from nnstudy.stats.study import metric_by_seed
 from nnstudy.store.results import StudyResults
 
-from .context import predictions_by_seed, usable
+from .context import predictions_by_seed
 
 REFERENCE_FILE = "reference-numbers.toml"
 SHARED_REFERENCE = Path("..") / "shared" / REFERENCE_FILE  # beside the project, relative to the working folder
@@ -73,14 +74,7 @@ def number_row(what: str, check: OneRunCheck, unit: str) -> dict:
 
 
 def _metric_by_seed(results: StudyResults | None, variant: str, epoch: int, metric: str) -> dict[int, float]:
-    if results is None:
-        return {}
-    out = {}
-    for run in results.runs_of(variant):
-        row = run.at_epoch(epoch) if usable(run) else None
-        if row is not None:
-            out[run.seed] = float(getattr(row, metric))
-    return out
+    return {} if results is None else metric_by_seed(results, variant, metric, epoch)
 
 
 def e5_numbers(statement: str, studies: dict[str, StudyResults], reference: dict) -> list[dict]:
