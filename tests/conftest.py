@@ -9,15 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
 
-@dataclass
-class CliResult:
+class CliResult(NamedTuple):
     rc: int
     out: str
     err: str

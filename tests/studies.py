@@ -38,3 +38,21 @@ def run_args(study, out, cache, *extra) -> list[str]:
     """`nnstudy run` on a test study: its own store and cache, no bars, trained in this process."""
     return ["run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", "local",
             *map(str, extra)]
+
+
+def killed_then_resumed(study_file, tmp_path, checkpoint: int):
+    """`nnstudy run` on two worker processes, killed (the whole process) after its `checkpoint`-th checkpoint,
+    then run again to the end: (the killed run's, the resumed run's) CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "nnstudy", "run", str(study_file), "--out", str(tmp_path / "out"),
+           "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", "process", "--workers", "2"]
+    env = {**os.environ, "NNSTUDY_CRASH_AT": f"checkpoint.pt:{checkpoint}", "NNSTUDY_CRASH_PARENT": "1",
+           "NNSTUDY_CRASH_ONCE": str(tmp_path / "crashed")}
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert killed.returncode != 0 and (tmp_path / "crashed").exists(), killed.stderr
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    return killed, resumed

@@ -17,22 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from studies import tiny_study
+from studies import run_args, tiny_study
 
 from nnstudy import files
 from nnstudy.cli import main
 
 TINY = tiny_study(epochs=3, report_epochs=[1])
-
-
-def cli(capsys, *argv) -> tuple[int, str]:
-    capsys.readouterr()
-    rc = main(list(argv))
-    return rc, capsys.readouterr().err
-
-
-def run_args(study, out, cache, *extra) -> list[str]:
-    return ["run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", "local", *extra]
 
 
 def assert_one_line_error(rc: int, err: str, *must_contain: str) -> str:
@@ -87,11 +77,11 @@ BAD_STUDIES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_STUDIES))
-def test_bad_study_file(case, finished, capsys, tmp_path):
+def test_bad_study_file(case, finished, cli, tmp_path):
     text, expected = BAD_STUDIES[case]
     study = tmp_path / f"{case}.toml"
     study.write_text(text)
-    rc, err = cli(capsys, *run_args(study, finished.out, finished.cache))
+    rc, _, err = cli(*run_args(study, finished.out, finished.cache))
     line = assert_one_line_error(rc, err, str(study), *expected)
     assert ": :" not in line
     assert_store_ok(finished.out)
@@ -102,39 +92,39 @@ def test_bad_study_file(case, finished, capsys, tmp_path):
     (["--seeds", "a,b"], ["--seeds", "'a,b'"]),
     (["--device", "cuda"], ["--device cuda"]),
 ])
-def test_bad_options(argv, expected, finished, capsys):
+def test_bad_options(argv, expected, finished, cli):
     if "cuda" in argv:
         import torch
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
-    rc, err = cli(capsys, *run_args(finished.study, finished.out, finished.cache, *argv))
+    rc, _, err = cli(*run_args(finished.study, finished.out, finished.cache, *argv))
     assert_one_line_error(rc, err, *expected)
     assert_store_ok(finished.out)
 
 
-def test_unknown_builtin_study(finished, capsys):
-    rc, err = cli(capsys, *run_args("no-such-study", finished.out, finished.cache))
+def test_unknown_builtin_study(finished, cli):
+    rc, _, err = cli(*run_args("no-such-study", finished.out, finished.cache))
     assert_one_line_error(rc, err, "no built-in study named 'no-such-study'", "quickstart")
     assert_store_ok(finished.out)
 
 
-def test_show_unknown_study_and_list_missing_out(finished, capsys, tmp_path):
-    rc, err = cli(capsys, "show", "nosuchstudy", "--out", str(finished.out))
+def test_show_unknown_study_and_list_missing_out(finished, cli, tmp_path):
+    rc, _, err = cli("show", "nosuchstudy", "--out", str(finished.out))
     assert_one_line_error(rc, err, "no study named 'nosuchstudy'", "tiny")
     missing = tmp_path / "nonexistent"
-    rc, err = cli(capsys, "list", "--out", str(missing))
+    rc, _, err = cli("list", "--out", str(missing))
     assert_one_line_error(rc, err, str(missing), "no nnstudy results")
     assert not missing.exists()  # reading never creates an output folder
     assert_store_ok(finished.out)
 
 
 # --------------------------------------------------------------------------- data
-def test_missing_data_folder(finished, capsys, tmp_path):
+def test_missing_data_folder(finished, cli, tmp_path):
     # A path under tmp_path, not /nonexistent: torchvision's download attempt creates the folder.
     study = tmp_path / "mnist.toml"
     study.write_text(TINY.replace('name = "digits"', 'name = "mnist"'))
     missing = tmp_path / "nonexistent"
-    rc, err = cli(capsys, *run_args(study, finished.out, finished.cache, "--data-dir", str(missing)))
+    rc, _, err = cli(*run_args(study, finished.out, finished.cache, "--data-dir", str(missing)))
     assert_one_line_error(rc, err, str(missing), "--data-dir")
     assert_store_ok(finished.out)
 
@@ -155,11 +145,11 @@ def _image_folder(root: Path, empty_class: bool = False, corrupt: bool = False) 
 
 
 @pytest.mark.parametrize("kind", ["empty-class", "corrupt-image"])
-def test_bad_image_folder(kind, finished, capsys, tmp_path):
+def test_bad_image_folder(kind, finished, cli, tmp_path):
     data = _image_folder(tmp_path / "images", empty_class=kind == "empty-class", corrupt=kind == "corrupt-image")
     study = tmp_path / "images.toml"
     study.write_text(TINY.replace('name = "digits"', 'name = "imagefolder"').replace("subset = 300\ntest_subset = 100\n", ""))
-    rc, err = cli(capsys, *run_args(study, finished.out, tmp_path / "cache", "--data-dir", str(data)))
+    rc, _, err = cli(*run_args(study, finished.out, tmp_path / "cache", "--data-dir", str(data)))
     expected = ["dog", "empty"] if kind == "empty-class" else ["bad.png", "not a readable image"]
     assert_one_line_error(rc, err, *expected)
     assert_store_ok(finished.out)
@@ -187,7 +177,7 @@ def test_truncated_checkpoint(finished, tmp_path):
     assert_store_ok(out)
 
 
-def test_read_only_output_folder(finished, capsys, tmp_path):
+def test_read_only_output_folder(finished, cli, tmp_path):
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o555)
@@ -200,7 +190,7 @@ def test_read_only_output_folder(finished, capsys, tmp_path):
         else:
             probe.unlink()
             pytest.skip("running as root (or similar): chmod 0o555 does not stop writes here")
-        rc, err = cli(capsys, *run_args(finished.study, out, finished.cache))
+        rc, _, err = cli(*run_args(finished.study, out, finished.cache))
         assert_one_line_error(rc, err, str(out), "--out")
     finally:
         out.chmod(0o755)
@@ -224,10 +214,10 @@ class _FullDiskOS(types.ModuleType):
 
 
 @pytest.mark.parametrize("budget", [0, 12], ids=["before-training", "mid-training"])
-def test_full_disk(budget, finished, capsys, tmp_path, monkeypatch):
+def test_full_disk(budget, finished, cli, tmp_path, monkeypatch):
     out = tmp_path / "out"
     monkeypatch.setattr(files, "os", _FullDiskOS(budget))
-    rc, err = cli(capsys, *run_args(finished.study, out, finished.cache))
+    rc, _, err = cli(*run_args(finished.study, out, finished.cache))
     assert_one_line_error(rc, err, "No space left on device", "free space")
     assert not list(out.rglob("*.tmp"))
     with sqlite3.connect(out / "nnstudy.db") as conn:
@@ -235,12 +225,12 @@ def test_full_disk(budget, finished, capsys, tmp_path, monkeypatch):
         # A full disk is not the runs' fault: none is marked failed or done, a rerun resumes them.
         assert {r[0] for r in conn.execute("SELECT status FROM runs")} <= {"pending", "running"}
     monkeypatch.undo()
-    rc, err = cli(capsys, *run_args(finished.study, out, finished.cache))
+    rc, _, err = cli(*run_args(finished.study, out, finished.cache))
     assert rc == 0, err
     assert_store_ok(out)
 
 
-def test_database_locked(finished, capsys, monkeypatch):
+def test_database_locked(finished, cli, monkeypatch):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, sys, time\n"
          "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
@@ -250,9 +240,9 @@ def test_database_locked(finished, capsys, monkeypatch):
     try:
         assert holder.stdout.readline().strip() == "locked"
         monkeypatch.setenv("NNSTUDY_DB_TIMEOUT", "1")
-        rc, err = cli(capsys, *run_args(finished.study, finished.out, finished.cache))
+        rc, _, err = cli(*run_args(finished.study, finished.out, finished.cache))
         assert_one_line_error(rc, err, "nnstudy.db", "locked")
-        rc, err = cli(capsys, "list", "--out", str(finished.out))
+        rc, _, err = cli("list", "--out", str(finished.out))
         assert rc == 0, err  # WAL: reading still works while another process holds the write lock
     finally:
         holder.kill()

@@ -30,7 +30,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 import nnstudy
 from nnstudy.cli import main

@@ -7,15 +7,12 @@ across runs, resumes and retries; a planned stack's numbers are those of the sam
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from studies import digits_cnn
+from studies import digits_cnn, killed_then_resumed
 
 import nnstudy
 from nnstudy.data.study_data import load_study_data
@@ -128,14 +125,7 @@ def _stored(out: Path) -> dict:
 def test_a_killed_study_resumes_on_its_plan_and_each_stack_equals_itself_trained_alone(tmp_path):
     """The study is killed mid-way (after its 5th checkpoint) and run again: the same plan both times, and every
     planned stack's numbers equal that stack trained alone, in this process."""
-    cmd = [sys.executable, "-m", "nnstudy", "run", str(_write(tmp_path)), "--out", str(tmp_path / "out"),
-           "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", "process", "--workers", "2"]
-    env = {**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:5", "NNSTUDY_CRASH_PARENT": "1",
-           "NNSTUDY_CRASH_ONCE": str(tmp_path / "crashed")}
-    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert killed.returncode != 0 and (tmp_path / "crashed").exists(), killed.stderr
-    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    killed, resumed = killed_then_resumed(_write(tmp_path), tmp_path, checkpoint=5)
     plan_line = [line for line in killed.stderr.splitlines() if ": plan for " in line]
     assert plan_line and plan_line == [line for line in resumed.stderr.splitlines() if ": plan for " in line]
 
@@ -204,3 +194,55 @@ def test_stack_variants_always_never_or_as_the_cost_model_says(tmp_path):
     assert stacks("never") == stacks(False) == [["avg"], ["base"], ["mlp"], ["mse"], ["xavier"]]
     with pytest.raises(UserError, match="stack_variants='sometimes': choose auto, always or never"):
         RunOptions(stack_variants="sometimes")
+
+
+def _small_study_plan(tmp_path, variants: str, workers: int = 2, file: str = "small.toml"):
+    """Two variants of unequal cost, three seeds each (issue 26's small study), planned for `workers`."""
+    path = tmp_path / file
+    path.write_text(digits_cnn("small", variants, seeds=range(3)))
+    study = nnstudy.load_study(path).config
+    options = RunOptions(cache_dir=tmp_path / "cache", stack_variants="never")
+    stacking = preflight(study, options.cache, options, io.StringIO())
+    runs = [Run(RunRow(i, study.name, v, seed, f"h{i}", cfg.model_dump(mode="json"), "pending",
+                       tmp_path / "runs" / v / f"seed-{seed}", 0, None, None, None, {}), str(tmp_path / v / str(seed)))
+            for i, (v, cfg, seed) in enumerate(((v, c, s) for v, c in study.variants.items() for s in study.seeds), 1)]
+    return path, study, plan_study(runs, study, options.cache, options, stacking, workers)
+
+
+def test_a_stack_of_three_is_split_two_and_one_only_where_the_lone_run_trains_the_same_numbers(tmp_path, monkeypatch):
+    """Two workers, a wide and a narrow variant of three seeds (hand-made costs, wide's runs 3x narrow's): kept
+    whole, one worker idles two thirds of the study; the wide stack split 2 + 1 shortens the longest share, and
+    the split-off run's numbers are those of the whole stack (trained both ways). With batch normalisation the lone
+    run would round differently (training/lone_check.py): kept whole."""
+    monkeypatch.setattr(plan_module, "variant_costs", lambda study, stacking, cache_dir: (
+        {"wide": 10.0, "narrow": 3.0}, {"wide": 0.1, "narrow": 0.1}))
+    path, study, plan = _small_study_plan(tmp_path, "[variants.wide]\nmodel.channels = [24]\nmodel.hidden = [64]\n"
+                                                    "[variants.narrow]\n")
+    assert sorted(_stacks(plan)) == [[("narrow", 0), ("narrow", 1), ("narrow", 2)], [("wide", 0), ("wide", 2)],
+                                     [("wide", 1)]]
+    assert max(plan.shares) == pytest.approx(20.1) and sorted(plan.shares) == pytest.approx([19.2, 20.1])  # whole: 30.1
+    _, _, with_bn = _small_study_plan(tmp_path, "[variants.wide]\nmodel.channels = [24]\nmodel.hidden = [64]\n"
+                                                "model.norm = \"batch\"\n[variants.narrow]\nmodel.norm = \"batch\"\n",
+                                    file="with-bn.toml")
+    assert sorted(len(s.runs) for s in with_bn.stacks) == [3, 3]
+
+    out = tmp_path / "out"
+    nnstudy.load_study(path).run(out, cache_dir=tmp_path / "cache", executor="process", workers=2, progress=False,
+                                 stack_variants="never", log=io.StringIO())
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        stored = {seed: conn.execute("SELECT e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc FROM epochs e "
+                                     "JOIN runs r ON e.run = r.id WHERE r.variant='wide' AND r.seed=? ORDER BY e.epoch",
+                                     (seed,)).fetchall() for seed in range(3)}
+        settings = conn.execute("SELECT settings FROM runs WHERE variant='wide' AND seed=1").fetchone()[0]
+    assert '"plan": "wide [seed 1]' in settings  # trained alone, as planned
+    wide = study.variants["wide"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of two workers on two cores trains
+    try:
+        whole_stack = GroupTrainer(wide, load_study_data(wide, str(tmp_path / "cache")), [0, 1, 2],
+                                   TrainOptions(progress=False, vectorize=True))
+        whole_stack.fit(lambda tr, p: None)
+    finally:
+        torch.set_num_threads(threads)
+    for seed, state in enumerate(whole_stack.states):
+        assert stored[seed] == [(e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc) for e in state.history]

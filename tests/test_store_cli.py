@@ -12,18 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from studies import tiny_study
+import pytest
+from studies import run_args, tiny_study
 
 from nnstudy.cli import main
 
 TINY = tiny_study(epochs=3)
-
-
-def run(capsys, study, out, cache, *extra) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main(["run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", "local", *extra])
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def runs(out: Path) -> dict:
@@ -36,19 +30,19 @@ def runs(out: Path) -> dict:
                            "traceback": r[7], "epochs": epochs[r[2]]} for r in rows}
 
 
-def test_rerun_change_and_force(capsys, tmp_path):
+def test_rerun_change_and_force(cli, capsys, tmp_path):
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
     study.write_text(TINY)
-    assert run(capsys, study, out, cache)[0] == 0
+    assert cli(*run_args(study, out, cache))[0] == 0
     first = runs(out)
     assert {r["status"] for r in first.values()} == {"done"} and len(first) == 4
 
-    rc, _, err = run(capsys, study, out, cache)
+    rc, _, err = cli(*run_args(study, out, cache))
     assert rc == 0 and "0 to train" in err and "training" not in err
     assert runs(out) == first
 
     study.write_text(TINY.replace("model.hidden = [24]", "model.hidden = [20]"))
-    rc, _, err = run(capsys, study, out, cache)
+    rc, _, err = cli(*run_args(study, out, cache))
     assert rc == 0 and "2 to train" in err
     second = runs(out)
     for key, row in second.items():
@@ -59,7 +53,7 @@ def test_rerun_change_and_force(capsys, tmp_path):
             assert row["id"] == first[key]["id"] and row["started"] > first[key]["started"]
             assert row["epochs"] != first[key]["epochs"]
 
-    rc, _, err = run(capsys, study, out, cache, "--force")
+    rc, _, err = cli(*run_args(study, out, cache, "--force"))
     assert rc == 0 and "4 to train" in err
     forced = runs(out)
     assert all(forced[k]["started"] > second[k]["started"] for k in forced)
@@ -92,13 +86,13 @@ def make(input_shape, n_classes, fail_at=0):
 """
 
 
-def test_failed_runs_and_retry(capsys, tmp_path):
+def test_failed_runs_and_retry(cli, capsys, tmp_path):
     # A user's model that breaks mid-training: valid config, passes the one-batch check, fails in epoch 2.
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
     (tmp_path / "flaky_model.py").write_text(FLAKY_MODEL)
     broken = '\n[variants.user]\nmodel.kind = "python"\nmodel.factory = "flaky_model:make"\nmodel.args = {fail_at = 15}\n'
     study.write_text(TINY + broken)
-    rc, stdout, err = run(capsys, study, out, cache)
+    rc, stdout, err = cli(*run_args(study, out, cache))
     assert rc == 1
     assert "variant user: torch.func cannot stack this model" not in err  # a plain module stacks
     assert "2 run(s) failed" in err and "--retry-failed" in err and "Traceback" not in err
@@ -113,11 +107,11 @@ def test_failed_runs_and_retry(capsys, tmp_path):
             assert row["status"] == "done" and row["error"] is None
     assert (out / "tiny" / "report.html").is_file()
 
-    rc, _, err = run(capsys, study, out, cache)  # a plain rerun leaves failed runs alone
+    rc, _, err = cli(*run_args(study, out, cache))  # a plain rerun leaves failed runs alone
     assert rc == 1 and "0 to train" in err and "2 failed" in err
     assert runs(out) == first
 
-    rc, _, err = run(capsys, study, out, cache, "--retry-failed")
+    rc, _, err = cli(*run_args(study, out, cache, "--retry-failed"))
     assert rc == 1 and "2 to train" in err
     retried = runs(out)
     for key, row in retried.items():
@@ -127,26 +121,26 @@ def test_failed_runs_and_retry(capsys, tmp_path):
             assert row == first[key]
 
     study.write_text(TINY + broken.replace("fail_at = 15", "fail_at = 0"))  # the fix
-    rc, _, err = run(capsys, study, out, cache)
+    rc, _, err = cli(*run_args(study, out, cache))
     assert rc == 0, err
     assert {r["status"] for r in runs(out).values()} == {"done"}
 
 
-def test_a_variant_that_breaks_on_one_batch_stops_before_training(capsys, tmp_path):
+def test_a_variant_that_breaks_on_one_batch_stops_before_training(cli, capsys, tmp_path):
     """A CNN whose kernel-5 blocks shrink 8x8 digits to nothing: one line naming the variant, nothing trained."""
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
     study.write_text(TINY + '\n[variants.cnn]\nmodel.kind = "cnn"\n')
-    rc, _, err = run(capsys, study, out, cache)
+    rc, _, err = cli(*run_args(study, out, cache))
     assert rc == 2
     lines = [line for line in err.splitlines() if line.startswith("nnstudy: error:")]
     assert len(lines) == 1 and "variants.cnn: model: 2 conv blocks with kernel 5 shrink 8x8 images to nothing" in lines[0]
     assert not (out / "nnstudy.db").exists() or not runs(out)
 
 
-def test_list_show_report(capsys, tmp_path):
+def test_list_show_report(cli, capsys, tmp_path):
     study, out, cache = tmp_path / "tiny.toml", tmp_path / "out", tmp_path / "cache"
     study.write_text(TINY)
-    assert run(capsys, study, out, cache)[0] == 0
+    assert cli(*run_args(study, out, cache))[0] == 0
     stored = runs(out)
 
     capsys.readouterr()
@@ -178,7 +172,7 @@ def test_list_show_report(capsys, tmp_path):
 
     # Settings are facts of each run: rerunning variant a unstacked records that for a's runs only.
     study.write_text(TINY.replace("[variants.a]", "[variants.a]\ntrain.lr = 0.04"))
-    assert run(capsys, study, out, cache, "--no-vectorize")[0] == 0
+    assert cli(*run_args(study, out, cache, "--no-vectorize"))[0] == 0
     assert main(["show", "tiny", "--out", str(out), "--json"]) == 0
     vectorized = {(r["variant"], r["seed"]): r["settings"]["vectorized"] for r in json.loads(capsys.readouterr().out)["runs"]}
     assert vectorized == {("a", 0): False, ("a", 1): False, ("b", 0): True, ("b", 1): True}
@@ -226,7 +220,7 @@ def test_ctrl_c_then_resume(tmp_path):
         assert resumed[key]["epochs"] == row["epochs"], key
 
 
-def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monkeypatch):
+def test_a_seed_whose_files_cannot_be_written_fails_alone(cli, capsys, tmp_path, monkeypatch):
     """Writing seed 1's run folder fails: seed 0 of the same job stays done; a retry restores seed 1 untrained."""
     import errno
 
@@ -243,7 +237,7 @@ def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monk
         return real(path, obj)
 
     monkeypatch.setattr(run_life.files, "write_json", flaky)
-    rc, _, err = run(capsys, study, out, cache)
+    rc, _, err = cli(*run_args(study, out, cache))
     assert rc == 1, err
     stored = runs(out)
     assert {k: r["status"] for k, r in stored.items()} == {("a", 0): "done", ("a", 1): "failed",
@@ -252,29 +246,29 @@ def test_a_seed_whose_files_cannot_be_written_fails_alone(capsys, tmp_path, monk
     assert len(stored[("a", 0)]["epochs"]) == 3
 
     monkeypatch.setattr(run_life.files, "write_json", real)
-    rc, _, err = run(capsys, study, out, cache, "--retry-failed")
+    rc, _, err = cli(*run_args(study, out, cache, "--retry-failed"))
     assert rc == 0, err
     assert err.count("restored all 3 epochs from its checkpoint, none retrained") == 2, err
     retried = runs(out)
     assert {r["status"] for r in retried.values()} == {"done"}
     assert retried[("a", 0)] == stored[("a", 0)]
     clean = tmp_path / "clean"
-    assert run(capsys, study, clean, cache)[0] == 0
+    assert cli(*run_args(study, clean, cache))[0] == 0
     for key, row in runs(clean).items():
         assert retried[key]["epochs"] == row["epochs"], key
 
 
-def test_variants_that_differ_only_in_values_train_as_one_stack(capsys, tmp_path):
+def test_variants_that_differ_only_in_values_train_as_one_stack(cli, capsys, tmp_path):
     """init, loss and learning-rate variants share one stack (each run with its own numbers); an activation
     variant trains apart (a stack of mixed layers costs more than its parts: cost.MIXED_SPAN); a shape change
     gets its own."""
     study, cache = tmp_path / "tiny.toml", tmp_path / "cache"
     study.write_text(TINY + '\n[variants.xavier]\nmodel.init = "xavier"\n\n[variants.mse]\ntrain.loss = "mse"\n'
                      '\n[variants.tanh]\nmodel.activation = "tanh"\n\n[variants.slow]\ntrain.lr = 0.02\n')
-    rc, _, err = run(capsys, study, tmp_path / "together", cache)
+    rc, _, err = cli(*run_args(study, tmp_path / "together", cache))
     assert rc == 0, err
     assert "a+xavier+mse+slow [8 runs]" in err and "tanh [seed 0,1]" in err and "b [seed 0,1]" in err
-    rc, _, err = run(capsys, study, tmp_path / "apart", cache, "--no-stack-variants")
+    rc, _, err = cli(*run_args(study, tmp_path / "apart", cache, "--no-stack-variants"))
     assert rc == 0 and "a+xavier" not in err and "xavier [seed 0,1]" in err
     together, apart = runs(tmp_path / "together"), runs(tmp_path / "apart")
     assert together.keys() == apart.keys() and len(together) == 12

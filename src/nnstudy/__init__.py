@@ -10,10 +10,11 @@ Extension points are registries (`nnstudy.ACTIVATIONS.register("mish", ...)`, se
 
 __version__ = "0.2.0"
 
-from nnstudy.api import Results, Study, load_study, open_results  # noqa: E402
+from nnstudy.api import Results, Study, Suite, load_study, load_suite, open_results, replication  # noqa: E402
 from nnstudy.errors import UserError  # noqa: E402
 from nnstudy.registry import (ACTIVATIONS, DATASETS, EXECUTORS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS,  # noqa: E402
                               POOLINGS, PROBES, REPORT_SECTIONS, SCHEDULES)
 
 __all__ = ["ACTIVATIONS", "DATASETS", "EXECUTORS", "INITS", "LOSSES", "MODELS", "NORMS", "OPTIMIZERS", "POOLINGS",
-           "PROBES", "REPORT_SECTIONS", "Results", "SCHEDULES", "Study", "UserError", "load_study", "open_results"]
+           "PROBES", "REPORT_SECTIONS", "Results", "SCHEDULES", "Study", "Suite", "UserError", "load_study", "load_suite",
+           "open_results", "replication"]

@@ -223,3 +223,44 @@ def _escape(text: str) -> str:
     import html
 
     return html.escape(str(text))
+
+
+class Suite:
+    """Several studies run as one (`nnstudy run coursework`): one queue of jobs, each study's numbers those of the
+    study run alone. Build one with `load_suite`."""
+
+    def __init__(self, config, studies: list[Study]):
+        self.config, self.studies = config, studies
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def run(self, out: str | os.PathLike = "nnstudy-out", *, options: RunOptions | None = None, **keywords):
+        """Train what is missing of every study, write each study's report (and the replication report when the
+        suite asks for one). Options as `Study.run`'s. Returns a `driver.suite.SuiteRun`."""
+        from nnstudy.driver.suite import run_suite
+
+        options = options or RunOptions.from_keywords(out, **keywords)
+        return run_suite(self.config, [(s.config, s.source) for s in self.studies], options)
+
+    def __repr__(self) -> str:
+        return f"Suite {self.name!r} ({self.config.source}): " + ", ".join(s.name for s in self.studies)
+
+
+def load_suite(suite, *, include: list[str] = (), **overrides) -> Suite:
+    """A suite from a built-in name (`nnstudy studies` lists them) or a suite file, with the optional studies
+    `include` names; `overrides` are `load_study`'s (seeds, data_dir, precision, ...), applied to every study:
+    one data folder serves them all (MNIST's files and an image archive side by side)."""
+    from nnstudy.config.suite import load_suite as _load_suite
+
+    config = _load_suite(str(suite))
+    return Suite(config, [load_study(s, **overrides) for s in config.chosen(list(include))])
+
+
+def replication(out: str | os.PathLike = "nnstudy-out", reference_numbers: str | os.PathLike | None = None) -> list:
+    """The replication report's rows (one per coursework statement R2.1-R6.5) from the store in `out`: the
+    coursework's words and numbers beside ours, and the verdicts of the claims that test each statement."""
+    from nnstudy.report.replication import replication_rows
+
+    return replication_rows(out, reference_numbers)

@@ -77,10 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="nnstudy", description="Reproducible neural-network design studies with an honest statistical verdict.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="train every (variant, seed) run of a study and write its report")
-    run.add_argument("study", help="a built-in study name (see `nnstudy studies`) or a study .toml file; KEY=VALUE "
-                     "after it overrides a setting (train.lr=0.01, variants.B.model.norm=batch) or makes a grid "
-                     "(model.activation=relu,tanh)")
+    run = sub.add_parser("run", help="train every (variant, seed) run of a study (or of a suite's studies) and write "
+                         "its report")
+    run.add_argument("study", help="a built-in study or suite name (see `nnstudy studies`), or a study or suite "
+                     ".toml file; KEY=VALUE after it overrides a setting (train.lr=0.01, variants.B.model.norm=batch) "
+                     "or makes a grid (model.activation=relu,tanh)")
+    run.add_argument("--with", dest="include", action="append", default=[], metavar="STUDY",
+                     help="a suite: also run this optional study of it (repeatable), e.g. --with "
+                          "mnist-activations-1000")
     run.add_argument("--out", default=DEFAULT_OUT, help=f"folder holding every study's results (default ./{DEFAULT_OUT})")
     run.add_argument("--data-dir", help="dataset folder or archive (overrides dataset.data_dir)")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
@@ -119,12 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-probes", action="store_true",
                      help="skip the mechanism probes (per-layer activations, gradients, symmetry, shift invariance)")
 
-    init = sub.add_parser("init", help="copy a built-in study to a file you can edit (KEY=VALUE ... after FILE "
-                          "writes those settings in, e.g. train.epochs=2)")
+    init = sub.add_parser("init", help="copy a built-in study (or suite) to a file you can edit (KEY=VALUE ... after "
+                          "FILE writes those settings in, e.g. train.epochs=2)")
     init.add_argument("name")
     init.add_argument("file")
 
-    sub.add_parser("studies", help="list the built-in studies")
+    sub.add_parser("studies", help="list the built-in studies and suites")
+
+    replication = sub.add_parser("replication", help="the coursework's statements R2.1-R6.5 against the stored "
+                                 "studies' numbers: write replication.html and .md, print the answer")
+    replication.add_argument("--out", default=DEFAULT_OUT)
+    replication.add_argument("--json", action="store_true", help="machine-readable output: every row")
+    replication.add_argument("--reference-numbers", metavar="FILE", help="the coursework's numbers (default "
+                             "../shared/reference-numbers.toml when it exists, else the copy nnstudy ships)")
 
     for name, text in (("list", "studies in an output folder, with run counts per status"),
                        ("show", "per-run table of one study"),
@@ -178,7 +189,12 @@ def _hear_ctrl_c() -> None:
 
 def _cmd_run(args) -> int:
     from nnstudy.api import load_study
+    from nnstudy.config.suite import is_suite
 
+    if is_suite(args.study):
+        return _run_suite(args)
+    if args.include:
+        raise UserError(f"--with is for suites; {args.study} is a study (see `nnstudy studies` for the suites)")
     study = load_study(args.study, seeds=args.seeds, data_dir=args.data_dir, precision=args.precision,
                        looks=args.looks, smallest_difference=args.smallest_difference, settings=args.settings)
     results = study.run(options=_run_options(args))
@@ -190,6 +206,25 @@ def _cmd_run(args) -> int:
     if failed:
         print(f"nnstudy: {len(failed)} run(s) failed; see the report's diagnostics, fix the cause, then rerun with --retry-failed",
               file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_suite(args) -> int:
+    from nnstudy.api import load_suite
+
+    suite = load_suite(args.study, include=args.include, seeds=args.seeds, data_dir=args.data_dir,
+                       precision=args.precision, looks=args.looks, smallest_difference=args.smallest_difference)
+    done = suite.run(options=_run_options(args))
+    failed = sum(r.status == "failed" for results in done.results.values() for r in results.runs)
+    for name, paths in done.reports.items():
+        print(f"{name}: report {paths['html']}")
+    if done.replication:
+        print(f"replication report: {done.replication['html']}")
+        print(done.replication["answer"])
+    if failed:
+        print(f"nnstudy: {failed} run(s) failed; see the studies' reports, fix the cause, then rerun with "
+              "--retry-failed", file=sys.stderr)
         return 1
     return 0
 
@@ -210,8 +245,9 @@ def _run_options(args) -> "RunOptions":
 def _cmd_init(args) -> int:
     from nnstudy import files
     from nnstudy.config import builtin_study_text
+    from nnstudy.config.suite import builtin_suite_text, builtin_suites
 
-    text = builtin_study_text(args.name)
+    text = builtin_suite_text(args.name) if args.name in builtin_suites() else builtin_study_text(args.name)
     target = Path(args.file)
     if target.exists():
         raise UserError(f"{target} already exists; choose another file name (nnstudy init never overwrites)")
@@ -226,11 +262,28 @@ def _cmd_init(args) -> int:
 
 def _cmd_studies(args) -> int:
     from nnstudy.config import builtin_studies
+    from nnstudy.config.suite import builtin_suites
 
-    studies = builtin_studies()
-    width = max(map(len, studies))
+    studies, suites = builtin_studies(), builtin_suites()
+    width = max(map(len, [*studies, *suites]))
     for name, line in studies.items():
         print(f"{name:<{width}}  {line}")
+    print("suites (nnstudy run NAME runs every study of one):")
+    for name, line in suites.items():
+        print(f"{name:<{width}}  {line}")
+    return 0
+
+
+def _cmd_replication(args) -> int:
+    from nnstudy.report.replication import write_replication
+
+    written = write_replication(args.out, args.reference_numbers, create=False)
+    if args.json:
+        print(json.dumps({"html": str(written["html"]), "md": str(written["md"]), "counts": written["counts"],
+                          "rows": written["rows"]}, indent=2, default=str))
+    else:
+        print(written["answer"])
+        print(f"replication report: {written['html']}")
     return 0
 
 
@@ -301,11 +354,15 @@ def _factorial_json(store, name: str) -> list[dict]:
 
 
 def _cmd_report(args) -> int:
+    from nnstudy.config.suite import is_suite
     from nnstudy.report import build_report
     from nnstudy.report.findings import findings
     from nnstudy.store import Store, load_results
 
     store = Store(args.out, create=False)
+    if is_suite(args.study) and args.study not in {r["study"] for r in store.study_counts()}:
+        args.reference_numbers = None  # a suite's report: the replication report
+        return _cmd_replication(args)
     results = load_results(store, args.study)
     paths = build_report(results)
     rows = findings(results)
@@ -331,7 +388,7 @@ def _cmd_export(args) -> int:
 
 
 _COMMANDS = {"run": _cmd_run, "init": _cmd_init, "studies": _cmd_studies, "list": _cmd_list, "show": _cmd_show,
-             "report": _cmd_report, "export": _cmd_export}
+             "report": _cmd_report, "export": _cmd_export, "replication": _cmd_replication}
 
 
 if __name__ == "__main__":

@@ -56,22 +56,31 @@ def load_study(name_or_path: str, overrides: dict | None = None) -> StudyConfig:
     `smallest_difference` (float) for a study run until decided, and `settings`: KEY=VALUE
     texts (config/overrides.py), applied after the file's own `overrides` list.
     """
+    raw, source, base_dir = read_toml(name_or_path, "study", builtin_studies, builtin_study_text,
+                                      " (see `nnstudy init quickstart example.toml` for a model file)")
+    return parse_study(raw, source, base_dir, overrides or {})
+
+
+def read_toml(name_or_path: str, what: str, builtins, builtin_text, hint: str = "") -> tuple[dict, str, Path | None]:
+    """A study's or a suite's file, or a built-in one by name: (parsed TOML, its name in messages, the folder its
+    relative paths start from (None for a built-in)). `builtins()` lists the built-in names, `builtin_text(name)`
+    reads one; every problem is one line."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise UserError(f"study file {path} not found; pass an existing .toml file or a built-in name ({', '.join(builtin_studies())})")
+            raise UserError(f"{what} file {path} not found; pass an existing .toml file or a built-in name "
+                            f"({', '.join(builtins())})")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read study file {path}: {exc}") from exc
+            raise UserError(f"cannot read {what} file {path}: {exc}") from exc
         source, base_dir = str(path), path.resolve().parent
     else:
-        text, source, base_dir = builtin_study_text(name_or_path), f"built-in study {name_or_path}", None
+        text, source, base_dir = builtin_text(name_or_path), f"built-in {what} {name_or_path}", None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text), source, base_dir
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{source}: not valid TOML: {exc}; fix the syntax (see `nnstudy init quickstart example.toml` for a model file)") from exc
-    return parse_study(raw, source, base_dir, overrides or {})
+        raise UserError(f"{source}: not valid TOML: {exc}; fix the syntax{hint}") from exc
 
 
 def parse_study(raw: dict, source: str, base_dir: Path | None = None, overrides: dict | None = None) -> StudyConfig:

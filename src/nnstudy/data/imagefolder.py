@@ -28,7 +28,10 @@ def load_imagefolder(data_dir: Path, cache_dir: str | os.PathLike) -> ImageData:
     ones. Every image must decode and all images must share one size. If all
     images are greyscale the tensors have one channel, otherwise three (RGB).
     Files and folders whose names start with "." (.DS_Store...) are ignored.
+    A folder without train/ that holds one archive stands for that archive, so one data folder can serve
+    studies of several datasets (MNIST's files beside a CIFAR-10 archive, as a suite runs them).
     """
+    data_dir = _archive_inside(data_dir)
     if is_archive(data_dir):
         key = source_key("imagefolder", [data_dir])
 
@@ -52,6 +55,17 @@ def load_imagefolder(data_dir: Path, cache_dir: str | os.PathLike) -> ImageData:
     else:
         raise UserError(f"imagefolder data {data_dir} does not exist; pass --data-dir pointing at a folder with train/<class>/ and test/<class>/ images")
     return build_cached("imagefolder", key, cache_dir, build)
+
+
+def _archive_inside(data_dir: Path) -> Path:
+    """`data_dir`, or the one archive inside it when it is a folder without train/ (several: a one-line error)."""
+    if not data_dir.is_dir() or (data_dir / SPLITS[0]).is_dir():
+        return data_dir
+    archives = sorted(p for p in data_dir.iterdir() if is_archive(p))
+    if len(archives) > 1:
+        raise UserError(f"imagefolder data {data_dir} has no train/ folder and holds {len(archives)} archives "
+                        f"({', '.join(p.name for p in archives)}); pass --data-dir pointing at the one to use")
+    return archives[0] if archives else data_dir
 
 
 class _Tree:

@@ -26,7 +26,7 @@ class Recorder:
     """Writes what jobs report; remembers which jobs were lost and whether they had started."""
 
     def __init__(self, store: Store, runs: list[Run], classes: list[str], y_true: np.ndarray, log, workers: int = 1,
-                 epoch_lines: bool | None = None):
+                 epoch_lines: bool | None = None, clock: StudyClock | None = None, suite: str | None = None):
         self.store, self.classes, self.y_true, self.log = store, classes, y_true, log
         self.runs = {r.id: r for r in runs}
         self.settings: dict[int, dict] = {}
@@ -35,7 +35,9 @@ class Recorder:
         self._started: set[int] = set()
         # One line per trained epoch when nobody watches a progress bar (a log file, CI, nohup).
         self.epoch_lines = (not getattr(log, "isatty", lambda: False)()) if epoch_lines is None else epoch_lines
-        self.clock = StudyClock(max(1, workers))
+        # One clock for every recorder of a suite, so that its lines say the suite's time left.
+        self.clock = clock or StudyClock(max(1, workers))
+        self.suite = suite  # a suite's name: lines name the study too
 
     def plan(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -57,7 +59,7 @@ class Recorder:
                 settings = self.settings.setdefault(rid, {})
                 settings["threads_from_epoch"] = {**settings.get("threads_from_epoch", {}), str(event.epoch): event.threads}
             self.store.update_settings({rid: self.settings[rid] for rid in event.run_ids})
-            print(f"  {job.label}: {event.threads} thread(s) from epoch {event.epoch} (a core freed up)", file=self.log,
+            print(f"  {job.study + ' ' if self.suite else ''}{job.label}: {event.threads} thread(s) from epoch {event.epoch} (a core freed up)", file=self.log,
                   flush=True)
         elif isinstance(event, RunFinished):
             self._finish(job, event)
@@ -93,9 +95,10 @@ class Recorder:
         settings = self.settings.get(job.run_ids[0], {})
         changes = {int(e): n for e, n in settings.get("threads_from_epoch", {}).items() if int(e) <= event.epoch}
         threads = changes[max(changes)] if changes else settings.get("threads", "?")
-        return (f"  {job.label} epoch {event.epoch}/{event.epochs}: {acc}, "
+        who = f"{job.study} {job.label}" if self.suite else job.label
+        return (f"  {who} epoch {event.epoch}/{event.epochs}: {acc}, "
                 f"{event.images / max(event.seconds, 1e-9):,.0f} img/s on {threads} thread(s); "
-                f"study time left ~{duration(self.clock.seconds_left())}")
+                f"{'suite' if self.suite else 'study'} time left ~{duration(self.clock.seconds_left())}")
 
     def _finish(self, job: Job, event: RunFinished) -> None:
         rid, run = event.run_id, self.runs[event.run_id]
@@ -127,4 +130,5 @@ class Recorder:
 
     def _say(self, rid: int, text: str) -> None:
         row = self.runs[rid].row
-        print(f"  {row.variant} seed {row.seed}: {text}", file=self.log, flush=True)
+        who = f"{row.study} {row.variant}" if self.suite else row.variant
+        print(f"  {who} seed {row.seed}: {text}", file=self.log, flush=True)

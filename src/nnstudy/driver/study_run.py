@@ -11,13 +11,16 @@ from __future__ import annotations
 import io
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from nnstudy import files, run_status
 from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
+from nnstudy.driver.clock import StudyClock
 from nnstudy.driver.options import RunOptions, resolve_device
 from nnstudy.driver.plan import plan_jobs, plan_study, preflight
 from nnstudy.driver.recorder import Recorder
@@ -29,7 +32,7 @@ from nnstudy.store import Store, load_results
 from nnstudy.store.load import TEST_LABELS
 from nnstudy.training.progress import bars_shown, progress_bar
 
-__all__ = ["RunOptions", "output_lock", "run_study"]
+__all__ = ["RunOptions", "StudyPart", "execute_parts", "output_lock", "prepare_study", "run_study"]
 
 
 @contextmanager
@@ -61,33 +64,55 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
     from nnstudy.report import build_report
 
     out, device, log = Path(options.out), resolve_device(options.device), options.log or sys.stderr
-    study_dir = out / study.name
     executor = open_executor(options, device)  # before anything is written: a bad address leaves --out as it was
     stacking = preflight(study, options.cache, options, log)  # before anything is written
     with output_lock(out):
         store = Store(out)
-        remove_stale_temp_files(study_dir)
-        data = load_study_data(study.variants[study.baseline_name], str(options.cache))
-        report_epochs = sorted({e for v in study.variants for e in study.epochs_to_report(v)})
-        store.save_study(study.name, study.model_dump(mode="json"), _study_info(study, study_dir, data, report_epochs,
-                                                                                 device, options), source)
-        _save_study_files(study_dir, data)
-        fingerprints = {v: load_study_data(cfg, str(options.cache)).fingerprint for v, cfg in study.variants.items()}
-        runs = sync_runs(store, study, study_dir, fingerprints, options.force, log, options.checkpoint_dir)
-        wanted = (run_status.FAILED,) if options.retry_failed else run_status.TO_TRAIN
-        todo = [r for r in runs if r.row.status in wanted]
-        _say_what_is_left(study.name, runs, todo, options, log)
-        if todo:
-            study_plan = plan_study(runs, study, options.cache, options, stacking, executor.slots())
-            print(f"{study.name}: {study_plan.describe()}", file=log)
-
-            def plan(left):
-                return plan_jobs(left, study_plan, study, report_epochs, options.cache, device, options, stacking)
-            _execute(todo, plan, store, study_dir, data, device, executor, options, log)
+        part = prepare_study(study, source, options, store, device, executor.slots(), stacking, log)
+        if part.todo:
+            execute_parts([part], study.name, store, device, executor, options, log)
         results = load_results(store, study.name)
         paths = build_report(results)
         store.close()
     return results, paths
+
+
+@dataclass
+class StudyPart:
+    """One study's share of a run (`run_study`'s, or a suite's): its runs left to train, how they become jobs
+    (its own plan), and what its records need (folder, data)."""
+
+    study: StudyConfig
+    study_dir: Path
+    data: object  # the baseline's ImageData: classes and test labels for the run folders
+    todo: list
+    plan: Callable[[list], list]  # runs left -> jobs, by the study's plan
+
+
+def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: Store, device: str, slots: int,
+                  stacking: dict, log) -> StudyPart:
+    """Under the output lock: the study and its runs stored and made to match the study file, and its plan made
+    (said in one line) for `slots` workers, the same whether it runs alone or in a suite."""
+    study_dir = Path(options.out) / study.name
+    remove_stale_temp_files(study_dir)
+    data = load_study_data(study.variants[study.baseline_name], str(options.cache))
+    report_epochs = sorted({e for v in study.variants for e in study.epochs_to_report(v)})
+    store.save_study(study.name, study.model_dump(mode="json"), _study_info(study, study_dir, data, report_epochs,
+                                                                             device, options), source)
+    _save_study_files(study_dir, data)
+    fingerprints = {v: load_study_data(cfg, str(options.cache)).fingerprint for v, cfg in study.variants.items()}
+    runs = sync_runs(store, study, study_dir, fingerprints, options.force, log, options.checkpoint_dir)
+    wanted = (run_status.FAILED,) if options.retry_failed else run_status.TO_TRAIN
+    todo = [r for r in runs if r.row.status in wanted]
+    _say_what_is_left(study.name, runs, todo, options, log)
+    plan = None
+    if todo:
+        study_plan = plan_study(runs, study, options.cache, options, stacking, slots)
+        print(f"{study.name}: {study_plan.describe()}", file=log)
+
+        def plan(left):
+            return plan_jobs(left, study_plan, study, report_epochs, options.cache, device, options, stacking)
+    return StudyPart(study, study_dir, data, todo, plan)
 
 
 def _study_info(study: StudyConfig, study_dir: Path, data, report_epochs: list[int], device: str,
@@ -125,40 +150,54 @@ def _say_what_is_left(name: str, runs, todo, options: RunOptions, log) -> None:
 _WORKER_DEATHS_TO_FAIL = 2
 
 
-def _execute(todo, plan, store: Store, study_dir: Path, data, device: str, executor: Executor, options: RunOptions,
-             log) -> None:
-    """Run the jobs; a job whose worker process (or node) died resumes from its checkpoints.
+def execute_parts(parts: list[StudyPart], name: str, store: Store, device: str, executor: Executor,
+                  options: RunOptions, log, suite: bool = False) -> None:
+    """Run the parts' jobs as one queue, most expensive first onto the first free worker; a job whose worker
+    process (or node) died resumes from its checkpoints.
 
     Only the dead worker's job is blamed: its runs that had started get a
     strike, and a run with two strikes is failed with a message saying so
     (e.g. a model that does not fit in memory); every other job goes on.
+    `name` names the whole (the study, or the suite) in messages and its time left.
     """
-    jobs = plan(todo)
+    left = {p.study.name: p.todo for p in parts}
+    by_name = {p.study.name: p for p in parts}
+
+    def plan(todo_by_study: dict) -> list:
+        jobs = [j for n, todo in todo_by_study.items() if todo for j in by_name[n].plan(todo)]
+        return sorted(jobs, key=lambda j: -j.cost)  # stable: a study's own order among equal costs
+
+    jobs = plan(left)
     parallel = executor.parallel(len(jobs))  # jobs at once, for the time left
     executor = executor.for_jobs(len(jobs))  # chosen once: retries after a worker died stay in (fresh) workers
-    name = study_dir.name
     for note in executor.notes(options):
         print(f"{name}: {note}", file=log)
     deaths: dict[int, int] = {}
     idle_deaths = 0  # deaths with no run started: workers that die on start-up would loop forever
-    runs = {r.id: r for r in todo}
+    runs = {n: {r.id: r for r in todo} for n, todo in left.items()}
     while jobs:
-        recorder = Recorder(store, list(runs.values()), data.classes, data.test_y.numpy(), log,
-                            1 if executor.step_bars else parallel, epoch_lines=None if options.progress else False)
-        _execute_once(executor, jobs, recorder, name, device, options, log, parallel)
-        if not recorder.lost:
+        clock = StudyClock(1 if executor.step_bars else parallel)
+        recorders = {n: Recorder(store, list(runs[n].values()), by_name[n].data.classes,
+                                 by_name[n].data.test_y.numpy(), log, epoch_lines=None if options.progress else False,
+                                 clock=clock, suite=name if suite else None) for n in runs}
+        _execute_once(executor, jobs, recorders, name, device, options, log, parallel)
+        lost = [item for r in recorders.values() for item in r.lost]
+        if not lost:
             return
-        idle_deaths = 0 if any(started for _, started in recorder.lost) else idle_deaths + 1
+        idle_deaths = 0 if any(started for _, started in lost) else idle_deaths + 1
         if idle_deaths >= _WORKER_DEATHS_TO_FAIL:
             raise UserError("worker processes die before they start any run; run with --executor local "
                             "to see why, or check free memory")
-        remove_stale_temp_files(study_dir)  # the dead worker's cut-short writes
-        retry = _strike(recorder.lost, runs, deaths, store, executor.lost, log)
-        if retry:
-            print(f"{name}: a {executor.lost} died; {len(retry)} unfinished run(s) of its job continue from their "
-                  "last checkpoint", file=log)
+        retry = {}
+        for n, recorder in recorders.items():
+            if recorder.lost:
+                remove_stale_temp_files(by_name[n].study_dir)  # the dead worker's cut-short writes
+                retry[n] = _strike(recorder.lost, runs[n], deaths, store, executor.lost, log)
+                runs[n].update({r.id: r for r in retry[n]})
+        if any(retry.values()):
+            print(f"{name}: a {executor.lost} died; {sum(map(len, retry.values()))} unfinished run(s) of its job "
+                  "continue from their last checkpoint", file=log)
         jobs = plan(retry)
-        runs.update({r.id: r for r in retry})
 
 
 def _strike(lost, runs: dict, deaths: dict[int, int], store: Store, what: str, log) -> list:
@@ -178,12 +217,13 @@ def _strike(lost, runs: dict, deaths: dict[int, int], store: Store, what: str, l
     return retry
 
 
-def _execute_once(executor: Executor, jobs, recorder: Recorder, name: str, device: str, options: RunOptions,
+def _execute_once(executor: Executor, jobs, recorders: dict, name: str, device: str, options: RunOptions,
                   log, parallel: int) -> None:
-    recorder.plan(jobs)
+    for job in jobs:  # in queue order, so that the time left places the jobs to come as the pool will
+        recorders[job.study].plan([job])
     print(f"{name}: training {len(jobs)} job(s) on {device} with {executor.describe()}"
-          + (f", most expensive first: {'; '.join(j.label for j in jobs)}" if len(jobs) > 1 else f": {jobs[0].label}"),
-          file=log)
+          + (f", most expensive first: {'; '.join(_label(j, recorders) for j in jobs)}" if len(jobs) > 1
+             else f": {_label(jobs[0], recorders)}"), file=log)
     overall = None
     if options.progress and not executor.step_bars and bars_shown():  # a terminal, or a widget in Jupyter
         total = sum(len(j.seeds) * j.config["train"]["epochs"] for j in jobs)
@@ -191,7 +231,7 @@ def _execute_once(executor: Executor, jobs, recorder: Recorder, name: str, devic
         overall = progress_bar(total=total, desc=f"{name} epochs", unit="epoch", position=parallel, leave=False)
 
     def handle(job, event) -> None:
-        recorder.handle(job, event)
+        recorders[job.study].handle(job, event)
         if overall is not None and isinstance(event, EpochsDone) and not event.restored:
             overall.update(len(job.seeds))
 
@@ -200,3 +240,7 @@ def _execute_once(executor: Executor, jobs, recorder: Recorder, name: str, devic
     finally:
         if overall is not None:
             overall.close()
+
+
+def _label(job, recorders: dict) -> str:
+    return f"{job.study} {job.label}" if len(recorders) > 1 else job.label

@@ -99,6 +99,8 @@ def build_report(results: StudyResults) -> dict[str, Path]:
         "diagnostics": ctx.diagnostics(results),
         "sections": _registered_sections(results, fig_dir, out),
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        # The output folder's replication report (`nnstudy replication`), when there is one.
+        "replication": "../replication.html" if (out.parent / "replication.html").is_file() else None,
     }
     html = write_text(out / "report.html", _ENV.get_template("report.html.j2").render(**page))
     md = write_text(out / "report.md", _plain_markdown(_ENV.get_template("report.md.j2").render(**page)))

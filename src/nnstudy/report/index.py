@@ -45,6 +45,7 @@ def write_index(out_dir: str | os.PathLike) -> Path | None:
     studies.sort(key=lambda s: s["updated"], reverse=True)  # the latest study first
     page = _ENV.get_template("index.html.j2").render(
         studies=studies, folder=str(out.resolve()),
+        replication="replication.html" if (out / "replication.html").is_file() else None,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     return write_text(out / INDEX, page)
 

@@ -70,6 +70,16 @@ def _loss_of(results: StudyResults, variant: str) -> str | None:
     return None
 
 
+def metric_by_seed(results: StudyResults, variant: str, metric: str, epoch: int) -> dict[int, float]:
+    """seed -> the variant's `metric` at `epoch`, from the runs that count (not failed, not diverged) and reached it."""
+    out = {}
+    for run in results.runs_of(variant):
+        row = run.at_epoch(epoch) if counts(run) else None
+        if row is not None:
+            out[run.seed] = float(getattr(row, metric))
+    return out
+
+
 def compare_study(results: StudyResults, metrics: Sequence[str] = ("test_acc", "test_loss")) -> list[Comparison]:
     """Compare every variant with the baseline at every reported epoch.
 
@@ -84,12 +94,7 @@ def compare_study(results: StudyResults, metrics: Sequence[str] = ("test_acc", "
         raise ValueError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
 
     def values(variant: str, metric: str, epoch: int) -> dict[int, float]:
-        out = {}
-        for run in results.runs_of(variant):
-            row = run.at_epoch(epoch) if counts(run) else None
-            if row is not None:
-                out[run.seed] = float(getattr(row, metric))
-        return out
+        return metric_by_seed(results, variant, metric, epoch)
 
     others = [v for v in results.variants if v != results.baseline]
     diverged = {v: divergence(results, v) for v in results.variants}
