@@ -18,9 +18,10 @@ from pathlib import Path
 
 from nnstudy.config import StudyConfig
 from nnstudy.config.suite import SuiteConfig
-from nnstudy.driver.cost import gflop, shares
+from nnstudy.driver.cost import gflop
 from nnstudy.driver.options import RunOptions, resolve_device
 from nnstudy.driver.plan import preflight
+from nnstudy.driver.pool import first_free
 from nnstudy.driver.study_run import execute_parts, output_lock, prepare_study
 from nnstudy.errors import UserError
 from nnstudy.executors import open_executor
@@ -85,7 +86,7 @@ def _replication(out: Path) -> dict:
 def _describe(parts, workers: int) -> str:
     """The suite's queue in one line: its jobs, and each worker's estimated share of them."""
     costs = sorted((j.cost for p in parts for j in p.plan(p.todo)), reverse=True)
-    _, load = shares(costs, workers)
+    _, load = first_free(costs, workers)
     ideal = sum(load) / len(load)
     return (f"one queue of {len(costs)} job(s) from {len(parts)} stud{'y' if len(parts) == 1 else 'ies'}, most "
             f"expensive first, on {workers} worker(s); workers' shares {', '.join(gflop(x) for x in load)} "
