@@ -100,10 +100,10 @@ def test_per_class_and_confusion_differences_beyond_the_seed_spread_are_flagged_
     recall[3] = 0.42  # ours: 0.5, 0.4, 0.3, 0.4, 0.5 -> 0.42 inside
     far = list(recall)
     far[0] = 0.5  # ours: 1.0 on every seed -> 0.5 far outside
-    cm = np.diag([10.0] * 10)
-    cm[3, 3], cm[3, 5] = 4, 6  # as ours on average: inside
+    cm = np.diag([1000.0] * 10)  # the coursework's counts are per 1000 test images of a class; ours scale to that
+    cm[3, 3], cm[3, 5] = 400, 600  # as ours on average (cat taken for dog 500 to 700 times in 1000): inside
     off = cm.copy()
-    off[5, 3], off[5, 5] = 4, 6  # dog taken for cat 4 times in 10: ours never -> outside
+    off[5, 3], off[5, 5] = 400, 600  # dog taken for cat 400 times in 1000: ours never -> outside
     reference = {"classes": CLASSES, "e6": {"A": {"recall": recall}, "B": {"recall": far, "confusion": off.tolist()},
                                             "C": {"recall": recall, "confusion": cm.tolist()}}}
     tables = {t["model"]: t for t in numbers.e6_tables(studies, reference)}

@@ -67,6 +67,7 @@ def number_row(what: str, check: OneRunCheck, unit: str) -> dict:
     s = check.ours
     ci = f" (95% CI {fmt(s.ci_low)} to {fmt(s.ci_high)})" if math.isfinite(s.ci_low) else ""
     return {"what": what, "theirs": fmt(check.theirs), "ours": (fmt(s.mean) + ci) if s.n else "not run",
+            "ours_mean": fmt(s.mean) if s.n else "—",
             "seeds": ", ".join(map(str, check.seeds)), "n": s.n,
             "interval": f"{fmt(check.low)} to {fmt(check.high)}" if math.isfinite(check.low) else "—",
             "inside": None if not check.judged else not check.outside,
@@ -148,9 +149,11 @@ def e6_tables(studies: dict[str, StudyResults], reference: dict) -> list[dict]:
 
 def _confusion_table(results: StudyResults | None, preds: dict, theirs: np.ndarray) -> dict:
     """Cell by cell: the coursework's count, our mean count over seeds, and whether theirs lies outside what one
-    run of ours gives (its two printed digits allowed for)."""
+    run of ours gives (its two printed digits allowed for). Ours are per 1000 test images of the true class, as
+    the coursework's test set has (a study run on a subset of it scales so)."""
     n = theirs.shape[0]
-    ours = {s: confusion(results.y_true, p, n) for s, p in preds.items()} if preds else {}
+    support = np.bincount(results.y_true, minlength=n).clip(min=1)[:, None] if preds else None
+    ours = {s: confusion(results.y_true, p, n) * (1000 / support) for s, p in preds.items()} if preds else {}
     cells = []
     for i in range(n):
         row = []
