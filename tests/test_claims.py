@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 import pytest
 
 import nnstudy
@@ -72,13 +73,24 @@ def test_a_directional_claim_needs_the_95_percent_interval_not_a_one_sided_test(
     assert 0.05 < claim.p_value < 0.1 and claim.verdict == NOT_SHOWN and claim.ci_low < 0 < claim.ci_high
 
 
-def test_equal_differences_are_decided_by_the_exact_sign_flip_test():
-    same = [0.10] * 10
-    (ten,) = check_claims(_study({"b": same}, [_claim(value=0.2, direction="less")]))
-    assert ten.p_value == pytest.approx(2 / 2**10) and ten.verdict == SUPPORTED
-    assert "every seed gave the same difference" in ten.evidence
-    (five,) = check_claims(_study({"b": same[:5]}, [_claim(value=0.2, direction="less")]))
-    assert five.p_value == pytest.approx(2 / 2**5) and five.verdict == NOT_SHOWN  # 1/16 cannot reach 5%
+def test_equal_differences_are_judged_with_the_metric_s_resolution_as_their_spread():
+    same = [0.10] * 5
+
+    def check(values, n_test):
+        study = _study({"b": values}, [_claim(value=0.2, direction="less")])
+        study.dataset = {"n_test": n_test}  # test accuracy in steps of one image of n_test
+        return check_claims(study)[0]
+
+    # 5 seeds each 10 images of 100 below: the spread is one image (0.01), t = 0.1 / (0.01 / sqrt 5)
+    five = check(same, 100)
+    assert five.p_value == pytest.approx(2 * stats.t.sf(0.1 / (0.01 / math.sqrt(5)), 4)) and five.verdict == SUPPORTED
+    assert "spread taken as the resolution, one test image (1 pp)" in five.evidence
+    # near-ties are judged the same way: one seed one image off is no stronger, no weaker than the step allows
+    near = check([0.10, 0.10, 0.10, 0.10, 0.11], 100)
+    assert near.p_value >= five.p_value and near.verdict == SUPPORTED
+    # with 10 test images the same agreement is one step of 0.1: two seeds cannot show it
+    coarse = check(same[:2], 10)
+    assert coarse.verdict == NOT_SHOWN and coarse.p_value > 0.05
 
 
 def test_within_claims_need_the_95_percent_interval_inside_the_tolerance():
@@ -353,3 +365,38 @@ def test_a_store_from_before_claims_were_kept_still_opens_read_only(tmp_path):
     store.conn.execute("DROP TABLE claims")
     store.close()
     assert Store(tmp_path / "out", create=False).claim_history("s") == {}
+
+
+# ---------------------------------------------------------------- true by construction
+
+
+def test_a_declared_construction_is_shown_apart_never_as_supported_and_can_be_refuted():
+    why = "zero weights get zero gradients"
+    ones = [1.0] * 5
+    built = _claim(value=0.99, text="copies", by_construction=why)
+    measured = _claim(baseline="a", text="measured")
+    results = check_claims(_study({"a": A, "b": ones}, [built, measured]))
+    assert results[0].verdict == "true by construction" and results[0].kind == "by construction"
+    assert why in results[0].evidence and math.isnan(results[0].p_value)
+    # kept out of the Holm family: the measured claim's adjusted p is its own p
+    assert results[1].p_holm == results[1].p_value
+    # a seed that breaks the declared relation: the declaration was wrong, and the claim is not shown
+    broken = check_claims(_study({"b": [1.0, 1.0, 0.5, 1.0, 1.0]}, [built]))[0]
+    assert broken.verdict == NOT_SHOWN and "do not bear it out" in broken.evidence
+
+
+def test_losing_the_results_never_makes_a_study_unseen_again(tmp_path):
+    """--force then an interrupted rerun leaves runs with no epochs: first definitions and withdrawals stay."""
+    other = {**SPEC_CLAIM, "text": "a second claim"}
+    store = _store_with_results(tmp_path, [SPEC_CLAIM, other], results=True)
+    with store.transaction() as c:  # what a forced rerun killed before its first epoch leaves behind
+        c.execute("DELETE FROM epochs")
+    assert store.conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 0
+    store.save_study("s", {"claims": [{**SPEC_CLAIM, "direction": "less"}]}, {}, "x.toml")
+    history = store.claim_history("s")
+    assert history["b beats a"]["revised"] and history["b beats a"]["first"]["direction"] == "greater"
+    assert history["a second claim"]["withdrawn"]  # kept on record, not deleted
+    # a store without results still lets claims change freely
+    fresh = _store_with_results(tmp_path / "fresh", [SPEC_CLAIM], results=False)
+    fresh.save_study("s", {"claims": [{**SPEC_CLAIM, "direction": "less"}]}, {}, "x.toml")
+    assert fresh.claim_history("s")["b beats a"]["first"]["direction"] == "less"

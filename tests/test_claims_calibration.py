@@ -1,8 +1,10 @@
 """Calibration of claims: under no true difference, "supported" at most 5% of the time (plus Monte Carlo error).
 
 Simulated per-seed differences, at n = 3, 5 and 10: skewed continuous ones
-(mean-zero lognormal, sigma 0.25, in both orientations) and counts with ties
-(differences of two binomial counts). The rule is `claim_tests.directional_p`
+(mean-zero lognormal, sigma 0.25, in both orientations), counts with ties
+(differences of two binomial counts, known to one count) and quantised ones
+(rounded normal differences, spread 0.3 to 3 steps, known to one step). The
+rule is `claim_tests.directional_p` (with the floor of `evidence.py`)
 below 5%, leaning the claimed way: what `check_claims` applies, checked
 through it too on a smaller sample. The one-sided t-test, the first rule, is
 shown in the same simulation to exceed 5% on the skewed differences.
@@ -35,16 +37,23 @@ def _null_differences(kind: str, n: int, rng: np.random.Generator, reps: int = R
         return math.exp(0.25**2 / 2) - rng.lognormal(0.0, 0.25, (reps, n))
     if kind == "counts":  # e.g. dead units out of 20: many ties, many equal differences at small n
         return (rng.binomial(20, 0.1, (reps, n)) - rng.binomial(20, 0.1, (reps, n))).astype(float)
+    if kind.startswith("quantised"):  # e.g. epochs to a threshold: a normal spread of `scale` steps, rounded
+        scale = float(kind.partition("-")[2])
+        return np.round(rng.normal(0, scale, (reps, n)))
     raise ValueError(kind)
+
+
+STEP = {"counts": 1.0, "quantised-0.3": 1.0, "quantised-1": 1.0, "quantised-3": 1.0}  # the rest: no step
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n", [3, 5, 10])
-@pytest.mark.parametrize("kind", ["lognormal", "lognormal-left", "counts"])
+@pytest.mark.parametrize("kind", ["lognormal", "lognormal-left", "counts", "quantised-0.3", "quantised-1",
+                                  "quantised-3"])
 def test_no_true_difference_is_supported_at_most_5_percent_either_way(kind, n):
     rng = np.random.default_rng(1000 * n + len(kind))
     d = _null_differences(kind, n, rng)
-    p, sign = directional_p(d)
+    p, sign = directional_p(d, STEP.get(kind, 0.0))
     for claimed in (1, -1):  # a "greater" claim and a "less" claim
         rate = float(np.mean((p < ALPHA) & (sign == claimed)))
         assert rate <= _limit(REPS), (kind, n, claimed, rate)
@@ -66,7 +75,7 @@ def test_equivalence_at_the_edge_of_the_tolerance_is_supported_at_most_5_percent
     tol = 0.1
     for sign in (1, -1):
         d = sign * tol + 0.1 * _null_differences("lognormal", n, rng)
-        inside, _ = within_p(d, tol)
+        inside, _ = within_p(d, tol, 0.0)
         assert float(np.mean(inside < ALPHA)) <= _limit(REPS), (n, sign)
 
 

@@ -36,7 +36,10 @@ def test_rows_are_the_final_epoch_comparisons_in_variant_order(study):
     for row in rows:
         c = next(c for c in final if (c.variant, c.metric) == (row["variant"], row["metric"]))
         assert row["difference"] == format_diff(c.diff_mean, c.metric)
-        assert row["interval"] == format_ci(c.ci_low, c.ci_high, c.metric)
+        # the interval the verdict was decided on: Holm-adjusted, so it excludes 0 exactly for better/worse
+        assert row["interval"] == format_ci(c.adj_low, c.adj_high, c.metric) and row["test"] == c.test
+        assert (c.adj_low > 0 or c.adj_high < 0) == (c.verdict in ("better", "worse"))
+        assert c.adj_high - c.adj_low >= c.ci_high - c.ci_low
         assert row["verdict"] == c.verdict and row["detail"] == c.sentence and row["anchor"] == "epoch-3"
         assert row["tone"] == {"better": "good", "no detectable difference": "neutral"}[c.verdict]
     json.dumps(rows)  # plain rows: the CLI prints them as JSON
@@ -49,7 +52,7 @@ def test_short_table_is_aligned_and_says_when_seeds_are_too_few(study):
     lines = text.splitlines()
     assert lines[0] == "Findings (comparisons at the final epoch, 3):"
     table = lines[1:1 + 1 + len(rows)]
-    assert table[0].split() == ["finding", "difference", "95%", "CI", "verdict"]
+    assert table[0].split() == ["finding", "difference", "95%", "CI", "(Holm-adjusted)", "verdict"]
     verdict_column = {line.index(row["verdict"]) for line, row in zip(table[1:], rows)}
     assert len(verdict_column) == 1 and table[0].index("verdict") in verdict_column  # one column, aligned
     assert "wide vs base, test accuracy" in table[3] and re.search(r"\+[5-7]\.\d\d pp", table[3])
@@ -59,7 +62,8 @@ def test_short_table_is_aligned_and_says_when_seeds_are_too_few(study):
 
 
 @pytest.mark.parametrize("verdict, tone", [
-    ("supported", "good"), ("holds", "good"), ("contradicted", "bad"), ("does not hold", "bad"),
+    ("supported", "good"), ("holds", "fact"), ("contradicted", "bad"), ("does not hold", "fact-bad"),
+    ("true by construction", "construction"),
     ("not shown at n=3 seeds", "neutral"), ("diverged", "diverged"), ("a verdict added later", "neutral")])
 def test_claim_verdicts_are_opaque_and_only_clear_ones_coloured(study, verdict, tone):
     claim = SimpleNamespace(text="Wider is better " * 8, source="lab notes", verdict=verdict, evidence="n=3 seeds")
@@ -83,7 +87,7 @@ def test_the_report_opens_with_the_findings(study):
     ids = [id_ for id_, _ in page.section_headings()]
     assert ids[0] == "findings" and html.index('id="findings"') < html.index('id="contents"')
     compared, claimed = [t["rows"] for t in page.tables if t["section"] == "findings"]
-    assert compared[0] == ["comparison", "difference", "95% CI", "verdict", "details"]
+    assert compared[0] == ["comparison", "difference", "95% CI (Holm-adjusted)", "verdict", "details"]
     assert [row[0] for row in compared[1:]] == ["a&b vs base, test accuracy", "a&b vs base, test loss",
                                                 "wide vs base, test accuracy", "wide vs base, test loss"]
     assert compared[3][3] == "better" and compared[1][4] == "Comparisons at epoch 3"
@@ -95,7 +99,7 @@ def test_the_report_opens_with_the_findings(study):
     assert 'class="verdict good">better' in block and "&lt;b&gt;more" in block
     assert '<img src="data:image/png;base64,' in block  # the figure of the verdict
     findings_md = md.split("## Findings\n")[1].split("## Contents")[0]
-    assert "\n\n| comparison | difference | 95% CI | verdict | details |\n|---|" in findings_md
+    assert "\n\n| comparison | difference | 95% CI (Holm-adjusted) | verdict | details |\n|---|" in findings_md
     assert "| wide vs base, test accuracy |" in findings_md and "(#comparisons-at-epoch-3)" in findings_md
     assert "\n\n| claim | evidence | verdict | details |\n|---|" in findings_md
     assert "(#claims-checked)" in findings_md and "## Claims checked" in md

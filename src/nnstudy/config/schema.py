@@ -183,7 +183,8 @@ class ClaimConfig(_Strict):
     `source` names where it comes from: a reference coursework statement ("R4.2", see
     config/reference.py), "nnstudy" for nnstudy's own addition, or any text of the user's.
     `reading` says which reading of the statement the claim tests, where it has more than one;
-    `rationale` why a fixed value, threshold or tolerance is what it is (set before the results).
+    `rationale` why a fixed value, threshold or tolerance is what it is (set before the results);
+    `by_construction` why its outcome is fixed by the code before any data, where it is.
     """
 
     text: str = Field(min_length=1)  # the claim in words; also its identity in the store
@@ -198,6 +199,9 @@ class ClaimConfig(_Strict):
     tolerance: float = Field(0.0, ge=0)  # for "within"
     epoch: Optional[int] = Field(None, ge=0)  # None: the variant's last epoch; 0: at initialisation (probes)
     threshold: Optional[float] = None  # for metric "epochs_to_acc": the test accuracy to reach
+    # Why the code fixes the outcome before any data (zero weights and zeroed biases get zero gradients): the
+    # claim is then shown "true by construction", an illustration counted apart, never evidence.
+    by_construction: str = ""
 
     @field_validator("metric")
     @classmethod

@@ -131,6 +131,8 @@ def comparison_row(c: Comparison) -> dict:
         "wins": f"{c.wins}/{c.n}", "mde": format_diff(c.mde, c.metric, signed=False),
         "verdict": c.verdict, "css": verdict_css(c.verdict),
         "sentence": c.sentence, "warning": c.warning,
+        # the interval the verdict was decided on (Holm-adjusted), and the test that decided
+        "adj_ci": format_ci(c.adj_low, c.adj_high, c.metric), "test": c.test,
     }
 
 

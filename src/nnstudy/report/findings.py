@@ -9,14 +9,12 @@ adds only markup.
 from __future__ import annotations
 
 from nnstudy.registry import REPORT_SECTIONS
+from nnstudy.stats.labels import tone
 from nnstudy.stats.paired import MIN_SEEDS
 from nnstudy.stats.study import compare_study
 from nnstudy.stats.words import format_ci, format_diff, metric_label
 from nnstudy.store.results import StudyResults
 
-# Claim verdicts are opaque strings (the claims module owns them); only these are coloured.
-GOOD_CLAIMS = ("supported", "holds")
-BAD_CLAIMS = ("contradicted", "does not hold")
 COMPARISON_TONES = {"better": "good", "worse": "bad", "diverged": "diverged"}
 CLAIM_WIDTH = 60  # characters of a claim's text in the printed table
 
@@ -36,7 +34,8 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
     `comparisons` (from `compare_study`) and `claims` (from `check_claims`)
     may be passed when already computed. A row has: kind ("comparison" or
     "claim"), finding (what is compared or claimed), difference and interval
-    (formatted; empty for claims), verdict, tone ("good", "bad", "diverged" or
+    (formatted; empty for claims; the interval is the Holm-adjusted one the verdict was decided on, or the
+    plain 95% CI where Holm's method changed nothing), test (the test that decided), verdict, tone ("good", "bad", "diverged" or
     "neutral": how to colour it), detail (the sentence or the evidence),
     warning (a comparison's few-seeds warning, or None), source, and section
     and anchor (the report section with the details).
@@ -50,8 +49,8 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
         rows.append({
             "kind": "comparison", "finding": f"{c.variant} vs {c.baseline}, {metric_label(c.metric)}",
             "variant": c.variant, "metric": c.metric, "epoch": c.epoch,
-            "difference": format_diff(c.diff_mean, c.metric), "interval": format_ci(c.ci_low, c.ci_high, c.metric),
-            "verdict": c.verdict, "tone": COMPARISON_TONES.get(c.verdict, "neutral"), "detail": c.sentence,
+            "difference": format_diff(c.diff_mean, c.metric), "interval": format_ci(c.adj_low, c.adj_high, c.metric),
+            "test": c.test, "verdict": c.verdict, "tone": COMPARISON_TONES.get(c.verdict, "neutral"), "detail": c.sentence,
             "warning": c.warning, "source": "", "section": f"Comparisons at epoch {c.epoch}", "anchor": f"epoch-{c.epoch}",
         })
     rows.extend(_decision_rows(results))
@@ -62,7 +61,7 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
     for claim in claims:
         rows.append({
             "kind": "claim", "finding": claim.text, "variant": None, "metric": None, "epoch": None,
-            "difference": "", "interval": "", "verdict": claim.verdict, "tone": claim_tone(claim.verdict),
+            "difference": "", "interval": "", "test": getattr(claim, "test", ""), "verdict": claim.verdict, "tone": claim_tone(claim.verdict),
             "detail": claim.evidence, "warning": None, "source": claim.source, "section": title, "anchor": anchor,
         })
     return rows
@@ -82,7 +81,7 @@ def _decision_rows(results: StudyResults) -> list[dict]:
                                              f"(look {len(c.looks)}, n={look.n})",
             "variant": c.variant, "metric": c.metric, "epoch": results.report_epochs[-1] if results.report_epochs else None,
             "difference": format_diff(look.estimate, c.metric), "interval": format_ci(look.ci_low, look.ci_high, c.metric),
-            "verdict": decision_words(c), "tone": COMPARISON_TONES.get(c.decision, "neutral"),
+            "test": "group sequential t-test (repeated interval)", "verdict": decision_words(c), "tone": COMPARISON_TONES.get(c.decision, "neutral"),
             "detail": "the repeated 95% interval of a study run until decided", "warning": None, "source": "",
             "section": "Seeds until decided", "anchor": "looks"})
     return rows
@@ -103,13 +102,8 @@ def _factorial_rows(results: StudyResults) -> list[dict]:
 
 
 def claim_tone(verdict: str) -> str:
-    """'good' for a supported claim, 'bad' for a contradicted one, else 'neutral' (or 'diverged')."""
-    word = str(verdict).strip().lower()
-    if word in GOOD_CLAIMS:
-        return "good"
-    if word in BAD_CLAIMS:
-        return "bad"
-    return "diverged" if word == "diverged" else "neutral"
+    """'good' for a supported claim, 'bad' for a contradicted one; facts and constructions have their own look."""
+    return tone(verdict)
 
 
 def few_seeds_note(rows: list[dict]) -> str | None:
@@ -126,7 +120,7 @@ def format_findings(rows: list[dict]) -> str:
         return "Findings: none (a single variant and no claims)."
     epochs = sorted({r["epoch"] for r in rows if r["kind"] == "comparison"})
     title = "Findings" + (f" (comparisons at the final epoch, {epochs[0]})" if epochs else "") + ":"
-    table = [("finding", "difference", "95% CI", "verdict")]
+    table = [("finding", "difference", "95% CI (Holm-adjusted)", "verdict")]
     for r in rows:
         finding = f"claim: {_cut(r['finding'], CLAIM_WIDTH)}" if r["kind"] == "claim" else r["finding"]
         table.append((finding, r["difference"], r["interval"], r["verdict"]))

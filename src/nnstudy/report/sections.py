@@ -13,7 +13,7 @@ import math
 from collections import Counter
 
 from nnstudy.registry import REPORT_SECTIONS
-from nnstudy.stats.claims import (CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED,
+from nnstudy.stats.claims import (BY_CONSTRUCTION, CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED,
                                   check_claims, withdrawn_claims)
 
 from nnstudy.stats.sequential import decision_words, seeds_saved, study_looks
@@ -23,7 +23,8 @@ from . import probe_figures
 from .looks_figure import looks_figure
 
 
-_CSS = {SUPPORTED: "better", HOLDS: "better", CONTRADICTED: "worse", DOES_NOT_HOLD: "worse", DIVERGED: "diverged"}
+_CSS = {SUPPORTED: "better", CONTRADICTED: "worse", DIVERGED: "diverged", HOLDS: "fact", DOES_NOT_HOLD: "fact-bad",
+        BY_CONSTRUCTION: "construction"}  # facts and constructions look apart from evidence (stats/labels.py)
 
 
 def _claim_row(c) -> dict:
@@ -51,6 +52,7 @@ def claim_counts(checked, withdrawn=()) -> list[tuple[str, int]]:
     out = [(f"{counts[v]} {v}", counts[v]) for v in (SUPPORTED, CONTRADICTED, NOT_SHOWN, DIVERGED)]
     out += [(f"exact facts: {counts[HOLDS]} hold, {counts[DOES_NOT_HOLD]} do not hold",
              counts[HOLDS] + counts[DOES_NOT_HOLD])]
+    out += [(f"{counts[BY_CONSTRUCTION]} true by construction (illustrations, not evidence)", counts[BY_CONSTRUCTION])]
     out += [(f"{sum(c.revised for c in checked)} revised after the results were seen", sum(c.revised for c in checked)),
             (f"{sum(c.added_after_results for c in checked)} added after the results were seen",
              sum(c.added_after_results for c in checked)),
@@ -65,9 +67,11 @@ def claims_section(results, save) -> dict | None:
         return None
     checked = check_claims(results)
     statistical = sum(c.kind == "statistical" for c in checked)
+    exact = sum(c.kind == "exact" for c in checked)
+    built = len(checked) - statistical - exact
     summary = "; ".join(text for text, n in claim_counts(checked, withdrawn) if n or "revised" in text)
-    return {"summary": f"{len(checked)} claims ({statistical} statistical, {len(checked) - statistical} exact "
-                       f"facts): {summary}.", "rows": [_claim_row(c) for c in checked],
+    return {"summary": f"{len(checked)} claims ({statistical} statistical, {exact} exact facts"
+                       + (f", {built} declared true by construction" if built else "") + f"): {summary}.", "rows": [_claim_row(c) for c in checked],
             "withdrawn": [_claim_row(c) for c in withdrawn]}
 
 

@@ -2,7 +2,8 @@
 
 - ``summarize``: mean, spread and t-interval of per-seed values.
 - ``compare_paired`` / ``compare_study``: paired tests against the baseline
-  (t-test; exact sign-flip test when every seed gives the same difference),
+  (the one evidence rule of ``evidence.py``: the t-test with the spread
+  floored at the metric's resolution, ``resolution.py``),
   Holm-adjusted over the study, with a verdict and a sentence
   (``VERDICT_RULE`` says the rule in words); diverged runs are left out or
   decide the verdict "diverged".
@@ -17,12 +18,10 @@ from .paired import (
     Comparison,
     apply_holm,
     compare_paired,
-    exact_min_seeds,
     holm,
     minimum_detectable_difference,
     paired_p_value,
     recommended_seeds,
-    sign_flip_p_value,
 )
 from .per_class import (
     classification_table,
@@ -47,7 +46,6 @@ __all__ = [
     "confusion_by_seed",
     "divergence",
     "diverged_epochs",
-    "exact_min_seeds",
     "format_ci",
     "format_diff",
     "format_p",
@@ -61,7 +59,6 @@ __all__ = [
     "paired_p_value",
     "per_class_f1_differences",
     "recommended_seeds",
-    "sign_flip_p_value",
     "summarize",
     "t_interval",
 ]

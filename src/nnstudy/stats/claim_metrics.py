@@ -9,7 +9,9 @@ metric ("shift_agreement@2": "2"). Entry metadata:
 - exact: the same for every seed by construction (parameters, FLOPs, shapes):
   a claim on it is a fact that holds or not, never a statistical verdict;
 - report_epochs: measured on the study's report epochs (and the last) only;
-- arg: an example argument, for metrics that need one.
+- arg: an example argument, for metrics that need one;
+- resolution: the metric's step, the floor of the evidence rule's spread (`stats/resolution.py`):
+  "test_images", "train_images", "shift_images", "class_images" or "epoch"; none: 4 significant digits.
 
 Every metric is defined the same way for every variant it compares, so that
 a claim on it can come out either way: no constant stands in for a variant it
@@ -56,10 +58,11 @@ def _history(field: str):
 
 
 for _field in ("test_acc", "test_loss", "train_acc", "train_loss"):
-    CLAIM_METRICS.register(_field, _history(_field), fraction=_field.endswith("acc"), label=_field.replace("_", " "))
+    CLAIM_METRICS.register(_field, _history(_field), fraction=_field.endswith("acc"), label=_field.replace("_", " "),
+                           **({"resolution": f"{_field[:-4]}_images"} if _field.endswith("acc") else {}))
 
 
-@CLAIM_METRICS.register("generalization_gap", fraction=True,
+@CLAIM_METRICS.register("generalization_gap", fraction=True, resolution="test_images",
                         label="train accuracy (over the epoch, as trained) minus test accuracy")
 def _acc_gap(run, epoch, claim, arg, results):
     row = run.at_epoch(epoch)
@@ -72,7 +75,7 @@ def _loss_gap(run, epoch, claim, arg, results):
     return row.test_loss - row.train_loss if row is not None else math.nan
 
 
-@CLAIM_METRICS.register("epochs_to_acc", label="first epoch reaching the threshold test accuracy")
+@CLAIM_METRICS.register("epochs_to_acc", resolution="epoch", label="first epoch reaching the threshold test accuracy")
 def _epochs_to(run, epoch, claim, arg, results):
     """Never reached: one past the last epoch (a censored value, so the seed still counts)."""
     if not run.history:
@@ -155,19 +158,19 @@ def _misclass_loss(run, epoch, claim, arg, results):
     return _probe(run, epoch, "misclass_loss_ratio")
 
 
-@CLAIM_METRICS.register("shift_accuracy_drop", report_epochs=True, fraction=True, arg="2",
+@CLAIM_METRICS.register("shift_accuracy_drop", report_epochs=True, fraction=True, arg="2", resolution="shift_images",
                         label="test accuracy lost when images shift by k pixels")
 def _shift_drop(run, epoch, claim, arg, results):
     return _probe(run, epoch, "shift_acc@0") - _probe(run, epoch, f"shift_acc@{arg}")
 
 
-@CLAIM_METRICS.register("shift_agreement", report_epochs=True, fraction=True, arg="2",
+@CLAIM_METRICS.register("shift_agreement", report_epochs=True, fraction=True, arg="2", resolution="shift_images",
                         label="agreement with unshifted predictions, images shifted by k pixels")
 def _shift_agree(run, epoch, claim, arg, results):
     return _probe(run, epoch, f"shift_agree@{arg}")
 
 
-@CLAIM_METRICS.register("confident_errors", report_epochs=True, fraction=True,
+@CLAIM_METRICS.register("confident_errors", report_epochs=True, fraction=True, resolution="shift_images",
                         label="test images wrong with softmax probability >= 0.9")
 def _confident(run, epoch, claim, arg, results):
     return _probe(run, epoch, "confident_errors")
@@ -221,7 +224,7 @@ def _pair_errors(cm: np.ndarray, i: int, j: int) -> float:
     return float(cm[i, j] + cm[j, i])
 
 
-@CLAIM_METRICS.register("class_recall", report_epochs=True, fraction=True, arg="cat",
+@CLAIM_METRICS.register("class_recall", report_epochs=True, fraction=True, arg="cat", resolution="class_images",
                         label="recall of one class (its test images classified as it)")
 def _recall(run, epoch, claim, arg, results):
     i = _class_index(results, arg)
@@ -230,6 +233,7 @@ def _recall(run, epoch, claim, arg, results):
 
 
 @CLAIM_METRICS.register("class_recall_vs_mean", report_epochs=True, fraction=True, arg="deer",
+                        resolution="class_images",
                         label="recall of one class minus the mean recall over all classes")
 def _recall_vs_mean(run, epoch, claim, arg, results):
     i = _class_index(results, arg)
@@ -241,7 +245,7 @@ def _recall_vs_mean(run, epoch, claim, arg, results):
     return float(recalls[i] - np.nanmean(recalls))
 
 
-@CLAIM_METRICS.register("pair_error_rate", report_epochs=True, fraction=True, arg="cat/dog",
+@CLAIM_METRICS.register("pair_error_rate", report_epochs=True, fraction=True, arg="cat/dog", resolution="test_images",
                         label="share of the test images confused between two classes (either way)")
 def _pair_rate(run, epoch, claim, arg, results):
     i, j = _pair(results, arg)
@@ -250,6 +254,7 @@ def _pair_rate(run, epoch, claim, arg, results):
 
 
 @CLAIM_METRICS.register("pair_confusion_lead", report_epochs=True, fraction=True, arg="cat/dog",
+                        resolution="test_images",
                         label="share of the test errors between two classes (either way) minus the largest such "
                               "share of any other pair (> 0: the most confused pair); '@a/b@c/d/e' compares with "
                               "the pairs among classes c, d, e only")

@@ -10,15 +10,24 @@ statement of the reference coursework ("R4.2", quoted from
   (parameters, FLOPs, shapes) "holds" or "does not hold" on every seed, at any
   n, and is counted apart from the statistical verdicts.
 - Statistical claims are one family: each gets a p-value from the two-sided
-  test (`claim_tests.py`: the 95% interval), and Holm's method adjusts them
+  test (`claim_tests.py`: the one evidence rule of `evidence.py`, the t-test
+  with the spread at least the metric's resolution; the 95% interval), and
+  Holm's method adjusts them
   over the study's claims. A claim is "supported" when its adjusted p is below
   5% and the data lean the claimed way (for "within": the interval lies inside
   the tolerance), "contradicted" when the adjusted p is below 5% the other way,
-  else "not shown at n=K seeds".
+  else "not shown at n=K seeds". The interval printed beside the verdict is
+  the Holm-adjusted one, the interval the verdict was decided on.
 - Diverged seeds are handled as in the comparisons: left out (and named);
   a variant diverged on more than half its seeds gets the verdict "diverged".
   Measurements at initialisation (epoch 0) precede any divergence and keep
   every seed.
+- True by construction: a claim the study file declares so (`by_construction
+  = "why"`: the code fixes its outcome before any data, as zero weights with
+  zeroed biases fix zero gradients) is shown "true by construction" with the
+  reason when its relation holds on every seed, counted apart and kept out
+  of the Holm family: an illustration, never evidence. Where a seed breaks
+  it, the declaration was wrong, and the evidence says so ("not shown").
 - Fixed before the results: the store keeps each claim's first definition; a
   claim changed after its study had results is marked revised, with its first
   definition's verdict beside the new one.
@@ -31,6 +40,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from nnstudy.config.reference import OWN, STATEMENTS, is_reference
 from nnstudy.config.schema import claim_definition
@@ -41,13 +51,13 @@ from nnstudy.store.results import StudyResults
 from . import claim_metrics  # noqa: F401  (registers the metrics)
 from .claim_metrics import ClaimMetricError
 from .claim_tests import directional_p, within_p
+from . import evidence
 from .paired import ALPHA, holm
+from .resolution import describe, resolution
 from .study import counts, divergence
-from .summary import t_interval
 from .words import format_p
 
-SUPPORTED, CONTRADICTED, NOT_SHOWN, DIVERGED = "supported", "contradicted", "not shown", "diverged"
-HOLDS, DOES_NOT_HOLD = "holds", "does not hold"
+from .labels import BY_CONSTRUCTION, CONTRADICTED, DIVERGED, DOES_NOT_HOLD, HOLDS, NOT_SHOWN, SUPPORTED
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class ClaimResult:
     reference: str  # the baseline variant's name or the fixed value
     direction: str  # "greater than", "less than", "within 0.35 of"
     epoch: int
-    kind: str  # "statistical" or "exact"
+    kind: str  # "statistical", "exact" or "by construction"
     n: int
     variant_mean: float
     reference_mean: float
@@ -77,6 +87,10 @@ class ClaimResult:
     revised: bool = False  # its definition changed after the study had results
     added_after_results: bool = False
     first: "ClaimResult | None" = None  # the first definition's result, when revised
+    floor: float = 0.0  # the metric's resolution: the least spread the test uses
+    test: str = ""  # the test that decided, in words
+    adj_low: float = math.nan  # the Holm-adjusted interval the verdict was decided on
+    adj_high: float = math.nan
 
     @property
     def own(self) -> bool:
@@ -154,7 +168,8 @@ def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
     epoch = _epoch(results, claim)
     entry = CLAIM_METRICS.entry(claim["metric"].partition("@")[0])
     exact = bool(entry.meta.get("exact"))
-    base = _result_base(claim, entry, epoch, "exact" if exact else "statistical")
+    construction = claim.get("by_construction") or ""
+    base = _result_base(claim, entry, epoch, "exact" if exact else "by construction" if construction else "statistical")
     try:
         v = metric_values(results, claim, claim["variant"], epoch)
         if claim.get("baseline") is not None:
@@ -172,21 +187,23 @@ def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
     vv, bb = np.array([v[s] for s in seeds]), np.array([b[s] for s in seeds])
     left_out = _left_out(results, claim, epoch, seeds)
     numbers = dataclasses.replace(base, n=len(seeds), variant_mean=_m(vv), reference_mean=_m(bb), diff_mean=_m(vv - bb))
-    if exact:
-        return _exact(numbers, claim, vv, bb, fraction=entry.meta.get("fraction", False))
+    if exact or construction:
+        fact = _exact(numbers, claim, vv, bb, fraction=entry.meta.get("fraction", False))
+        return fact if exact else _by_construction(fact, construction)
     if len(seeds) < 2:
         return dataclasses.replace(numbers, verdict=NOT_SHOWN, evidence=f"only {len(seeds)} seed(s) with this metric; "
                                                                         f"a verdict needs at least 2{left_out}")
     d = vv - bb
-    sd = float(d.std(ddof=1))
-    low, high = t_interval(float(d.mean()), sd, len(d))
-    if sd == 0:
-        low = high = math.nan  # no spread to scale an interval by: the exact sign-flip test decides
+    floor = resolution(claim["metric"], results, numbers.variant_mean, numbers.reference_mean)
+    low, high = evidence.interval(d, floor)
     # The smaller of the two p-values is the side the data lean to; `_decide` reads that side from the mean.
-    p = float(min(within_p(d, claim.get("tolerance", 0.0)))) if claim["direction"] == "within" \
-        else float(directional_p(d)[0])
-    return dataclasses.replace(numbers, ci_low=low, ci_high=high, p_value=p, verdict=NOT_SHOWN,
-                               evidence=_evidence(numbers, claim, low, high, entry) + left_out)
+    p = float(min(within_p(d, claim.get("tolerance", 0.0), floor))) if claim["direction"] == "within" \
+        else float(directional_p(d, floor)[0])
+    sd = float(d.std(ddof=1))
+    test = "paired t-test" + (f", spread taken as the resolution, {describe(claim['metric'], results, floor)}: the "
+                              f"seeds agreed more closely than that" if sd < floor else "")
+    return dataclasses.replace(numbers, ci_low=low, ci_high=high, p_value=p, verdict=NOT_SHOWN, floor=floor,
+                               test=test, evidence=_evidence(numbers, claim, entry) + left_out)
 
 
 def _decide(r: ClaimResult, p_holm: float, claim: dict) -> ClaimResult:
@@ -197,10 +214,24 @@ def _decide(r: ClaimResult, p_holm: float, claim: dict) -> ClaimResult:
     else:
         towards = (d > 0) == (claim["direction"] == "greater") and d != 0
     verdict = (SUPPORTED if towards else CONTRADICTED) if p_holm < ALPHA else NOT_SHOWN
-    evidence = f"{r.evidence}; {format_p(r.p_value)}, Holm-adjusted over the study's claims {format_p(p_holm)}"
+    low, high = _adjusted_interval(r, p_holm)
+    diff = _diff_text(bool(CLAIM_METRICS.entry(r.metric.partition("@")[0]).meta.get("fraction")))
+    name = "Holm-adjusted 95% CI" if p_holm > r.p_value else "95% CI"
+    text = (f"{r.evidence}; {name} {diff(low)} to {diff(high)}; {format_p(r.p_value)}, Holm-adjusted over the "
+            f"study's claims {format_p(p_holm)}; {r.test}")
     if verdict == NOT_SHOWN:
-        evidence += f"; not shown at n={r.n} seeds"
-    return dataclasses.replace(r, p_holm=p_holm, verdict=verdict, evidence=evidence)
+        text += f"; not shown at n={r.n} seeds"
+    return dataclasses.replace(r, p_holm=p_holm, verdict=verdict, evidence=text, adj_low=low, adj_high=high)
+
+
+def _adjusted_interval(r: ClaimResult, p_holm: float) -> tuple[float, float]:
+    """The interval at the level Holm's method tested the claim at: it decides exactly as ``p_holm`` does."""
+    level = evidence.adjusted_confidence(r.p_value, p_holm)
+    half_95 = (r.ci_high - r.ci_low) / 2
+    if not math.isfinite(half_95) or r.n < 2:
+        return math.nan, math.nan
+    scale = stats.t.ppf(0.5 + level / 2, r.n - 1) / stats.t.ppf(0.975, r.n - 1)
+    return r.diff_mean - half_95 * scale, r.diff_mean + half_95 * scale
 
 
 def _exact(r: ClaimResult, claim: dict, v: np.ndarray, b: np.ndarray, fraction: bool) -> ClaimResult:
@@ -216,6 +247,18 @@ def _exact(r: ClaimResult, claim: dict, v: np.ndarray, b: np.ndarray, fraction: 
         evidence += f"; holds on {int(ok.sum())} of {len(ok)} seeds"
     return dataclasses.replace(r, verdict=HOLDS if ok.all() else DOES_NOT_HOLD, evidence=evidence,
                                p_value=math.nan, p_holm=math.nan)
+
+
+def _by_construction(fact: ClaimResult, why: str) -> ClaimResult:
+    """A declared construction: confirmed when the relation holds on every seed, else the declaration is wrong."""
+    if fact.verdict == HOLDS:
+        return dataclasses.replace(fact, verdict=BY_CONSTRUCTION, test="checked on every seed, not tested",
+                                   evidence=f"true by construction: {why} (an illustration, not evidence; on every "
+                                            f"seed: {fact.evidence})")
+    if fact.verdict != DOES_NOT_HOLD:
+        return fact  # nothing recorded to check it on
+    return dataclasses.replace(fact, verdict=NOT_SHOWN, evidence=f"declared true by construction ({why}), but the "
+                                                                 f"data do not bear it out: {fact.evidence}")
 
 
 def _range(values: np.ndarray, shown) -> str:
@@ -239,16 +282,16 @@ def _result_base(claim: dict, entry, epoch: int, kind: str) -> ClaimResult:
         ci_low=nan, ci_high=nan, p_value=nan, p_holm=nan, verdict=NOT_SHOWN, evidence="")
 
 
-def _evidence(r: ClaimResult, claim: dict, low: float, high: float, entry) -> str:
+def _diff_text(fraction: bool):
+    return (lambda x: f"{100 * x:+.2f} pp") if fraction else (lambda x: f"{x:+.4g}")
+
+
+def _evidence(r: ClaimResult, claim: dict, entry) -> str:
     fraction = entry.meta.get("fraction", False)
     shown = _shown(fraction)
-    diff = (lambda x: f"{100 * x:+.2f} pp") if fraction else (lambda x: f"{x:+.4g}")
     against = f"{claim['baseline']} {shown(r.reference_mean)}" if claim.get("baseline") is not None \
         else shown(r.reference_mean)
-    interval = (f"95% CI {diff(low)} to {diff(high)}" if math.isfinite(low) and math.isfinite(high)
-                else "every seed gave the same difference")
-    return (f"{claim['variant']} {shown(r.variant_mean)} vs {against}: difference {diff(r.diff_mean)} "
-            f"({interval}), n={r.n} seeds")
+    return f"{claim['variant']} {shown(r.variant_mean)} vs {against}: difference {_diff_text(fraction)(r.diff_mean)}, n={r.n} seeds"
 
 
 def _left_out(results: StudyResults, claim: dict, epoch: int, seeds: list[int]) -> str:
@@ -271,5 +314,5 @@ def _m(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else math.nan
 
 
-__all__ = ["CONTRADICTED", "DIVERGED", "DOES_NOT_HOLD", "HOLDS", "NOT_SHOWN", "SUPPORTED", "ClaimResult",
+__all__ = ["BY_CONSTRUCTION", "CONTRADICTED", "DIVERGED", "DOES_NOT_HOLD", "HOLDS", "NOT_SHOWN", "SUPPORTED", "ClaimResult",
            "check_claims", "metric_values", "withdrawn_claims"]

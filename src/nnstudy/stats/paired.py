@@ -2,27 +2,27 @@
 
 Every variant of a study runs on the same seeds, so the seed's own effect
 (initialisation, data order) cancels in the per-seed difference. The test is
-the paired t-test (``scipy.stats.ttest_rel``); when every seed gives the same
-difference its statistic is undefined (sd 0), and the exact sign-flip test
-decides instead. p-values are Holm-adjusted over the whole family of
-comparisons a study makes. ``VERDICT_RULE`` states the verdict rule in words;
-the report and the README print it.
+the one evidence rule of ``evidence.py``: the paired t-test with the spread
+of the differences taken as at least the metric's resolution (one test image
+for an accuracy), so ties and near-ties are judged one way. p-values are
+Holm-adjusted over the whole family of comparisons a study makes, and the
+interval shown beside a verdict is the Holm-adjusted one: it excludes zero
+exactly when the verdict is "better" or "worse". ``VERDICT_RULE`` states the
+rule in words; the report and the README print it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, stats
 
-from .summary import t_interval
+from . import evidence
 from .words import format_diff, sentence
 
 ALPHA = 0.05
@@ -37,9 +37,10 @@ DIVERGED = "diverged"
 NOT_COMPARABLE = "not comparable"
 
 VERDICT_RULE = (
-    f'A comparison is "better" or "worse" only when its Holm-adjusted p-value is below {ALPHA} and the 95% CI '
-    f"of the difference excludes zero. The paired t-test (an exact sign-flip test when every seed gives the same "
-    f"difference) keeps such false verdicts at {ALPHA:.0%} or less with any number of seeds from 2 up, so the "
+    f'A comparison is "better" or "worse" only when its Holm-adjusted p-value is below {ALPHA}, that is when its '
+    f"Holm-adjusted 95% CI (the interval at the level Holm's method tested it at) excludes zero; the unadjusted "
+    f"interval is shown beside the unadjusted p. The test is {evidence.RULE}. It keeps such false verdicts at "
+    f"{ALPHA:.0%} or less with any number of seeds from 2 up, so the "
     f'verdict stands even with few seeds. "No detectable difference" is not "equal": it rules out only '
     f'differences of the "detectable" size or more, and below {MIN_SEEDS} seeds that size is large, so it comes '
     f'with a warning. A variant whose runs diverged on more than half of its seeds gets the verdict "diverged"; '
@@ -52,7 +53,10 @@ class Comparison:
     """The paired comparison of one variant with the baseline on one metric.
 
     ``diff_mean``, ``sd_diff``, ``ci_low`` and ``ci_high`` are in the metric's
-    own unit (accuracies are fractions); ``sentence`` states the verdict in
+    own unit (accuracies are fractions); ``floor`` is the metric's resolution,
+    the least spread the test uses (``evidence.py``), and ``test`` names the
+    test that decided; ``adj_low`` and ``adj_high`` are the Holm-adjusted
+    interval the verdict was decided on. ``sentence`` states the verdict in
     words with accuracies in percentage points. ``diverged`` says why a
     comparison was not made (verdict "diverged"), ``excluded`` which seeds were
     left out because they diverged. See ``VERDICT_RULE`` for the rule.
@@ -82,6 +86,10 @@ class Comparison:
     diverged: str | None = None
     excluded: str | None = None
     incomparable: str | None = None  # why the values are on different scales (losses of different kinds)
+    floor: float = 0.0  # the metric's resolution: the least spread the test uses
+    test: str = ""  # the test that decided, in words
+    adj_low: float = math.nan  # the Holm-adjusted interval: excludes zero exactly when p_holm < ALPHA
+    adj_high: float = math.nan
 
 
 # ---------------------------------------------------------------- power
@@ -132,13 +140,11 @@ def recommended_seeds(sd_diff: float, difference: float, alpha: float = ALPHA, p
     """Smallest number of seeds that detects ``difference`` with the given power.
 
     Returns None when the difference is zero or not finite, or when more than
-    ``max_n`` seeds would be needed. A zero spread needs the seeds the exact
-    sign-flip test needs to reject equal differences (``exact_min_seeds``).
+    ``max_n`` seeds would be needed, or when the spread is not positive (the
+    evidence rule never uses a spread below the metric's resolution: pass that).
     """
-    if not (math.isfinite(sd_diff) and math.isfinite(difference)) or difference == 0:
+    if not (math.isfinite(sd_diff) and math.isfinite(difference)) or difference == 0 or sd_diff <= 0:
         return None
-    if sd_diff <= 0:
-        return exact_min_seeds(alpha)
     # Power grows with n: scan blocks of doubling size (2-3, 4-7, 8-15, ...)
     # so that the usual small answers cost little.
     start = 2
@@ -182,63 +188,26 @@ def apply_holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
 # ---------------------------------------------------------------- the test
 
 
-def exact_min_seeds(alpha: float = ALPHA) -> int:
-    """Seeds the exact sign-flip test needs before equal differences can reach p < alpha (6 at 0.05)."""
-    n = 2
-    while 2 / 2**n >= alpha:
-        n += 1
-    return n
-
-
-def all_equal(diffs: np.ndarray) -> np.ndarray:
-    # Equal up to float rounding (0.82 - 0.81 vs 0.71 - 0.70), per row.
-    scale = np.maximum(1.0, np.abs(diffs).max(axis=-1))
-    return np.ptp(diffs, axis=-1) <= 1e-12 * scale
-
-
-def sign_flip_p_value(diffs) -> np.ndarray:
-    """Exact two-sided sign-flip (paired permutation) test of each row of ``diffs`` [..., n].
-
-    Under "no difference" each seed's difference is as likely to have either
-    sign, so p is the share of the 2^n sign patterns whose |mean| is at least
-    the observed |mean|. n equal nonzero differences give 2 / 2^n, all zero 1.
-    """
-    d = np.asarray(diffs, dtype=float)
-    n = d.shape[-1]
-    if n > 20:
-        raise ValueError(f"sign_flip_p_value enumerates 2^n sign patterns; n={n} is too many")
-    signs = np.array(list(itertools.product((-1.0, 1.0), repeat=n)))  # [2^n, n]
-    observed = np.abs(d.mean(axis=-1))
-    flipped = np.abs(d @ signs.T) / n  # [..., 2^n]
-    tol = 1e-12 * np.maximum(1.0, observed)
-    return (flipped >= (observed - tol)[..., None]).mean(axis=-1)
-
-
-def paired_p_value(variant, baseline) -> np.ndarray:
+def paired_p_value(variant, baseline, floor=None) -> np.ndarray:
     """Two-sided p-value of "no mean difference" for paired rows ``variant``, ``baseline`` [..., n], n >= 2.
 
-    The paired t-test where the differences vary; where they are all equal its
-    statistic is undefined, and the exact sign-flip test takes over (on the
-    exactly equal differences). Vectorised over leading axes, so simulations
-    can test millions of rows; ``compare_paired`` calls it with one.
+    The evidence rule (``evidence.p_value``): the paired t-test with the spread at least ``floor``, the
+    metric's resolution; None takes the floor of a metric with no step (4 significant digits of the larger
+    mean of each row). Vectorised over leading axes, so simulations can test millions of rows;
+    ``compare_paired`` calls it with one.
     """
     v, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
-    diffs = v - b
-    tied = all_equal(diffs)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns on the tied rows we replace
-        p = np.asarray(stats.ttest_rel(v, b, axis=-1).pvalue, dtype=float)
-    if np.any(tied):
-        exact = np.broadcast_to(np.median(diffs, axis=-1, keepdims=True), diffs.shape)
-        p = np.where(tied, sign_flip_p_value(exact), p)
-    return p
+    if floor is None:
+        floor = evidence.RELATIVE * np.maximum(np.abs(v.mean(axis=-1)), np.abs(b.mean(axis=-1)))
+    return evidence.p_value(v - b, floor)
 
 
 # ---------------------------------------------------------------- one comparison
 
 
 def compare_paired(baseline: Mapping[int, float], variant: Mapping[int, float], *, higher_is_better: bool,
-                   variant_name: str, baseline_name: str, metric: str, epoch: int) -> Comparison:
+                   variant_name: str, baseline_name: str, metric: str, epoch: int,
+                   resolution: float | None = None) -> Comparison:
     """Compare a variant with the baseline on the seeds both have.
 
     Parameters
@@ -251,6 +220,9 @@ def compare_paired(baseline: Mapping[int, float], variant: Mapping[int, float], 
     variant_name, baseline_name, metric, epoch
         Used for the record and the sentence. ``epoch < 0`` means "not tied
         to an epoch" and is left out of the sentence.
+    resolution : float, optional
+        The metric's step (``stats/resolution.py``), the least spread the test
+        uses; None: 4 significant digits of the larger mean.
 
     Returns
     -------
@@ -268,16 +240,12 @@ def compare_paired(baseline: Mapping[int, float], variant: Mapping[int, float], 
     b_mean = float(b.mean()) if n else nan
     v_mean = float(v.mean()) if n else nan
     diff = float(diffs.mean()) if n else nan
+    floor = evidence.relative_floor(b_mean, v_mean) if resolution is None else float(resolution)
     sd = float(diffs.std(ddof=1)) if n >= 2 else nan
-    p = float(paired_p_value(v, b)) if n >= 2 else nan
-    ci_low, ci_high = t_interval(diff, sd, n)
-    d_z = diff / sd if n >= 2 and sd > 0 else nan
-    if n >= 2 and all_equal(diffs):
-        # The difference is exact, with no spread: the t-interval would collapse onto it. The interval of
-        # the exact test is that point once it can reject every other shift, else unbounded.
-        diff, sd = float(np.median(diffs)), 0.0
-        ci_low, ci_high = (diff, diff) if 2 / 2**n < ALPHA else (-math.inf, math.inf)
-        d_z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    spread = max(sd, floor) if n >= 2 else nan
+    p = float(evidence.p_value(diffs, floor)) if n >= 2 else nan
+    ci_low, ci_high = evidence.interval(diffs, floor) if n >= 2 else (nan, nan)
+    d_z = diff / spread if n >= 2 and spread > 0 else (0.0 if n >= 2 and diff == 0 else nan)
     relative = 100 * diff / abs(b_mean) if n and b_mean != 0 else nan
     wins = int(np.sum(diffs > 0 if higher_is_better else diffs < 0))
 
@@ -285,24 +253,37 @@ def compare_paired(baseline: Mapping[int, float], variant: Mapping[int, float], 
         variant=variant_name, baseline=baseline_name, metric=metric, epoch=epoch, n=n,
         baseline_mean=b_mean, variant_mean=v_mean, diff_mean=diff, sd_diff=sd, ci_low=ci_low, ci_high=ci_high,
         relative_pct=relative, p_value=p, p_holm=p, d_z=d_z, wins=wins,
-        higher_is_better=higher_is_better, mde=minimum_detectable_difference(sd, n),
-        verdict=NO_DIFFERENCE, sentence="", warning=None,
+        higher_is_better=higher_is_better, mde=minimum_detectable_difference(spread, n),
+        verdict=NO_DIFFERENCE, sentence="", warning=None, floor=floor,
+        test="" if n < 2 else "paired t-test" + (f", spread taken as the resolution ({format_diff(floor, metric, signed=False)}): "
+                                                 f"the seeds agreed more closely than that" if sd < floor else ""),
     )
     return _decide(comparison)
 
 
+def _adjusted_interval(c: Comparison) -> tuple[float, float]:
+    """The interval at the level Holm's method tested this comparison at (``evidence.adjusted_confidence``)."""
+    spread = max(c.sd_diff, c.floor) if c.n >= 2 else math.nan
+    if not (math.isfinite(spread) and math.isfinite(c.p_value)):
+        return math.nan, math.nan
+    level = evidence.adjusted_confidence(c.p_value, c.p_holm)
+    half = float(stats.t.ppf(0.5 + level / 2, c.n - 1)) * spread / math.sqrt(c.n)
+    return c.diff_mean - half, c.diff_mean + half
+
+
 def _decide(c: Comparison) -> Comparison:
-    """Set verdict, sentence and warning from ``p_holm``, the interval and the sign."""
+    """Set verdict, adjusted interval, sentence and warning from ``p_holm`` and the sign."""
     verdict = NO_DIFFERENCE
     if c.diverged:
         verdict = DIVERGED
     elif c.incomparable:
         verdict = NOT_COMPARABLE
-    elif c.n >= 2 and c.p_holm < ALPHA and (c.ci_low > 0 or c.ci_high < 0):
+    elif c.n >= 2 and c.p_holm < ALPHA and c.diff_mean != 0:
         favours_variant = (c.diff_mean > 0) == c.higher_is_better
         verdict = BETTER if favours_variant else WORSE
-    return dataclasses.replace(c, verdict=verdict, sentence=sentence(c, verdict, exact_min_seeds()),
-                               warning=_warning(c, verdict))
+    adj_low, adj_high = _adjusted_interval(c)
+    c = dataclasses.replace(c, adj_low=adj_low, adj_high=adj_high)
+    return dataclasses.replace(c, verdict=verdict, sentence=sentence(c, verdict), warning=_warning(c, verdict))
 
 
 def _warning(c: Comparison, verdict: str) -> str | None:
@@ -311,12 +292,10 @@ def _warning(c: Comparison, verdict: str) -> str | None:
         return None
     if c.n < 2:
         return f"only {c.n} paired seed(s): no comparison is possible; run at least {MIN_SEEDS} seeds"
-    if c.sd_diff == 0 and c.diff_mean != 0:
-        return (f"only n={c.n} seeds, each with the same difference: telling it from chance takes at least "
-                f"{exact_min_seeds()} seeds")
     if not math.isfinite(c.mde):
         return f"only n={c.n} seeds: they can only detect large differences; run at least {MIN_SEEDS} seeds"
-    shown = {k: format_diff(minimum_detectable_difference(c.sd_diff, k), c.metric, signed=False)
+    spread = max(c.sd_diff, c.floor)
+    shown = {k: format_diff(minimum_detectable_difference(spread, k), c.metric, signed=False)
              for k in (c.n, MIN_SEEDS, DEFAULT_SEEDS)}
     return (f"only n={c.n} seeds: they can only detect differences of {shown[c.n]} or more; run at least "
             f"{MIN_SEEDS} seeds (with this spread, {MIN_SEEDS} detect about {shown[MIN_SEEDS]}, "

@@ -19,8 +19,8 @@ probability that some look's interval misses the true difference is alpha,
 which bounds both false "better/worse" verdicts (true difference 0) and false
 "equivalent" ones (true difference beyond d). Normal-theory boundaries
 (gsDesign, ldbounds) assume a known variance and are too liberal at n = 3.
-Where every seed gives the same difference, the exact sign-flip test's
-p-value (2 / 2^n) is held against the look's nominal level instead.
+The spread is taken as at least the metric's resolution, as in every other
+test (`evidence.py`), so equal and nearly equal differences are judged one way.
 
 `tests/test_sequential.py` checks the error rate on normal, heavy-tailed and
 tied (count) differences, and that naive re-testing at 5% on every look
@@ -43,7 +43,7 @@ from scipy import stats
 from nnstudy import run_status
 from nnstudy.store.results import METRICS
 
-from .paired import ALPHA, all_equal, recommended_seeds
+from .paired import ALPHA, recommended_seeds
 from .words import format_diff
 
 SPENDING = ("pocock", "obrien-fleming")
@@ -66,7 +66,7 @@ class Look:
     estimate: float  # mean paired difference
     ci_low: float  # the repeated confidence interval
     ci_high: float
-    p_value: float  # the two-sided p of the paired test at this look (t-test; sign-flip when tied)
+    p_value: float  # the two-sided p of the paired test at this look (t-test, spread at least the resolution)
     boundary: Boundary
     decision: str  # better | worse | equivalent | continue | undecided
 
@@ -114,10 +114,10 @@ def _t_paths(looks: tuple[int, ...], paths: int, rng: np.random.Generator, shift
     return np.abs(mean) / np.sqrt(np.maximum(var, 1e-300) / n)
 
 
-def decide(diffs: np.ndarray, boundary: Boundary, smallest: float, last: bool) -> Look:
-    """The verdict at one look from the paired differences of its first n seeds."""
+def decide(diffs: np.ndarray, boundary: Boundary, smallest: float, last: bool, floor: float) -> Look:
+    """The verdict at one look from the paired differences of its first n seeds (spread at least `floor`)."""
     d = np.asarray(diffs, dtype=float)[None, :]
-    mean, low, high, p, decision = _decide_rows(d, boundary, smallest, last)
+    mean, low, high, p, decision = _decide_rows(d, boundary, smallest, last, floor)
     return Look(d.shape[1], float(mean[0]), float(low[0]), float(high[0]), float(p[0]), boundary, str(decision[0]))
 
 
@@ -129,23 +129,15 @@ def critical_t(boundary: Boundary, n: int) -> float:
     return float(stats.t.isf(boundary.nominal_p / 2, n - 1))
 
 
-def _decide_rows(d: np.ndarray, boundary: Boundary, smallest: float, last: bool):
+def _decide_rows(d: np.ndarray, boundary: Boundary, smallest: float, last: bool, floor: float = 0.0):
     """`decide` for every row of d [rows, n] at once: (mean, low, high, p, decision) arrays."""
     n = d.shape[1]
     mean = d.mean(1)
-    sd = d.std(1, ddof=1)
+    sd = np.maximum(d.std(1, ddof=1), floor)  # the evidence rule: at least the metric's resolution
     with np.errstate(divide="ignore", invalid="ignore"):
-        p = 2 * stats.t.sf(np.abs(mean) / (sd / math.sqrt(n)), n - 1)
+        p = np.where(mean == 0, 1.0, 2 * stats.t.sf(np.abs(mean) / (sd / math.sqrt(n)), n - 1))
     half = critical_t(boundary, n) * sd / math.sqrt(n)
     low, high = mean - half, mean + half
-    # No spread to scale an interval by: the exact sign-flip test (2 / 2^n) decides whether it is the point.
-    tied = all_equal(d)
-    if tied.any():
-        centre = np.median(d, axis=1)
-        known = 2 / 2**n < boundary.nominal_p
-        p = np.where(tied, np.where(centre != 0, 2 / 2**n, 1.0), p)
-        low = np.where(tied, centre if known else -np.inf, low)
-        high = np.where(tied, centre if known else np.inf, high)
     decision = np.full(len(d), UNDECIDED if last else CONTINUE, dtype=object)
     decision[(-smallest < low) & (high < smallest)] = EQUIVALENT
     decision[low > 0] = BETTER
@@ -154,7 +146,7 @@ def _decide_rows(d: np.ndarray, boundary: Boundary, smallest: float, last: bool)
 
 
 def simulate(looks: tuple[int, ...], difference: float, sd: float, smallest: float, *, alpha: float = 0.05,
-             spending: str = "pocock", paths: int = 20_000, seed: int = 0, noise=None) -> dict:
+             spending: str = "pocock", paths: int = 20_000, seed: int = 0, noise=None, floor: float = 0.0) -> dict:
     """Share of each final verdict and the mean seeds used, over simulated studies.
 
     `noise(rng, shape)` draws the differences' deviations (default: normal with `sd`), so the same
@@ -168,7 +160,7 @@ def simulate(looks: tuple[int, ...], difference: float, sd: float, smallest: flo
     used = np.zeros(paths)
     for k, b in enumerate(design):
         open_ = verdict == CONTINUE
-        *_, decision = _decide_rows(x[open_, : b.n], b, smallest, last=k == len(design) - 1)
+        *_, decision = _decide_rows(x[open_, : b.n], b, smallest, last=k == len(design) - 1, floor=floor)
         verdict[open_] = decision
         used[open_] = b.n
     return {v: float(np.mean(verdict == v)) for v in (BETTER, WORSE, EQUIVALENT, UNDECIDED)} | \
@@ -211,6 +203,7 @@ def study_looks(results) -> list[ComparisonLooks]:
     sides; runs that did not finish done are left out of the pairs (the boundary keeps its nominal level).
     A comparison stops at its first decision.
     """
+    from .resolution import resolution  # the floor of the spread, per metric
     from .study import counts  # runs whose numbers enter the statistics
 
     seq = results.sequential
@@ -244,7 +237,9 @@ def study_looks(results) -> list[ComparisonLooks]:
                 looks.append(Look(len(pairs), math.nan, -math.inf, math.inf, math.nan, b, CONTINUE))
                 continue
             diffs = np.array([values[s] - base_values[s] for s in pairs])
-            look = decide(diffs, b, seq["smallest_difference"], last=k == len(design) - 1)
+            floor = resolution(seq.get("metric", "test_acc"), results, np.mean([values[s] for s in pairs]),
+                               np.mean([base_values[s] for s in pairs]))
+            look = decide(diffs, b, seq["smallest_difference"], last=k == len(design) - 1, floor=floor)
             if not higher_is_better and look.decision in (BETTER, WORSE):  # a lower loss is better
                 look = dataclasses.replace(look, decision=WORSE if look.decision == BETTER else BETTER)
             looks.append(look)

@@ -16,6 +16,7 @@ from nnstudy import run_status
 from nnstudy.store.results import METRICS, RunResult, StudyResults
 
 from .paired import Comparison, apply_holm, compare_paired
+from .resolution import metric_step
 
 # Runs whose numbers enter the statistics: not failed (no numbers), not diverged (not numbers to average).
 EXCLUDED_STATUSES = ("failed", "diverged")
@@ -105,7 +106,8 @@ def compare_study(results: StudyResults, metrics: Sequence[str] = ("test_acc", "
             base = values(results.baseline, metric, epoch)
             for variant in others:
                 c = compare_paired(base, values(variant, metric, epoch), higher_is_better=METRICS[metric],
-                                   variant_name=variant, baseline_name=results.baseline, metric=metric, epoch=epoch)
+                                   variant_name=variant, baseline_name=results.baseline, metric=metric, epoch=epoch,
+                                   resolution=metric_step(metric, results))
                 why = "; ".join(t for t in (diverged[variant], diverged[results.baseline]) if t)
                 scales = metric.endswith("_loss") and losses[variant] != losses[results.baseline]
                 if why or scales:

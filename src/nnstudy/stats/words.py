@@ -76,8 +76,12 @@ def format_p(p: float) -> str:
     return f"p < {min(t for t in _P_THRESHOLDS if t > p):g}"
 
 
-def sentence(c, verdict: str, exact_min_seeds: int) -> str:
-    """The verdict of a `Comparison` in one or two sentences, accuracies in percentage points."""
+def sentence(c, verdict: str) -> str:
+    """The verdict of a `Comparison` in one or two sentences, accuracies in percentage points.
+
+    The interval is the Holm-adjusted one, the interval the verdict was decided on; where Holm's method
+    changed nothing it is the plain 95% CI.
+    """
     where = f" on {metric_label(c.metric)}" + (f" at epoch {c.epoch}" if c.epoch >= 0 else "")
     if c.diverged:
         return f"{c.variant} vs {c.baseline}{where}: not compared, because {c.diverged}."
@@ -85,21 +89,24 @@ def sentence(c, verdict: str, exact_min_seeds: int) -> str:
         return f"{c.variant} vs {c.baseline}{where}: not compared, because {c.incomparable}."
     left_out = f" Left out because they diverged: {c.excluded}." if c.excluded else ""
     diff = format_diff(c.diff_mean, c.metric)
-    ci = format_ci(c.ci_low, c.ci_high, c.metric)
+    ci = f"{interval_name(c)} {format_ci(c.adj_low, c.adj_high, c.metric)}"
     if verdict in ("better", "worse"):
         seeds = f"{c.wins}/{c.n} seeds" if verdict == "better" else f"better on only {c.wins}/{c.n} seeds"
-        return (f"{c.variant} is {verdict} than {c.baseline}{where}: {diff} (95% CI {ci}), "
-                f"Holm {format_p(c.p_holm)}, {seeds}.{left_out}")
+        return (f"{c.variant} is {verdict} than {c.baseline}{where}: {diff} ({ci}), "
+                f"Holm {format_p(c.p_holm)}, {seeds}; {c.test}.{left_out}")
     head = f"{c.variant} vs {c.baseline}{where}: no detectable difference"
     if c.n < 2:
         return f"{head}: only {c.n} paired seed(s), a comparison needs at least 2.{left_out}"
-    text = f"{head} at n={c.n} (diff {diff}, 95% CI {ci}, Holm {format_p(c.p_holm)})"
+    text = f"{head} at n={c.n} (diff {diff}, {ci}, Holm {format_p(c.p_holm)}; {c.test})"
     if math.isfinite(c.mde):
         text += (f"; with this spread, {c.n} seeds can only detect differences of "
                  f"{format_diff(c.mde, c.metric, signed=False)} or more.")
-    elif c.n < exact_min_seeds:
-        text += (f"; every seed gave the same difference, and telling that from chance "
-                 f"takes at least {exact_min_seeds} seeds.")
     else:
-        text += "; every seed gave the same difference."
+        text += "."
     return text + left_out
+
+
+def interval_name(c) -> str:
+    """"95% CI" where Holm's method left the level at 95%, else "Holm-adjusted 95% CI"."""
+    adjusted = math.isfinite(c.p_holm) and math.isfinite(c.p_value) and c.p_holm > c.p_value
+    return "Holm-adjusted 95% CI" if adjusted else "95% CI"

@@ -115,6 +115,11 @@ class Store:
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
         if "settings" not in have:
             self.conn.execute("ALTER TABLE runs ADD COLUMN settings TEXT")
+        studies = {r[1] for r in self.conn.execute("PRAGMA table_info(studies)")}
+        if "results_seen" not in studies:  # sticky: set once any epoch is stored, never cleared (first definitions)
+            self.conn.execute("ALTER TABLE studies ADD COLUMN results_seen INTEGER NOT NULL DEFAULT 0")
+            self.conn.execute("UPDATE studies SET results_seen=1 WHERE name IN (SELECT DISTINCT runs.study FROM epochs "
+                              "JOIN runs ON epochs.run = runs.id)")
         claims = {r[1] for r in self.conn.execute("PRAGMA table_info(claims)")}
         for column, kind in (("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("source", "TEXT NOT NULL DEFAULT ''")):
             if column not in claims:
@@ -170,10 +175,13 @@ class Store:
     def _keep_claim_definitions(c: sqlite3.Connection, name: str, claims: list[dict], now: float) -> None:
         """Each claim's definition as first run; a change once the study has results marks it revised, for good.
 
-        Before any result exists a claim may still change freely: nothing was seen yet.
+        Before any result exists a claim may still change freely: nothing was seen yet. "Seen" is sticky
+        (studies.results_seen, set when the first epoch is stored): `--force`, an interrupted rerun or deleted
+        runs never make a study unseen again, so no command overwrites a first definition or deletes a claim.
         """
-        seen = c.execute("SELECT 1 FROM epochs JOIN runs ON epochs.run = runs.id WHERE runs.study=? LIMIT 1",
-                         (name,)).fetchone() is not None
+        seen = bool((c.execute("SELECT results_seen FROM studies WHERE name=?", (name,)).fetchone() or [0])[0]) or \
+            c.execute("SELECT 1 FROM epochs JOIN runs ON epochs.run = runs.id WHERE runs.study=? LIMIT 1",
+                      (name,)).fetchone() is not None
         for claim in claims:
             definition = json.dumps(claim_definition(claim), sort_keys=True)
             row = c.execute("SELECT first, revised FROM claims WHERE study=? AND text=?", (name, claim["text"])).fetchone()
@@ -295,6 +303,8 @@ class Store:
                 c.executemany("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?)",
                               [(rid, r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds) for r in history])
                 c.execute("UPDATE runs SET epochs_done=(SELECT COUNT(*) FROM epochs WHERE run=?) WHERE id=?", (rid, rid))
+                if history:  # the study has results now, for good (see _keep_claim_definitions)
+                    c.execute("UPDATE studies SET results_seen=1 WHERE name=(SELECT study FROM runs WHERE id=?)", (rid,))
 
     def record_probes(self, probes: dict[int, dict[int, dict[str, float]]], replace: bool = False) -> None:
         """Store probes (run -> epoch -> {"name" or "name|layer": value}); `replace`: they are the run's whole record."""
