@@ -13,8 +13,9 @@ seed's own effect (initialisation, data order) cancels, as in a paired compariso
 
 A factor of more than two levels gives one contrast per level against its first level (no omnibus
 F test: each contrast says which level differs, and Holm keeps the family honest). Each contrast's
-per-seed values get a one-sample t-test against zero (the exact sign-flip test when every seed gives
-the same value), a 95% t interval, and the smallest effect these seeds detect with 80% power at 5%
+per-seed values are judged by nnstudy's one evidence rule (stats/evidence.py): a one-sample t-test
+against zero and a 95% t interval with the spread taken as at least the contrast's resolution (the
+metric's step, e.g. one test image, over the number of differences the contrast averages), and the smallest effect these seeds detect with 80% power at 5%
 (before Holm). Holm runs over every contrast returned: all factors, pairs, metrics and epochs. A
 main effect is "better"/"worse" and an interaction "interaction" only when its Holm p < 0.05 and its
 interval excludes zero, the rule of every comparison nnstudy makes; a seed missing any cell a
@@ -33,9 +34,10 @@ import numpy as np
 
 from nnstudy.store.results import METRICS, StudyResults
 
-from .paired import ALPHA, BETTER, NO_DIFFERENCE, WORSE, holm, minimum_detectable_difference, paired_p_value
+from . import evidence
+from .paired import ALPHA, BETTER, NO_DIFFERENCE, WORSE, holm, minimum_detectable_difference
+from .resolution import metric_step
 from .study import counts
-from .summary import t_interval
 from .words import format_ci, format_diff, format_p, metric_label
 
 INTERACTION = "interaction"
@@ -91,8 +93,11 @@ def factorial(results: StudyResults, metrics=("test_acc",), epochs=None) -> list
     for epoch in epochs or results.report_epochs:
         for metric in metrics:
             values = _values(results, cells, metric, epoch)
-            effects += _main_effects(factors, cells, values, metric, epoch)
-            effects += _interactions(factors, cells, values, metric, epoch)
+            step = metric_step(metric, results)
+            if step is None:  # a metric with no step: known to the digits the report prints, as in comparisons
+                step = evidence.relative_floor(*[v for by_seed in values.values() for v in by_seed.values()])
+            effects += _main_effects(factors, cells, values, metric, epoch, step)
+            effects += _interactions(factors, cells, values, metric, epoch, step)
     adjusted = holm([e.p_value for e in effects])
     return [_decide(dataclasses.replace(e, p_holm=p)) for e, p in zip(effects, adjusted)]
 
@@ -124,7 +129,7 @@ def _values(results: StudyResults, cells: dict[tuple, str], metric: str, epoch: 
     return out
 
 
-def _main_effects(factors, cells, values, metric, epoch) -> list[Effect]:
+def _main_effects(factors, cells, values, metric, epoch, step: float) -> list[Effect]:
     paths = list(factors)
     effects = []
     for i, path in enumerate(paths):
@@ -133,11 +138,12 @@ def _main_effects(factors, cells, values, metric, epoch) -> list[Effect]:
             pairs = [(cells[_with(key, i, level)], cells[key]) for key in cells
                      if key[i] == levels[0] and _with(key, i, level) in cells]
             per_seed = _per_seed(values, [((a, 1.0), (b, -1.0)) for a, b in pairs])
-            effects.append(_effect("main", path, level, levels[0], None, None, None, metric, epoch, per_seed))
+            effects.append(_effect("main", path, level, levels[0], None, None, None, metric, epoch, per_seed,
+                                   floor=step / max(1, len(pairs))))  # a mean of len(pairs) differences
     return effects
 
 
-def _interactions(factors, cells, values, metric, epoch) -> list[Effect]:
+def _interactions(factors, cells, values, metric, epoch, step: float) -> list[Effect]:
     """Each pair (A, B) in grid order: how B's effect depends on A ("the effect of init depends on the activation")."""
     paths = list(factors)
     effects = []
@@ -158,7 +164,8 @@ def _interactions(factors, cells, values, metric, epoch) -> list[Effect]:
                     at_a0.append(((a0b, 1.0), (a0b0, -1.0)))
             per_seed = _per_seed(values, quads)
             simple = {a0: _mean(_per_seed(values, at_a0)), a: _mean(_per_seed(values, at_a))}
-            effects.append(_effect(INTERACTION, paths[j], b, b0, paths[i], a, a0, metric, epoch, per_seed, simple))
+            effects.append(_effect(INTERACTION, paths[j], b, b0, paths[i], a, a0, metric, epoch, per_seed, simple,
+                                   step / max(1, len(quads))))
     return effects
 
 
@@ -179,15 +186,17 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if x.size else math.nan
 
 
-def _effect(kind, factor, level, reference, by, by_level, by_reference, metric, epoch, per_seed, simple=None) -> Effect:
+def _effect(kind, factor, level, reference, by, by_level, by_reference, metric, epoch, per_seed, simple=None,
+            floor: float = 0.0) -> Effect:
     n = int(per_seed.size)
     nan = math.nan
     if n < 2:
         return Effect(kind, factor, level, reference, by, by_level, by_reference, metric, epoch, n, _mean(per_seed),
                       nan, nan, nan, nan, nan, nan, TOO_FEW, "", simple or {})
     mean, sd = float(per_seed.mean()), float(per_seed.std(ddof=1))
-    low, high = t_interval(mean, sd, n)
-    p = float(paired_p_value(per_seed, np.zeros(n)))
+    # The evidence rule of every comparison: the spread at least the metric's resolution (evidence.py).
+    low, high = evidence.interval(per_seed, floor)
+    p = float(evidence.p_value(per_seed, floor))
     return Effect(kind, factor, level, reference, by, by_level, by_reference, metric, epoch, n, mean, sd, low, high,
                   p, nan, minimum_detectable_difference(sd, n), "", "", simple or {})
 
