@@ -13,9 +13,13 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nnstudy import run_status
 from nnstudy.errors import UserError
+
+if TYPE_CHECKING:  # built at run time only, so `nnstudy --help` stays light
+    from nnstudy.driver.options import RunOptions
 
 DEFAULT_OUT = "nnstudy-out"
 
@@ -252,7 +256,7 @@ def _cmd_init(args) -> int:
     if target.exists():
         raise UserError(f"{target} already exists; choose another file name (nnstudy init never overwrites)")
     if args.settings:
-        from nnstudy.config.overrides import with_overrides
+        from nnstudy.config.load import with_overrides
 
         text = with_overrides(text, args.settings, f"built-in study {args.name}")
     files.write_text(target, text)

@@ -234,3 +234,20 @@ def _as_before_extensions(cfg: dict) -> None:
     if cfg["model"]["kind"] in ("cnn", "mlp"):
         cfg["model"]["activation"] = cfg["model"]["activation"] or "relu"
         cfg["model"]["norm"] = cfg["model"]["norm"] or "none"
+
+
+def with_overrides(text: str, items: list[str], source: str) -> str:
+    """A study file's text with `overrides = [...]` written in, checked by loading it.
+
+    The list goes first in the file, where TOML's top-level keys belong, so the file's own
+    tables and comments stay as they were; the loader applies it like the command line's.
+    """
+    import json
+
+    raw = tomllib.loads(text)
+    if "overrides" in raw:
+        raise UserError(f"{source} already has an overrides list; copy it without KEY=VALUE, then edit that list")
+    parse_study({**raw, "overrides": items}, source)  # a mistake is one line now, not at the first run
+    head = ["# Settings given to `nnstudy init` (KEY=VALUE, applied over the tables below):",
+            f"overrides = [{', '.join(json.dumps(x) for x in items)}]", ""]
+    return "\n".join(head) + text
