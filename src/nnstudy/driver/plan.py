@@ -98,7 +98,7 @@ def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, st
             alone.append([run])
     stacks = ([Stack(p, _cost(p, costs, overhead), True) for p in pieces.values()]
               + [Stack(p, _cost(p, costs, overhead), False) for p in alone])
-    stacks = _balance(stacks, costs, overhead, workers, _lone_check(study, cache_dir))
+    stacks = _balance(stacks, costs, overhead, workers)
     stacks.sort(key=lambda s: (-s.cost, min(r.id for r in s.runs)))
     where, load = first_free([s.cost for s in stacks], workers)
     for s, w in zip(stacks, where):
@@ -161,44 +161,26 @@ def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], ove
     return key
 
 
-def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, float], workers: int,
-             alone_ok=lambda runs: False) -> list[Stack]:
-    """Split a stack in two (every other run to each half, so each gets its share of every variant) while that
-    shortens the longest worker's share. Never below two runs a half, except a stack of one variant's three seeds
-    split 2 + 1 where `alone_ok(runs)` says its lone run trains the same numbers alone (`_lone_check`)."""
+def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, float], workers: int) -> list[Stack]:
+    """Split a stack in two (every other run to each half, so each gets its share of every variant, and never
+    below two runs a half) while that shortens the longest worker's share.
+
+    Never 2 + 1: a run alone takes the plain network's path, and a check that it trains the same numbers alone as
+    stacked (two epochs on a cut of the data) passed while the full run then differed by 6e-8 in a loss at its
+    second epoch (Intel Xeon, session 18), so a run's numbers would depend on the plan."""
     def longest(candidate: list[Stack]) -> float:
         return max(first_free(sorted((s.cost for s in candidate), reverse=True), workers)[1])
 
-    def splittable(s: Stack) -> bool:
-        return s.stacked and (len(s.runs) >= 4 or (len(s.runs) == 3 and len({r.row.variant for r in s.runs}) == 1))
-
     while True:
         now = longest(stacks)
-        for s in sorted((s for s in stacks if splittable(s)), key=lambda s: -s.cost):
+        for s in sorted((s for s in stacks if s.stacked and len(s.runs) >= 4), key=lambda s: -s.cost):
             halves = [Stack(half, _cost(half, costs, overhead), True) for half in (s.runs[0::2], s.runs[1::2])]
             trial = [t for t in stacks if t is not s] + halves
-            if longest(trial) < now * (1 - 1e-9) and (len(s.runs) >= 4 or alone_ok(s.runs)):
+            if longest(trial) < now * (1 - 1e-9):
                 stacks = trial
                 break
         else:
             return stacks
-
-
-def _lone_check(study: StudyConfig, cache_dir):
-    """runs (one variant's, a stack of three) -> whether the one split off trains alone as it does stacked
-    (training/lone_check.py), checked once per variant, only when a split would pay."""
-    from nnstudy.training.lone_check import trains_alone_as_stacked
-
-    known: dict[str, bool] = {}
-
-    def alone_ok(runs: list[Run]) -> bool:
-        variant = runs[0].row.variant
-        if variant not in known:
-            cfg = study.variants[variant]
-            known[variant] = trains_alone_as_stacked(cfg, load_study_data(cfg, str(cache_dir)),
-                                                     (runs[0].row.seed, runs[1].row.seed))
-        return known[variant]
-    return alone_ok
 
 
 def plan_jobs(todo: list[Run], plan: StudyPlan, study: StudyConfig, report_epochs: list[int], cache_dir,
