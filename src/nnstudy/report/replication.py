@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nnstudy.config.reference import NOT_TESTED, PARTS_NOT_TESTED, STATEMENTS
 from nnstudy.files import write_text
+from nnstudy.stats import labels
 from nnstudy.stats.claims import check_claims
 from nnstudy.store.db import DB_NAME, Store
 from nnstudy.store.load import load_results
@@ -59,11 +60,11 @@ def outcome_of(verdict: str) -> str:
     (supported, holds, true by construction; contradicted, does not hold; not shown, not testable) map to an
     outcome; any other label (diverged, or one added later) counts as not shown, and is shown verbatim."""
     label = verdict.strip().lower()
-    if label in ("supported", "holds", "true by construction"):
+    if label in (labels.SUPPORTED, labels.HOLDS, labels.BY_CONSTRUCTION):
         return REPRODUCED
-    if label in ("contradicted", "does not hold"):
+    if label in (labels.CONTRADICTED, labels.DOES_NOT_HOLD):
         return CONTRADICTED
-    if label.startswith("not testable"):
+    if label.startswith(labels.NOT_TESTABLE):
         return NOT_TESTABLE
     return NOT_SHOWN
 
