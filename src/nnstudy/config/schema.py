@@ -176,6 +176,30 @@ class RunConfig(_Strict):
     source_dir: Optional[str] = None
 
 
+class EffectConfig(_Strict):
+    """A factorial contrast of a grid that a claim can name (stats/factorial.py computes it per seed).
+
+    A main effect: `factor`'s `level` against `reference` (the factor's first level when left out), averaged
+    over the other factors' levels. With `by`: an interaction, how that effect changes between `by`'s
+    `by_reference` (its first level when left out) and `by_level`.
+    """
+
+    factor: str  # a grid setting path, e.g. "model.init"
+    level: Any
+    reference: Any = None
+    by: Optional[str] = None
+    by_level: Any = None
+    by_reference: Any = None
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if (self.by is None) != (self.by_level is None):
+            raise ValueError("an interaction names both by (the other factor) and by_level; a main effect neither")
+        if self.by is not None and self.by == self.factor:
+            raise ValueError(f"effect.by = {self.by!r} is the effect's own factor; name another grid setting")
+        return self
+
+
 class ClaimConfig(_Strict):
     """A claim the study checks: `metric` of `variant` is greater than, less than, or within
     `tolerance` of the `baseline` variant's (paired by seed) or of a fixed `value`, at `epoch`.
@@ -185,6 +209,8 @@ class ClaimConfig(_Strict):
     `reading` says which reading of the statement the claim tests, where it has more than one;
     `rationale` why a fixed value, threshold or tolerance is what it is (set before the results);
     `by_construction` why its outcome is fixed by the code before any data, where it is.
+    Instead of a variant, a claim on a grid may name a main effect or an interaction (`effect`), compared
+    with a fixed `value` (0 when left out): "Xavier's gain is larger with sigmoid than with ReLU".
     """
 
     text: str = Field(min_length=1)  # the claim in words; also its identity in the store
@@ -192,7 +218,8 @@ class ClaimConfig(_Strict):
     reading: str = ""
     rationale: str = ""
     metric: str  # registry.CLAIM_METRICS; some take "@arg", e.g. "shift_agreement@2", "class_recall@cat"
-    variant: str
+    variant: Optional[str] = None
+    effect: Optional[EffectConfig] = None
     baseline: Optional[str] = None
     value: Optional[float] = None
     direction: Literal["greater", "less", "within"]
@@ -223,8 +250,20 @@ class ClaimConfig(_Strict):
                              f"({', '.join(STATEMENTS)}), 'nnstudy', or your own text")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _effect_against_zero(cls, data):
+        if isinstance(data, dict) and data.get("effect") is not None and "value" not in data and "baseline" not in data:
+            data = {**data, "value": 0.0}  # an effect is judged against no effect unless the claim says otherwise
+        return data
+
     @model_validator(mode="after")
     def _one_reference(self):
+        if (self.variant is None) == (self.effect is None):
+            raise ValueError("a claim names a variant (with a baseline or a value) or a grid effect: give exactly one "
+                             "of variant and effect")
+        if self.effect is not None and self.baseline is not None:
+            raise ValueError("a claim on an effect compares it with a fixed value (0 when left out), not a baseline")
         if (self.baseline is None) == (self.value is None):
             raise ValueError("a claim compares with a baseline variant or a fixed value: give exactly one of "
                              "baseline and value")
@@ -254,7 +293,7 @@ class SequentialConfig(_Strict):
 
 
 # The fields that define what a claim tests: a change to any, once its study has results, is a revision.
-CLAIM_DEFINITION = ("metric", "variant", "baseline", "value", "direction", "tolerance", "epoch", "threshold")
+CLAIM_DEFINITION = ("metric", "variant", "effect", "baseline", "value", "direction", "tolerance", "epoch", "threshold")
 
 
 def claim_definition(claim: dict) -> dict:
@@ -332,14 +371,34 @@ class StudyConfig(_Strict):
                 if name is not None and name not in self.variants:
                     raise ValueError(f"claims[{i}].{key} = {name!r} is not a variant; choose one of "
                                      f"{', '.join(self.variants)}")
-            last = self.variants[claim.variant].train.epochs
+            names = [claim.variant] if claim.effect is None else self._effect_cells(i, claim.effect)
+            last = min(self.variants[name].train.epochs for name in names)
             if claim.epoch is not None and claim.epoch > last:
-                raise ValueError(f"claims[{i}].epoch = {claim.epoch} is past variant {claim.variant}'s last epoch ({last})")
+                raise ValueError(f"claims[{i}].epoch = {claim.epoch} is past "
+                                 f"{f'variant {claim.variant}' if claim.variant else 'the grid cells'}'s last epoch "
+                                 f"({last})")
             if CLAIM_METRICS.entry(claim.metric.partition("@")[0]).meta.get("report_epochs") and \
                     claim.epoch not in (None, *self.report_epochs, last):
                 raise ValueError(f"claims[{i}]: {claim.metric} is measured on report epochs only; use an epoch "
                                  f"from report_epochs {self.report_epochs} or leave epoch out (the last)")
         return self
+
+    def _effect_cells(self, i: int, effect: EffectConfig) -> list[str]:
+        """The grid cells a claim's effect reads; a factor or level the grid lacks is an error naming both."""
+        factors = {path: values for path, values in (self.grid.factors if self.grid else {}).items() if len(values) > 1}
+        for key in ("factor", "by"):
+            path = getattr(effect, key)
+            if path is not None and path not in factors:
+                raise ValueError(f"claims[{i}].effect.{key} = {path!r} is not a factor of the study's grid"
+                                 + (f"; choose one of {', '.join(factors)}" if factors else " (the study has no grid "
+                                    "of two or more levels)"))
+        for key, path in (("level", effect.factor), ("reference", effect.factor), ("by_level", effect.by),
+                          ("by_reference", effect.by)):
+            value = getattr(effect, key)
+            if path is not None and value is not None and value not in factors[path]:
+                raise ValueError(f"claims[{i}].effect.{key} = {value!r} is not a level of {path}; choose one of "
+                                 f"{', '.join(map(str, factors[path]))}")
+        return list(self.grid.cells)
 
     @model_validator(mode="after")
     def _one_test_set(self):

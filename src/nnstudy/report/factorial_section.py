@@ -20,7 +20,8 @@ from nnstudy.stats.words import format_ci, format_diff, format_p, metric_label
 from .figures import line_style, plain
 
 METHOD = ("Each contrast is taken within each seed (the seed's own effect cancels), then tested against zero: a "
-          "one-sample t-test with a 95% t interval, Holm over every contrast below. A main effect is a level against "
+          "one-sample t-test (the spread taken as at least the contrast's resolution), Holm over every contrast below; "
+          "the interval shown is the one Holm's method decided at. A main effect is a level against "
           "the factor's first level, averaged over the other factors; an interaction is how much one factor's effect "
           "changes between the other factor's first level and another. A factor of more than two levels gives one "
           "contrast per level (against its first). \"detectable\": the smallest effect these seeds detect with 80% "
@@ -29,7 +30,7 @@ METHOD = ("Each contrast is taken within each seed (the seed's own effect cancel
 _MD = """{{ s.method }}
 
 
-| effect | epoch | n | estimate | 95% CI | Holm p | detectable | verdict |
+| effect | epoch | n | estimate | Holm-adjusted 95% CI | Holm p | detectable | verdict |
 |---|---:|---:|---:|---:|---:|---:|---|
 {% for r in s.rows %}
 | {{ r.name | cell }} | {{ r.epoch }} | {{ r.n }} | {{ r.estimate }} | {{ r.ci }} | {{ r.p }} | {{ r.mde }} | **{{ r.verdict }}** |
@@ -46,7 +47,7 @@ _MD = """{{ s.method }}
 
 _HTML = """<p>{{ s.method }}</p>
 <div class="scroll"><table>
-  <thead><tr><th>effect</th><th>epoch</th><th>n</th><th>estimate</th><th>95% CI</th><th>Holm p</th><th>detectable</th><th>verdict</th></tr></thead>
+  <thead><tr><th>effect</th><th>epoch</th><th>n</th><th>estimate</th><th>Holm-adjusted 95% CI</th><th>Holm p</th><th>detectable</th><th>verdict</th></tr></thead>
   <tbody>
   {% for r in s.rows %}
   <tr><td>{{ r.name }}</td><td class="num">{{ r.epoch }}</td><td class="num">{{ r.n }}</td><td class="num">{{ r.estimate }}</td>
@@ -68,7 +69,7 @@ def factorial_section(results, save) -> dict | None:
         return None
     last = max(e.epoch for e in effects)
     rows = [{"name": effect_name(e), "kind": e.kind, "epoch": e.epoch, "n": e.n, "last": e.epoch == last,
-             "estimate": format_diff(e.estimate, e.metric), "ci": format_ci(e.ci_low, e.ci_high, e.metric),
+             "estimate": format_diff(e.estimate, e.metric), "ci": format_ci(e.adj_low, e.adj_high, e.metric),
              "p": format_p(e.p_holm), "mde": format_diff(e.mde, e.metric, signed=False), "verdict": e.verdict,
              "css": _CSS.get(e.verdict, "nodiff"), "sentence": e.sentence} for e in effects]
     figures = []

@@ -96,7 +96,7 @@ def _factorial_rows(results: StudyResults) -> list[dict]:
     tones = {"better": "good", "worse": "bad", "interaction": "good"}
     return [{"kind": "factorial", "finding": f"{effect_name(e)}, {metric_label(e.metric)}", "variant": None,
              "metric": e.metric, "epoch": e.epoch, "difference": format_diff(e.estimate, e.metric),
-             "interval": format_ci(e.ci_low, e.ci_high, e.metric), "verdict": e.verdict,
+             "interval": format_ci(e.adj_low, e.adj_high, e.metric), "verdict": e.verdict,
              "tone": tones.get(e.verdict, "neutral"), "detail": e.sentence, "warning": None, "source": "",
              "section": "Factorial analysis", "anchor": "factorial"} for e in effects if e.epoch == final]
 

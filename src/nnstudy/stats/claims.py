@@ -51,9 +51,9 @@ from nnstudy.store.results import StudyResults
 from . import claim_metrics  # noqa: F401  (registers the metrics)
 from .claim_metrics import ClaimMetricError
 from .claim_tests import directional_p, within_p
-from . import evidence
+from . import evidence, factorial
 from .paired import ALPHA, holm
-from .resolution import describe, resolution
+from .resolution import describe, metric_step, resolution
 from .study import counts, divergence
 from .words import format_p
 
@@ -160,7 +160,32 @@ def _family(results: StudyResults, claims: list[dict]) -> list[ClaimResult]:
 def _epoch(results: StudyResults, claim: dict) -> int:
     if claim.get("epoch") is not None:
         return int(claim["epoch"])
-    return max((r.history[-1].epoch for r in results.runs_of(claim["variant"]) if r.history), default=0)
+    return min((max((r.history[-1].epoch for r in results.runs_of(name) if r.history), default=0)
+                for name in _variants(results, claim)), default=0)
+
+
+def _variants(results: StudyResults, claim: dict) -> list[str]:
+    """The variants a claim reads: its variant and baseline, or the grid cells of its effect."""
+    if claim.get("effect"):
+        return sorted({name for term in factorial.effect_terms(results, claim["effect"]) for name, _ in term})
+    return [claim["variant"]] + ([claim["baseline"]] if claim.get("baseline") is not None else [])
+
+
+def _sides(results: StudyResults, claim: dict, epoch: int) -> tuple[dict, dict, float | None]:
+    """Per-seed values of the claim's side and of what it is compared with, and, for an effect, the floor of its
+    spread (the metric's step over the number of differences the contrast averages, as factorial.py judges it)."""
+    if claim.get("effect"):
+        terms = factorial.effect_terms(results, claim["effect"])
+        cells = {name: metric_values(results, claim, name, epoch) for name in _variants(results, claim)}
+        v = factorial.contrast_values(cells, terms)
+        step = metric_step(claim["metric"], results)
+        if step is None:
+            step = evidence.relative_floor(*[x for by_seed in cells.values() for x in by_seed.values()])
+        return v, {seed: float(claim["value"]) for seed in v}, step / max(1, len(terms))
+    v = metric_values(results, claim, claim["variant"], epoch)
+    if claim.get("baseline") is not None:
+        return v, metric_values(results, claim, claim["baseline"], epoch), None
+    return v, {seed: float(claim["value"]) for seed in v}, None
 
 
 def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
@@ -169,18 +194,14 @@ def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
     entry = CLAIM_METRICS.entry(claim["metric"].partition("@")[0])
     exact = bool(entry.meta.get("exact"))
     construction = claim.get("by_construction") or ""
-    base = _result_base(claim, entry, epoch, "exact" if exact else "by construction" if construction else "statistical")
+    base = _result_base(claim, entry, epoch, "exact" if exact else "by construction" if construction else "statistical",
+                        _side_name(claim, results))
     try:
-        v = metric_values(results, claim, claim["variant"], epoch)
-        if claim.get("baseline") is not None:
-            b = metric_values(results, claim, claim["baseline"], epoch)
-        else:
-            b = {seed: float(claim["value"]) for seed in v}
+        v, b, effect_floor = _sides(results, claim, epoch)
     except ClaimMetricError as exc:
         return dataclasses.replace(base, verdict=NOT_SHOWN, evidence=f"cannot be measured here: {exc}")
-    why = [] if epoch == 0 or exact else [t for t in (divergence(results, claim["variant"]),
-                                                       divergence(results, claim["baseline"])
-                                                       if claim.get("baseline") else None) if t]
+    why = [] if epoch == 0 or exact else [t for t in map(lambda name: divergence(results, name),
+                                                         _variants(results, claim)) if t]
     if why:
         return dataclasses.replace(base, verdict=DIVERGED, evidence="; ".join(why))
     seeds = sorted(set(v) & set(b))
@@ -194,7 +215,8 @@ def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
         return dataclasses.replace(numbers, verdict=NOT_SHOWN, evidence=f"only {len(seeds)} seed(s) with this metric; "
                                                                         f"a verdict needs at least 2{left_out}")
     d = vv - bb
-    floor = resolution(claim["metric"], results, numbers.variant_mean, numbers.reference_mean)
+    floor = effect_floor if effect_floor is not None else \
+        resolution(claim["metric"], results, numbers.variant_mean, numbers.reference_mean)
     low, high = evidence.interval(d, floor)
     # The smaller of the two p-values is the side the data lean to; `_decide` reads that side from the mean.
     p = float(min(within_p(d, claim.get("tolerance", 0.0), floor))) if claim["direction"] == "within" \
@@ -242,7 +264,7 @@ def _exact(r: ClaimResult, claim: dict, v: np.ndarray, b: np.ndarray, fraction: 
     ok = (v > b) if direction == "greater" else (v < b) if direction == "less" else (np.abs(v - b) <= tol)
     shown = _shown(fraction)
     against = f"{claim['baseline']} {_range(b, shown)}" if claim.get("baseline") is not None else _range(b, shown)
-    evidence = f"{claim['variant']} {_range(v, shown)} vs {against}"
+    evidence = f"{r.variant} {_range(v, shown)} vs {against}"
     if not ok.all():
         evidence += f"; holds on {int(ok.sum())} of {len(ok)} seeds"
     return dataclasses.replace(r, verdict=HOLDS if ok.all() else DOES_NOT_HOLD, evidence=evidence,
@@ -266,7 +288,7 @@ def _range(values: np.ndarray, shown) -> str:
     return shown(lo) + ("" if lo == hi else f" to {shown(hi)} (varies by seed)")
 
 
-def _result_base(claim: dict, entry, epoch: int, kind: str) -> ClaimResult:
+def _result_base(claim: dict, entry, epoch: int, kind: str, side: str) -> ClaimResult:
     fraction = entry.meta.get("fraction", False)
     tol = claim.get("tolerance", 0.0) or 0.0
     relation = {"greater": "greater than", "less": "less than",
@@ -276,10 +298,15 @@ def _result_base(claim: dict, entry, epoch: int, kind: str) -> ClaimResult:
     return ClaimResult(
         text=claim["text"], source=source, quote=STATEMENTS.get(source, "") if is_reference(source) else "",
         reading=claim.get("reading") or "", rationale=claim.get("rationale") or "", metric=claim["metric"],
-        label=entry.meta.get("label", ""), variant=claim["variant"],
+        label=entry.meta.get("label", ""), variant=side,
         reference=claim["baseline"] if claim.get("baseline") is not None else f"{claim['value']:g}",
         direction=relation, epoch=epoch, kind=kind, n=0, variant_mean=nan, reference_mean=nan, diff_mean=nan,
         ci_low=nan, ci_high=nan, p_value=nan, p_holm=nan, verdict=NOT_SHOWN, evidence="")
+
+
+def _side_name(claim: dict, results: StudyResults) -> str:
+    """The claim's variant, or its effect as the factorial section names it ("effect init: xavier vs default")."""
+    return "effect " + factorial.effect_label(claim["effect"], results) if claim.get("effect") else claim["variant"]
 
 
 def _diff_text(fraction: bool):
@@ -291,14 +318,14 @@ def _evidence(r: ClaimResult, claim: dict, entry) -> str:
     shown = _shown(fraction)
     against = f"{claim['baseline']} {shown(r.reference_mean)}" if claim.get("baseline") is not None \
         else shown(r.reference_mean)
-    return f"{claim['variant']} {shown(r.variant_mean)} vs {against}: difference {_diff_text(fraction)(r.diff_mean)}, n={r.n} seeds"
+    return f"{r.variant} {shown(r.variant_mean)} vs {against}: difference {_diff_text(fraction)(r.diff_mean)}, n={r.n} seeds"
 
 
 def _left_out(results: StudyResults, claim: dict, epoch: int, seeds: list[int]) -> str:
     if epoch == 0:
         return ""
-    names = [claim["variant"]] + ([claim["baseline"]] if claim.get("baseline") else [])
-    gone = sorted({(r.seed, r.variant) for name in names for r in results.runs_of(name) if r.status == "diverged"})
+    gone = sorted({(r.seed, r.variant) for name in _variants(results, claim) for r in results.runs_of(name)
+                   if r.status == "diverged"})
     if not gone:
         return ""
     return "; left out (diverged): " + ", ".join(f"seed {s} ({v})" for s, v in gone)

@@ -29,8 +29,10 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
+from scipy import stats
 
 from nnstudy.store.results import METRICS, StudyResults
 
@@ -70,6 +72,9 @@ class Effect:
     sentence: str
     # An interaction: the factor's effect (level vs reference) at `by_reference` and at `by_level`, mean over seeds.
     simple: dict = field(default_factory=dict)
+    floor: float = 0.0  # the least spread the test uses: the contrast's resolution
+    adj_low: float = math.nan  # the interval at the level Holm tested it at: the one the verdict was decided on
+    adj_high: float = math.nan
 
 
 def factors_of(results: StudyResults) -> dict[str, list]:
@@ -132,14 +137,12 @@ def _values(results: StudyResults, cells: dict[tuple, str], metric: str, epoch: 
 def _main_effects(factors, cells, values, metric, epoch, step: float) -> list[Effect]:
     paths = list(factors)
     effects = []
-    for i, path in enumerate(paths):
+    for path in paths:
         levels = [level_text(v) for v in factors[path]]
         for level in levels[1:]:
-            pairs = [(cells[_with(key, i, level)], cells[key]) for key in cells
-                     if key[i] == levels[0] and _with(key, i, level) in cells]
-            per_seed = _per_seed(values, [((a, 1.0), (b, -1.0)) for a, b in pairs])
-            effects.append(_effect("main", path, level, levels[0], None, None, None, metric, epoch, per_seed,
-                                   floor=step / max(1, len(pairs))))  # a mean of len(pairs) differences
+            terms = main_terms(factors, cells, path, level, levels[0])
+            effects.append(_effect("main", path, level, levels[0], None, None, None, metric, epoch,
+                                   _per_seed(values, terms), floor=step / max(1, len(terms))))  # a mean of differences
     return effects
 
 
@@ -147,26 +150,83 @@ def _interactions(factors, cells, values, metric, epoch, step: float) -> list[Ef
     """Each pair (A, B) in grid order: how B's effect depends on A ("the effect of init depends on the activation")."""
     paths = list(factors)
     effects = []
-    for i, j in itertools.combinations(range(len(paths)), 2):
-        a_levels = [level_text(v) for v in factors[paths[i]]]
-        b_levels = [level_text(v) for v in factors[paths[j]]]
+    for first, second in itertools.combinations(paths, 2):
+        a_levels = [level_text(v) for v in factors[first]]
+        b_levels = [level_text(v) for v in factors[second]]
         for a, b in itertools.product(a_levels[1:], b_levels[1:]):
             a0, b0 = a_levels[0], b_levels[0]
-            quads, at_a, at_a0 = [], [], []
-            for key in cells:
-                if key[i] != a0 or key[j] != b0:
-                    continue
-                corners = [_with(_with(key, i, x), j, y) for x, y in ((a, b), (a, b0), (a0, b), (a0, b0))]
-                if all(c in cells for c in corners):
-                    ab, ab0, a0b, a0b0 = (cells[c] for c in corners)
-                    quads.append(((ab, 1.0), (a0b, -1.0), (ab0, -1.0), (a0b0, 1.0)))
-                    at_a.append(((ab, 1.0), (ab0, -1.0)))
-                    at_a0.append(((a0b, 1.0), (a0b0, -1.0)))
-            per_seed = _per_seed(values, quads)
-            simple = {a0: _mean(_per_seed(values, at_a0)), a: _mean(_per_seed(values, at_a))}
-            effects.append(_effect(INTERACTION, paths[j], b, b0, paths[i], a, a0, metric, epoch, per_seed, simple,
-                                   step / max(1, len(quads))))
+            quads = interaction_terms(factors, cells, second, b, b0, first, a, a0)
+            # The simple effects the interaction contrasts: b's effect at a (ab - ab0) and at a0 (a0b - a0b0).
+            simple = {a0: -_mean(_per_seed(values, [q[2:] for q in quads])),
+                      a: _mean(_per_seed(values, [q[:2] for q in quads]))}
+            effects.append(_effect(INTERACTION, second, b, b0, first, a, a0, metric, epoch, _per_seed(values, quads),
+                                   simple, step / max(1, len(quads))))
     return effects
+
+
+def main_terms(factors, cells, factor: str, level: str, reference: str) -> list[tuple]:
+    """The differences cell(factor=level) - cell(factor=reference) over every combination of the other factors
+    where both cells exist: a main effect is their mean."""
+    i = list(factors).index(factor)
+    return [((cells[_with(key, i, level)], 1.0), (cells[key], -1.0)) for key in cells
+            if key[i] == reference and _with(key, i, level) in cells]
+
+
+def interaction_terms(factors, cells, factor: str, level: str, reference: str, by: str, by_level: str,
+                      by_reference: str) -> list[tuple]:
+    """The differences of differences [y(b, a) - y(b0, a)] - [y(b, a0) - y(b0, a0)] of `factor` (b vs b0) between
+    `by`'s levels (a vs a0), over every combination of the other factors where all four cells exist; each term
+    lists its cells in that order, so term[:2] is b's effect at a and term[2:] minus b's effect at a0."""
+    i, j = list(factors).index(factor), list(factors).index(by)
+    quads = []
+    for key in cells:
+        if key[i] != reference or key[j] != by_reference:
+            continue
+        corners = [_with(_with(key, j, x), i, y) for x, y in ((by_level, level), (by_level, reference),
+                                                              (by_reference, level), (by_reference, reference))]
+        if all(c in cells for c in corners):
+            ab, ab0, a0b, a0b0 = (cells[c] for c in corners)
+            quads.append(((ab, 1.0), (ab0, -1.0), (a0b, -1.0), (a0b0, 1.0)))
+    return quads
+
+
+def contrast_values(values: dict[str, dict[int, float]], terms: list[tuple]) -> dict[int, float]:
+    """Per seed, the contrast `terms` describes (as `main_terms`/`interaction_terms` return): seed -> value."""
+    names = {name for term in terms for name, _ in term}
+    if not terms:
+        return {}
+    seeds = sorted(set.intersection(*(set(values.get(n, {})) for n in names)))
+    return {s: float(np.mean([sum(w * values[n][s] for n, w in term) for term in terms])) for s in seeds}
+
+
+def effect_terms(results: StudyResults, effect: dict) -> list[tuple]:
+    """The terms of the contrast a claim names (config.schema.EffectConfig's fields): a main effect's differences
+    or an interaction's differences of differences."""
+    factors = factors_of(results)
+    cells = _cells(results, factors)
+    e = _resolved(effect, factors)
+    if e.by is None:
+        return main_terms(factors, cells, e.factor, e.level, e.reference)
+    return interaction_terms(factors, cells, e.factor, e.level, e.reference, e.by, e.by_level, e.by_reference)
+
+
+def effect_label(effect: dict, results: StudyResults) -> str:
+    """A claim's effect named as the factorial section names it: "init: xavier vs default"."""
+    return effect_name(_resolved(effect, factors_of(results)))
+
+
+def _resolved(effect: dict, factors: dict[str, list]) -> SimpleNamespace:
+    """An effect's fields with levels as text, those left out taken as their factor's first level."""
+    def level(key: str, path: str | None) -> str | None:
+        if path is None:
+            return None
+        value = effect.get(key)
+        return level_text(value if value is not None else factors.get(path, ["?"])[0])
+
+    factor, by = effect["factor"], effect.get("by")
+    return SimpleNamespace(kind=INTERACTION if by else "main", factor=factor, level=level("level", factor),
+                           reference=level("reference", factor), by=by, by_level=level("by_level", by),
+                           by_reference=level("by_reference", by))
 
 
 def _with(key: tuple, index: int, level: str) -> tuple:
@@ -175,11 +235,7 @@ def _with(key: tuple, index: int, level: str) -> tuple:
 
 def _per_seed(values: dict[str, dict[int, float]], terms: list[tuple]) -> np.ndarray:
     """Per seed, the mean over `terms` of sum(weight * value); seeds missing any cell named are left out."""
-    names = {name for term in terms for name, _ in term}
-    if not terms:
-        return np.zeros(0)
-    seeds = sorted(set.intersection(*(set(values[n]) for n in names)))
-    return np.array([np.mean([sum(w * values[n][s] for n, w in term) for term in terms]) for s in seeds])
+    return np.array(list(contrast_values(values, terms).values()), dtype=float)
 
 
 def _mean(x: np.ndarray) -> float:
@@ -198,13 +254,16 @@ def _effect(kind, factor, level, reference, by, by_level, by_reference, metric, 
     low, high = evidence.interval(per_seed, floor)
     p = float(evidence.p_value(per_seed, floor))
     return Effect(kind, factor, level, reference, by, by_level, by_reference, metric, epoch, n, mean, sd, low, high,
-                  p, nan, minimum_detectable_difference(sd, n), "", "", simple or {})
+                  p, nan, minimum_detectable_difference(sd, n), "", "", simple or {}, floor)
 
 
 def _decide(e: Effect) -> Effect:
     if e.verdict == TOO_FEW:
         return dataclasses.replace(e, sentence=f"{_name(e)}: only {e.n} seed(s) with every cell it needs; a contrast "
                                                f"needs at least 2.")
+    level = evidence.adjusted_confidence(e.p_value, e.p_holm)
+    half = float(stats.t.ppf(0.5 + level / 2, e.n - 1)) * max(e.sd, e.floor) / math.sqrt(e.n)
+    e = dataclasses.replace(e, adj_low=e.estimate - half, adj_high=e.estimate + half)
     shown = e.p_holm < ALPHA and (e.ci_low > 0 or e.ci_high < 0)
     if e.kind == INTERACTION:
         verdict = INTERACTION if shown else NO_INTERACTION
@@ -230,20 +289,25 @@ def effect_name(e) -> str:
 
 def _sentence(e: Effect, verdict: str) -> str:
     m = e.metric
-    stats = (f"{format_diff(e.estimate, m)}, 95% CI {format_ci(e.ci_low, e.ci_high, m)}, Holm {format_p(e.p_holm)}, "
-             f"n={e.n}")
+    numbers = (f"{format_diff(e.estimate, m)}, {interval_name(e)} {format_ci(e.adj_low, e.adj_high, m)}, Holm "
+             f"{format_p(e.p_holm)}, n={e.n}")
     where = f" ({metric_label(m)}, epoch {e.epoch})"
     if e.kind != INTERACTION:
         head = f"{e.level} instead of {e.reference} ({short(e.factor)}), averaged over the other factors{where}"
-        return f"{head}: {verdict} ({stats})."
+        return f"{head}: {verdict} ({numbers})."
     gains = (f"{e.level} gains {format_diff(e.simple.get(e.by_level, math.nan), m)} with {e.by_level}, "
              f"{format_diff(e.simple.get(e.by_reference, math.nan), m)} with {e.by_reference}")
     if verdict == INTERACTION:
-        return f"the effect of {short(e.factor)} depends on the {short(e.by)}{where}: {gains} (difference {stats})."
+        return f"the effect of {short(e.factor)} depends on the {short(e.by)}{where}: {gains} (difference {numbers})."
     detect = (f"; {e.n} seeds detect an interaction of {format_diff(e.mde, m, signed=False)} or more with 80% power"
               if math.isfinite(e.mde) else "")
-    return f"no detectable interaction of {short(e.by)} and {short(e.factor)}{where}: {gains} (difference {stats})" \
+    return f"no detectable interaction of {short(e.by)} and {short(e.factor)}{where}: {gains} (difference {numbers})" \
            f"{detect}."
+
+
+def interval_name(e: Effect) -> str:
+    """What the interval beside a verdict is: Holm's, unless Holm left the p as it was."""
+    return "Holm-adjusted 95% CI" if e.p_holm > e.p_value else "95% CI"
 
 
 def effects_table(effects: list[Effect]):
