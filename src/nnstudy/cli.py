@@ -62,8 +62,10 @@ def _amount(text: str) -> float:
 
 def _looks(text: str) -> list[int]:
     looks = _seeds(text)
-    if looks[0] < 2 or any(b <= a for a, b in zip(looks, looks[1:])):
-        raise argparse.ArgumentTypeError(f"{text!r}: looks must be increasing seed counts from 2 up, e.g. 3,5,8,12,20")
+    from nnstudy.config.schema import LOOKS_RULE, looks_increase
+
+    if not looks_increase(looks):
+        raise argparse.ArgumentTypeError(f"{text!r}: {LOOKS_RULE}, e.g. 3,5,8,12,20")
     return looks
 
 

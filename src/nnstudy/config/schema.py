@@ -272,6 +272,15 @@ class ClaimConfig(_Strict):
         return self
 
 
+LOOKS_RULE = "looks must be increasing seed counts from 2 up"
+
+
+def looks_increase(looks) -> bool:
+    """The one check of a sequential design's looks (study file, --looks, the boundaries' fit): 2 <= n1 < n2 < ..."""
+    looks = list(looks)
+    return bool(looks) and looks[0] >= 2 and all(b > a for a, b in zip(looks, looks[1:]))
+
+
 class SequentialConfig(_Strict):
     """Seeds until decided: look at the comparisons after each of `looks` seeds, stop when all are decided.
 
@@ -287,8 +296,8 @@ class SequentialConfig(_Strict):
     @field_validator("looks")
     @classmethod
     def _increasing(cls, v):
-        if v[0] < 2 or any(b <= a for a, b in zip(v, v[1:])):
-            raise ValueError(f"looks must be increasing seed counts from 2 up, e.g. [3, 5, 8, 12, 20]; got {v}")
+        if not looks_increase(v):
+            raise ValueError(f"{LOOKS_RULE}, e.g. [3, 5, 8, 12, 20]; got {v}")
         return v
 
 

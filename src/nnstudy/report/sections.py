@@ -109,8 +109,8 @@ def looks_section(results, save) -> dict | None:
     return {"rows": rows, "figure": save(figure, "looks.png", "Each comparison's estimate and repeated 95% "
                                          "interval at every look; grey: the smallest difference worth knowing")
             if figure is not None else None,
-            "design": f"looks at {', '.join(map(str, seq['looks']))} seeds, {seq.get('metric', 'test_acc')} at the "
+            "design": f"looks at {', '.join(map(str, seq.looks))} seeds, {seq.metric} at the "
                       f"last epoch, smallest difference worth knowing "
-                      f"{format_diff(seq['smallest_difference'], seq.get('metric', 'test_acc'), signed=False)}, "
-                      f"{_SPENDING[seq.get('spending', 'pocock')]}-type alpha spending, 5% over the study "
+                      f"{format_diff(seq.smallest_difference, seq.metric, signed=False)}, "
+                      f"{_SPENDING[seq.spending]}-type alpha spending, 5% over the study "
                       f"({comparisons[0].alpha:.3g} per comparison, Bonferroni)"}

@@ -41,6 +41,7 @@ import numpy as np
 from scipy import stats
 
 from nnstudy import run_status
+from nnstudy.config.schema import LOOKS_RULE, looks_increase
 from nnstudy.store.results import METRICS
 
 from .paired import ALPHA, recommended_seeds
@@ -87,8 +88,8 @@ def boundaries(looks: tuple[int, ...], alpha: float = 0.05, spending: str = "poc
     Fitted on simulated paths of paired normal differences (the t statistic's own small-n distribution), with
     each look spending `spent_alpha(n_k / n_K) - spent_alpha(n_{k-1} / n_K)` of the paths not yet stopped.
     """
-    if len(looks) < 1 or looks[0] < 2 or any(b <= a for a, b in zip(looks, looks[1:])):
-        raise ValueError(f"looks must be increasing seed counts from 2 up, got {list(looks)}")
+    if not looks_increase(looks):
+        raise ValueError(f"{LOOKS_RULE}, got {list(looks)}")
     t_paths = _t_paths(looks, _PATHS, np.random.default_rng(_SEED))
     alive = np.ones(_PATHS, dtype=bool)
     out, spent_before = [], 0.0
@@ -211,8 +212,8 @@ def study_looks(results) -> list[ComparisonLooks]:
         return []
     others = [v for v in results.variants if v != results.baseline]
     alpha = ALPHA / max(1, len(others))
-    design = boundaries(tuple(seq["looks"]), alpha, seq.get("spending", "pocock"))
-    higher_is_better = METRICS[seq.get("metric", "test_acc")]
+    design = boundaries(tuple(seq.looks), alpha, seq.spending)
+    higher_is_better = METRICS[seq.metric]
 
     def finals(variant: str) -> tuple[dict[int, float], set[int]]:
         values, finished = {}, set()
@@ -220,7 +221,7 @@ def study_looks(results) -> list[ComparisonLooks]:
             if run.status in run_status.ENDED:
                 finished.add(run.seed)
             if counts(run) and run.final is not None:
-                values[run.seed] = float(getattr(run.final, seq.get("metric", "test_acc")))
+                values[run.seed] = float(getattr(run.final, seq.metric))
         return values, finished
 
     base_values, base_finished = finals(results.baseline)
@@ -237,17 +238,17 @@ def study_looks(results) -> list[ComparisonLooks]:
                 looks.append(Look(len(pairs), math.nan, -math.inf, math.inf, math.nan, b, CONTINUE))
                 continue
             diffs = np.array([values[s] - base_values[s] for s in pairs])
-            floor = resolution(seq.get("metric", "test_acc"), results, np.mean([values[s] for s in pairs]),
+            floor = resolution(seq.metric, results, np.mean([values[s] for s in pairs]),
                                np.mean([base_values[s] for s in pairs]))
-            look = decide(diffs, b, seq["smallest_difference"], last=k == len(design) - 1, floor=floor)
+            look = decide(diffs, b, seq.smallest_difference, last=k == len(design) - 1, floor=floor)
             if not higher_is_better and look.decision in (BETTER, WORSE):  # a lower loss is better
                 look = dataclasses.replace(look, decision=WORSE if look.decision == BETTER else BETTER)
             looks.append(look)
             if look.decision != CONTINUE:
                 break
         decision = looks[-1].decision if looks else CONTINUE
-        out.append(ComparisonLooks(variant, results.baseline, seq.get("metric", "test_acc"), looks, decision,
-                                   seq["smallest_difference"], alpha, seq.get("spending", "pocock"), design))
+        out.append(ComparisonLooks(variant, results.baseline, seq.metric, looks, decision, seq.smallest_difference, alpha,
+                                   seq.spending, design))
     return out
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnstudy.config.schema import SequentialConfig
 from nnstudy.store.db import Store
 from nnstudy.store.results import RunResult, StudyResults
 
@@ -31,11 +32,13 @@ def load_results(store: Store, name: str) -> StudyResults:
         ))
     labels = study_dir / TEST_LABELS
     y_true = np.load(labels, allow_pickle=False) if labels.exists() else np.zeros(0, dtype=np.int64)
+    # The stored table is the validated one: read back as the model, its defaults filled in one place.
+    sequential = SequentialConfig.model_validate(spec["sequential"]) if spec.get("sequential") else None
     return StudyResults(
         name=name, description=spec.get("description", ""), variants=list(spec["variants"]),
         baseline=info["baseline"], seeds=list(spec["seeds"]), report_epochs=list(info["report_epochs"]),
         classes=list(info["classes"]), y_true=y_true, dataset=info["dataset"], runs=runs,
         out_dir=study_dir, settings=info.get("settings", {}), claims=list(spec.get("claims", [])),
-        claim_history=store.claim_history(name), sequential=spec.get("sequential"), grid=spec.get("grid"),
+        claim_history=store.claim_history(name), sequential=sequential, grid=spec.get("grid"),
         overrides=list(spec.get("overrides") or []),
     )

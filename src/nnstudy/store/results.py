@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnstudy.config.schema import SequentialConfig
 from nnstudy.history import EpochRow
 
 __all__ = ["METRICS", "EpochRow", "RunResult", "StudyResults"]
@@ -82,7 +83,7 @@ class StudyResults:
     claims: list[dict] = field(default_factory=list)  # the study file's claims (config.ClaimConfig as dicts)
     # claim text -> {"first": definition as first run, "revised": bool, "added_after_results": bool} (Store)
     claim_history: dict[str, dict] = field(default_factory=dict)
-    sequential: dict | None = None  # the study's [sequential] table (config.SequentialConfig as a dict), if any
+    sequential: SequentialConfig | None = None  # the study's [sequential] table, validated, if any
     grid: dict | None = None  # factors and each cell's coordinates (config.GridConfig as a dict), if any
     overrides: list[str] = field(default_factory=list)  # the KEY=VALUE settings applied to the study file
 
