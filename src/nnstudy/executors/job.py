@@ -31,7 +31,7 @@ from nnstudy.report.figures import run_figures
 from nnstudy.training import GroupTrainer, TrainOptions
 from nnstudy.training.checkpoint import resume_state, save_state
 from nnstudy.training.cpu_memory import keep_freed_memory
-from nnstudy.training.stacking import can_stack
+from nnstudy.training.stacking import trains_stacked
 from nnstudy.training.threads import default_cpu_threads
 
 # A full disk or an unwritable folder is not the run's fault: the study stops, a rerun resumes.
@@ -70,7 +70,7 @@ class Job:
 
     @property
     def stacked(self) -> bool:
-        return self.train.vectorize and len(self.seeds) > 1 and can_stack(RunConfig.model_validate(self.config))
+        return trains_stacked(RunConfig.model_validate(self.config), len(self.seeds), self.train.vectorize)
 
     def variant_of(self, k: int) -> str:
         return self.member_variants[k] if self.member_configs else self.variant

@@ -33,6 +33,13 @@ def can_stack(cfg) -> bool:
     return cfg.model.dropout == 0
 
 
+def trains_stacked(cfg, n_seeds: int, vectorize: bool) -> bool:
+    """The one rule for whether `n_seeds` seeds of `cfg` train as one stacked model: stacking is on (no
+    --no-vectorize), there is more than one seed, and the model can stack (`can_stack`). The planner, the job and
+    the trainer all ask here."""
+    return vectorize and n_seeds > 1 and can_stack(cfg)
+
+
 def stack_key(cfg, structure: str = "") -> str:
     """Variants with equal keys can train as one stack: they differ only in VALUE_KEYS, and their networks have
     the same `structure` (pre-flight's weight names and shapes)."""

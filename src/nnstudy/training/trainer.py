@@ -25,7 +25,7 @@ from nnstudy.training.optim import lr_factor, make_optimizer, set_lrs
 from nnstudy.training.probes import Prober
 from nnstudy.training.progress import EpochProgress
 from nnstudy.training.seed_stack import SeedStack
-from nnstudy.training.stacking import can_stack, loss_key, member_groups
+from nnstudy.training.stacking import loss_key, member_groups, trains_stacked
 
 CHECKPOINT_FORMAT = 1
 
@@ -78,7 +78,7 @@ class GroupTrainer:
         self.cfg, self.data, self.seeds, self.options = cfg, data, list(seeds), options
         self.members = member_cfgs or [cfg] * len(self.seeds)
         self.device = torch.device(options.device)
-        if len(self.seeds) > 1 and not (options.vectorize and can_stack(cfg)):
+        if len(self.seeds) > 1 and not trains_stacked(cfg, len(self.seeds), options.vectorize):
             raise ValueError("seeds train together only when stacked; pass one seed at a time")
         channels_last = options.channels_last
         if channels_last is None:
@@ -107,7 +107,8 @@ class GroupTrainer:
         input_shape, n_classes = tuple(self.data.train_x.shape[1:]), len(self.data.classes)
         return SeedStack(lambda k: build_model(self.members[k].model, input_shape, n_classes, self.cfg.source_dir,
                                                self.model_changes),
-                         self.seeds, self.device, self.options.vectorize and can_stack(self.cfg), channels_last)
+                         self.seeds, self.device, trains_stacked(self.cfg, len(self.seeds), self.options.vectorize),
+                         channels_last)
 
     def _losses_by_member(self):
         """Members with the same loss share one call: [(loss, member indices)], and each member's loss."""
