@@ -21,8 +21,10 @@ from nnstudy import files, run_status
 from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
 from nnstudy.driver.clock import StudyClock
+from nnstudy.driver.cost import gflop
 from nnstudy.driver.options import RunOptions, resolve_device
 from nnstudy.driver.plan import plan_jobs, plan_study, preflight
+from nnstudy.driver.pool import first_free
 from nnstudy.driver.recorder import Recorder
 from nnstudy.driver.run_life import reload, remove_stale_temp_files, sync_runs
 from nnstudy.errors import UserError
@@ -150,6 +152,15 @@ def _say_what_is_left(name: str, runs, todo, options: RunOptions, log) -> None:
 _WORKER_DEATHS_TO_FAIL = 2
 
 
+def _queue_line(jobs: list, studies: int, workers: int) -> str:
+    """A suite's queue in one line: its jobs, and each worker's estimated share of them."""
+    _, load = first_free([j.cost for j in jobs], workers)
+    ideal = sum(load) / len(load)
+    return (f"one queue of {len(jobs)} job(s) from {studies} stud{'y' if studies == 1 else 'ies'}, most "
+            f"expensive first, on {workers} worker(s); workers' shares {', '.join(gflop(x) for x in load)} "
+            f"(longest {max(load) / ideal:.2f}x total/workers)")
+
+
 def execute_parts(parts: list[StudyPart], name: str, store: Store, device: str, executor: Executor,
                   options: RunOptions, log, suite: bool = False) -> None:
     """Run the parts' jobs as one queue, most expensive first onto the first free worker; a job whose worker
@@ -168,6 +179,8 @@ def execute_parts(parts: list[StudyPart], name: str, store: Store, device: str, 
         return sorted(jobs, key=lambda j: -j.cost)  # stable: a study's own order among equal costs
 
     jobs = plan(left)
+    if suite:
+        print(f"{name}: {_queue_line(jobs, len(parts), executor.slots())}", file=log, flush=True)
     parallel = executor.parallel(len(jobs))  # jobs at once, for the time left
     executor = executor.for_jobs(len(jobs))  # chosen once: retries after a worker died stay in (fresh) workers
     for note in executor.notes(options):

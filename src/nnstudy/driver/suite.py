@@ -18,10 +18,8 @@ from pathlib import Path
 
 from nnstudy.config import StudyConfig
 from nnstudy.config.suite import SuiteConfig
-from nnstudy.driver.cost import gflop
 from nnstudy.driver.options import RunOptions, resolve_device
 from nnstudy.driver.plan import preflight
-from nnstudy.driver.pool import first_free
 from nnstudy.driver.study_run import execute_parts, output_lock, prepare_study
 from nnstudy.errors import UserError
 from nnstudy.executors import open_executor
@@ -58,7 +56,6 @@ def run_suite(suite: SuiteConfig, studies: list[tuple[StudyConfig, str]], option
                  for s, src in queued]
         busy = [p for p in parts if p.todo]
         if busy:
-            print(f"{suite.name}: {_describe(busy, executor.slots())}", file=log, flush=True)
             execute_parts(busy, suite.name, store, device, executor, options, log, suite=True)
         if suite.replication and len(queued) == len(studies):  # first, so that the studies' reports link to it
             done.replication = _replication(out)
@@ -81,13 +78,3 @@ def _replication(out: Path) -> dict:
     from nnstudy.report.replication import write_replication
 
     return write_replication(out)
-
-
-def _describe(parts, workers: int) -> str:
-    """The suite's queue in one line: its jobs, and each worker's estimated share of them."""
-    costs = sorted((j.cost for p in parts for j in p.plan(p.todo)), reverse=True)
-    _, load = first_free(costs, workers)
-    ideal = sum(load) / len(load)
-    return (f"one queue of {len(costs)} job(s) from {len(parts)} stud{'y' if len(parts) == 1 else 'ies'}, most "
-            f"expensive first, on {workers} worker(s); workers' shares {', '.join(gflop(x) for x in load)} "
-            f"(longest {max(load) / ideal:.2f}x total/workers)")
