@@ -19,7 +19,7 @@ from nnstudy.data.study_data import load_study_data
 from nnstudy.driver.cost import gflop, run_cost, stack_factor, step_cost
 from nnstudy.driver.pool import first_free
 from nnstudy.driver.run_life import Run, start_epochs
-from nnstudy.executors.job import Job
+from nnstudy.executors.job import Job, JobRun
 from nnstudy.training import TrainOptions
 from nnstudy.training.preflight import check_variant
 from nnstudy.training.stacking import LAYER_KEYS, stack_key
@@ -208,13 +208,12 @@ def _job(runs: list[Run], plan: StudyPlan, i: int, study: StudyConfig, report_ep
     stack = plan.stacks[i]
     return Job(
         study=study.name, variant="+".join(variants), config=lead.model_dump(mode="json"),
-        run_ids=[r.id for r in runs], seeds=[r.row.seed for r in runs], identities=[r.row.config_hash for r in runs],
-        checkpoint_dirs=[r.checkpoint_dir for r in runs], report_epochs=report_epochs, cache_dir=str(cache_dir),
+        runs=[JobRun(r.id, r.row.seed, r.row.variant, r.row.config_hash, r.checkpoint_dir,
+                     study.variants[r.row.variant].model_dump(mode="json") if mixed else None) for r in runs],
+        report_epochs=report_epochs, cache_dir=str(cache_dir),
         train=TrainOptions(device=device, vectorize=stack.stacked, compile=options.compile,
                            progress=options.progress, probes=options.probes),
         stack_note=stacking[variants[0]].why_not or "",
-        member_configs=[study.variants[r.row.variant].model_dump(mode="json") for r in runs] if mixed else [],
-        member_variants=[r.row.variant for r in runs] if mixed else [],
         # Its share of the stack's estimated cost: what is left of it, for the order and the time left.
         cost=stack.cost * len(runs) / len(stack.runs) * (lead.train.epochs - start) / lead.train.epochs,
         plan_note=plan.note(i),

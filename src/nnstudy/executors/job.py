@@ -38,22 +38,29 @@ from nnstudy.training.threads import default_cpu_threads
 OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a job: what its worker needs to train and checkpoint it."""
+
+    run_id: int
+    seed: int
+    variant: str
+    identity: str  # its config hash, kept in its checkpoint
+    checkpoint_dir: str  # where its checkpoints live: a folder or an object store URI
+    config: dict | None = None  # its own RunConfig as a dict, when the stack holds several variants
+
+
 @dataclass
 class Job:
     study: str
     variant: str  # "a+b+c" when the stack holds the runs of several variants
     config: dict  # RunConfig as a dict (the first variant's: what the members share)
-    run_ids: list[int]
-    seeds: list[int]
-    identities: list[str]  # each run's config hash, kept in its checkpoint
-    checkpoint_dirs: list[str]  # where each run's checkpoints live
+    runs: list[JobRun]  # in stack order
     report_epochs: list[int]
     cache_dir: str
     train: TrainOptions = field(default_factory=TrainOptions)  # how its trainer trains: device, stacked, probes...
     threads: int = 0  # 0: nnstudy's choice for the job's size (training/threads.py)
     stack_note: str = ""  # why this variant's seeds train one at a time, if they do
-    member_configs: list[dict] = field(default_factory=list)  # per run, when the stack holds several variants
-    member_variants: list[str] = field(default_factory=list)  # their variant names, per run
     position: int = 0  # its worker's line for progress bars
     cost: float = 0.0  # estimated FLOPs left (cost.py), for the order jobs start in and the time left
     plan_note: str = ""  # its stack in the study's plan: estimated cost, worker and that worker's share
@@ -63,17 +70,27 @@ class Job:
         return self.train.device
 
     @property
+    def run_ids(self) -> list[int]:
+        return [r.run_id for r in self.runs]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the stack holds runs of several variants, each with its own config."""
+        return any(r.config is not None for r in self.runs)
+
+    @property
     def label(self) -> str:
-        if self.member_configs:
+        if self.mixed:
             return f"{self.variant} [{len(self.seeds)} runs]"
         return f"{self.variant} [seed {','.join(map(str, self.seeds))}]"
 
     @property
     def stacked(self) -> bool:
         return trains_stacked(RunConfig.model_validate(self.config), len(self.seeds), self.train.vectorize)
-
-    def variant_of(self, k: int) -> str:
-        return self.member_variants[k] if self.member_configs else self.variant
 
 
 def library_versions() -> dict:
@@ -130,7 +147,7 @@ def _settings(job: Job, cfg: RunConfig) -> dict:
                 "vectorized": job.stacked, "threads": torch.get_num_threads(), "host": socket.gethostname()}
     if job.stack_note:
         settings["not_stacked"] = job.stack_note
-    if job.member_configs:
+    if job.mixed:
         settings["stacked_with"] = job.variant  # "a+b+c": variants trained as one stack
     if job.plan_note:
         settings["plan"] = job.plan_note
@@ -139,7 +156,7 @@ def _settings(job: Job, cfg: RunConfig) -> dict:
 
 def _trainer(job: Job, cfg: RunConfig, data) -> GroupTrainer:
     options = dataclasses.replace(job.train, label=job.label, position=job.position)
-    members = [RunConfig.model_validate(c) for c in job.member_configs] or None
+    members = [RunConfig.model_validate(r.config) for r in job.runs] if job.mixed else None
     trainer = GroupTrainer(cfg, data, job.seeds, options, members)
     if os.environ.get("NNSTUDY_CRASH_AT", "").startswith("train-step"):
         trainer.step_hook = files.crash_point  # tests kill the process mid-epoch
@@ -148,7 +165,7 @@ def _trainer(job: Job, cfg: RunConfig, data) -> GroupTrainer:
 
 def _restore(job: Job, trainer: GroupTrainer, emit) -> int:
     """Continue from the runs' checkpoints, if any; the epochs restored (0: from scratch)."""
-    checkpoints = [resume_state(d) for d in job.checkpoint_dirs]  # local folders or object store URIs
+    checkpoints = [resume_state(r.checkpoint_dir) for r in job.runs]  # local folders or object store URIs
     if all(c is None for c in checkpoints):
         return 0
     trainer.restore(checkpoints)
@@ -161,8 +178,8 @@ def _restore(job: Job, trainer: GroupTrainer, emit) -> int:
 def _on_epoch(job: Job, emit, threads, sent: list[set]):
     """After each epoch: every run's checkpoint, then its new rows, probes and predictions as one event."""
     def on_epoch(tr: GroupTrainer, predictions: dict[int, torch.Tensor]) -> None:
-        for k, d in enumerate(job.checkpoint_dirs):
-            save_state(d, tr.checkpoint(k), job.identities[k])
+        for k, run in enumerate(job.runs):
+            save_state(run.checkpoint_dir, tr.checkpoint(k), run.identity)
         probes = {k: {e: p for e, p in s.probes.items() if e in (0, tr.epoch) and e not in sent[k]}
                   for k, s in enumerate(tr.states)}
         for k, new in probes.items():
@@ -178,13 +195,12 @@ def _on_epoch(job: Job, emit, threads, sent: list[set]):
 def _finish(job: Job, trainer: GroupTrainer, wall: float, restored: int, data, emit) -> None:
     """Each run done or diverged, with its folder's figures (drawn here, so that workers draw in parallel)."""
     y_true = data.test_y.numpy()
-    for k, rid in enumerate(job.run_ids):
+    for k, run in enumerate(job.runs):
         state = trainer.states[k]
         status = "diverged" if state.diverged else "done"
         predictions = {e: p.numpy().astype(np.int64) for e, p in state.predictions.items()}
-        figures = run_figures(job.variant_of(k), job.seeds[k], status, state.history, predictions,
-                                       data.classes, y_true)
-        emit(RunFinished(rid, status, trainer.n_params, wall, restored, trainer.epoch - restored,
+        figures = run_figures(run.variant, run.seed, status, state.history, predictions, data.classes, y_true)
+        emit(RunFinished(run.run_id, status, trainer.n_params, wall, restored, trainer.epoch - restored,
                          trainer.model_changes, figures))
 
 

@@ -83,8 +83,9 @@ class RayExecutor(Executor):
         refs = {}
         for i, job in enumerate(jobs):
             # Run folders may be relative to the driver's working directory, which a task does not share.
-            on_node = dataclasses.replace(job, threads=self.threads, checkpoint_dirs=[
-                d if "://" in d else os.path.abspath(d) for d in job.checkpoint_dirs])
+            on_node = dataclasses.replace(job, threads=self.threads, runs=[
+                r if "://" in r.checkpoint_dir else dataclasses.replace(r, checkpoint_dir=os.path.abspath(r.checkpoint_dir))
+                for r in job.runs])
             refs[self.remote.remote(on_node, self._dataset(job), i, queue)] = i
 
         def drain() -> None:
