@@ -176,6 +176,26 @@ class RunConfig(_Strict):
     source_dir: Optional[str] = None
 
 
+class ClaimHistoryConfig(_Strict):
+    """A claim's own account of a change made after results (a built-in study's, say): its `first` definition
+    (the fields of CLAIM_DEFINITION that differed; the others are the claim's own), the words it was `first_text`
+    worded in, where they differed, and why it `changed`. Every store then shows the claim revised, fresh
+    ones included, with that first definition judged beside the current one."""
+
+    first: dict[str, Any] = Field(min_length=1)
+    changed: str = Field(min_length=1)
+    first_text: str = ""
+
+    @field_validator("first")
+    @classmethod
+    def _definition_fields(cls, v):
+        unknown = sorted(set(v) - set(CLAIM_DEFINITION))
+        if unknown:
+            raise ValueError(f"history.first names {', '.join(unknown)}, not part of a claim's definition; use "
+                             f"{', '.join(CLAIM_DEFINITION)}")
+        return v
+
+
 class ClaimConfig(_Strict):
     """A claim the study checks: `metric` of `variant` is greater than, less than, or within
     `tolerance` of the `baseline` variant's (paired by seed) or of a fixed `value`, at `epoch`.
@@ -187,7 +207,9 @@ class ClaimConfig(_Strict):
     `by_construction` why its outcome is fixed by the code before any data, where it is.
     """
 
-    text: str = Field(min_length=1)  # the claim in words; also its identity in the store
+    text: str = Field(min_length=1)  # the claim in words; its identity in the store unless `id` is given
+    # A stable identity (e.g. "R2.6-xavier"): a claim reworded later keeps its link to its record.
+    id: Optional[str] = Field(None, min_length=1)
     source: str = ""
     reading: str = ""
     rationale: str = ""
@@ -202,6 +224,7 @@ class ClaimConfig(_Strict):
     # Why the code fixes the outcome before any data (zero weights and zeroed biases get zero gradients): the
     # claim is then shown "true by construction", an illustration counted apart, never evidence.
     by_construction: str = ""
+    history: Optional[ClaimHistoryConfig] = None  # a change after results that the claim itself declares
 
     @field_validator("metric")
     @classmethod
@@ -230,6 +253,12 @@ class ClaimConfig(_Strict):
                              "baseline and value")
         if self.metric == "epochs_to_acc" and self.threshold is None:
             raise ValueError("metric epochs_to_acc needs threshold (a test accuracy, e.g. 0.97)")
+        if self.history is not None:  # the first definition must be a claim too
+            try:
+                ClaimConfig(**declared_first(self.model_dump(exclude={"history"}), self.history.first))
+            except ValueError as exc:
+                errors = getattr(exc, "errors", lambda: [{"msg": str(exc)}])()
+                raise ValueError(f"history.first is not a valid claim: {errors[0]['msg']}") from None
         return self
 
 
@@ -260,6 +289,21 @@ CLAIM_DEFINITION = ("metric", "variant", "baseline", "value", "direction", "tole
 def claim_definition(claim: dict) -> dict:
     """What a claim tests (not how it is worded or cited), from its dict form."""
     return {key: claim.get(key) for key in CLAIM_DEFINITION}
+
+
+def claim_key(claim: dict) -> str:
+    """A claim's identity in the store: its `id`, else its text (stores from before ids are keyed by text)."""
+    return claim.get("id") or claim["text"]
+
+
+def declared_first(claim: dict, first: dict) -> dict:
+    """A claim (dict form) as its declared first definition: `first`'s fields over its own; a first definition
+    against a fixed value drops the current baseline, and the other way round."""
+    out = {**claim, **first}
+    for one, other in (("value", "baseline"), ("baseline", "value")):
+        if first.get(one) is not None and other not in first:
+            out[other] = None
+    return out
 
 
 class GridConfig(_Strict):
@@ -325,7 +369,12 @@ class StudyConfig(_Strict):
         for i, text in enumerate(texts):
             if text in texts[:i]:
                 raise ValueError(f"claims[{i}].text repeats claims[{texts.index(text)}]'s; each claim needs its own "
-                                 f"text (it is the claim's identity in the store)")
+                                 f"text")
+        keys = [c.id or c.text for c in self.claims]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise ValueError(f"claims[{i}]'s identity {key!r} repeats claims[{keys.index(key)}]'s (an id or a "
+                                 f"text); give each claim its own id")
         for i, claim in enumerate(self.claims):
             for key in ("variant", "baseline"):
                 name = getattr(claim, key)
