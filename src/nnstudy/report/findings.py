@@ -72,11 +72,14 @@ def claim_record(claim) -> dict:
     """A claim's record in a findings row: "record" (its marks: revised, added after results, withdrawn,
     reworded), "changes" (what changed after results, in words), "first_text" (its first words, where reworded)
     and "first" (the first definition's verdict and evidence, where revised or withdrawn; else None)."""
-    marks = [mark for mark, on in (("withdrawn", claim.withdrawn), ("revised", claim.revised),
-                                   ("added after results", claim.added_after_results),
-                                   ("reworded", bool(claim.first_text))) if on]
-    first = claim.first if claim.revised else None
-    return {"record": marks, "changes": list(claim.changes), "first_text": claim.first_text,
+    def attr(name, default=False):  # a claim-like object from elsewhere may lack the record's fields
+        return getattr(claim, name, default)
+
+    marks = [mark for mark, on in (("withdrawn", attr("withdrawn")), ("revised", attr("revised")),
+                                   ("added after results", attr("added_after_results")),
+                                   ("reworded", bool(attr("first_text", "")))) if on]
+    first = attr("first", None) if attr("revised") else None
+    return {"record": marks, "changes": list(attr("changes", ())), "first_text": attr("first_text", ""),
             "first": None if first is None else {"verdict": first.verdict, "tone": claim_tone(first.verdict),
                                                  "evidence": first.evidence}}
 
