@@ -10,6 +10,7 @@ import sqlite3
 import tomllib
 
 import numpy as np
+import pytest
 
 import nnstudy.files
 from nnstudy.config import parse_study
@@ -68,6 +69,7 @@ def _findings(cli, tmp_path) -> list[dict]:
 # ---------------------------------------------------------------- on real runs, through the CLI
 
 
+@pytest.mark.slow  # three runs of a tiny study (~20 s on a loaded 2-core machine)
 def test_force_then_an_interrupted_rerun_leave_first_definitions_and_revised_marks(cli, tmp_path, monkeypatch):
     other = {"text": "a is at least 5% accurate", "metric": "test_acc", "variant": "a", "value": 0.05,
              "direction": "greater"}
@@ -108,6 +110,7 @@ def test_force_then_an_interrupted_rerun_leave_first_definitions_and_revised_mar
     assert "after the results were seen: 1 revised, 1 withdrawn" in index
 
 
+@pytest.mark.slow  # three runs of a tiny study (~20 s on a loaded 2-core machine)
 def test_a_reworded_claim_keeps_its_record_and_is_not_a_revision(cli, tmp_path):
     study = _write(tmp_path, [CLAIM])
     assert cli(*run_args(study, tmp_path / "out", tmp_path / "cache")).rc == 0
