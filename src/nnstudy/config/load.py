@@ -212,12 +212,25 @@ def _allowed_keys(model, loc) -> list[str]:
 
 def config_hash(run_cfg: RunConfig, seed: int, dataset_fingerprint: str) -> str:
     """A run's identity: its resolved config, seed and data, not where the data lives."""
-    cfg = run_cfg.model_dump()
+    cfg = _comparable(run_cfg.model_dump())
+    blob = json.dumps({"config": cfg, "seed": seed, "data": dataset_fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def variant_hash(cfg: dict) -> str:
+    """A variant's config (a resolved RunConfig as stored in a study's spec) as a short hash, by the rules of
+    `config_hash` without seed or data: what a claim's first definition records of the variants it compares."""
+    blob = json.dumps(_comparable(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _comparable(cfg: dict) -> dict:
+    """A config dict without where things live, and with keys added since at their defaults left out."""
+    cfg = copy.deepcopy(cfg)
     cfg["dataset"].pop("data_dir", None)
     cfg.pop("source_dir", None)
     _as_before_extensions(cfg)
-    blob = json.dumps({"config": cfg, "seed": seed, "data": dataset_fingerprint}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return cfg
 
 
 # Keys added with user models and datasets, and the old defaults of two keys that

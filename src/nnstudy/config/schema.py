@@ -8,26 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from nnstudy import registry
-from nnstudy.config.reference import STATEMENTS, is_reference
+# A claim's schema lives in config/claims.py; its names are re-exported here, where the study's schema is read.
+from nnstudy.config.claims import (CLAIM_DEFINITION, ClaimConfig, ClaimHistoryConfig, EffectConfig,  # noqa: F401
+                                   claim_definition, claim_key, declared_first)
+from nnstudy.config.strict import _REFERENCE, _registered, _Strict  # noqa: F401
 from nnstudy.registry import (ACTIVATIONS, CLAIM_METRICS, DATASETS, INITS, LOSSES, MODELS, NORMS, OPTIMIZERS, POOLINGS,
                               SCHEDULES)
-
-_REFERENCE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # "package.module:function"
-
-
-def _registered(reg: registry.Registry, value, allow_reference: bool = False):
-    """A name from the registry (or, where allowed, a "module:function" reference)."""
-    if value is None or value in reg or (allow_reference and isinstance(value, str) and ":" in value):
-        return value
-    raise ValueError(reg.unknown(value).split(" = ", 1)[1])
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 class DatasetConfig(_Strict):
     """Which images, where they live, and how they are fed to the model."""
@@ -176,102 +164,6 @@ class RunConfig(_Strict):
     source_dir: Optional[str] = None
 
 
-class EffectConfig(_Strict):
-    """A factorial contrast of a grid that a claim can name (stats/factorial.py computes it per seed).
-
-    A main effect: `factor`'s `level` against `reference` (the factor's first level when left out), averaged
-    over the other factors' levels. With `by`: an interaction, how that effect changes between `by`'s
-    `by_reference` (its first level when left out) and `by_level`.
-    """
-
-    factor: str  # a grid setting path, e.g. "model.init"
-    level: Any
-    reference: Any = None
-    by: Optional[str] = None
-    by_level: Any = None
-    by_reference: Any = None
-
-    @model_validator(mode="after")
-    def _pair(self):
-        if (self.by is None) != (self.by_level is None):
-            raise ValueError("an interaction names both by (the other factor) and by_level; a main effect neither")
-        if self.by is not None and self.by == self.factor:
-            raise ValueError(f"effect.by = {self.by!r} is the effect's own factor; name another grid setting")
-        return self
-
-
-class ClaimConfig(_Strict):
-    """A claim the study checks: `metric` of `variant` is greater than, less than, or within
-    `tolerance` of the `baseline` variant's (paired by seed) or of a fixed `value`, at `epoch`.
-
-    `source` names where it comes from: a reference coursework statement ("R4.2", see
-    config/reference.py), "nnstudy" for nnstudy's own addition, or any text of the user's.
-    `reading` says which reading of the statement the claim tests, where it has more than one;
-    `rationale` why a fixed value, threshold or tolerance is what it is (set before the results);
-    `by_construction` why its outcome is fixed by the code before any data, where it is.
-    Instead of a variant, a claim on a grid may name a main effect or an interaction (`effect`), compared
-    with a fixed `value` (0 when left out): "Xavier's gain is larger with sigmoid than with ReLU".
-    """
-
-    text: str = Field(min_length=1)  # the claim in words; also its identity in the store
-    source: str = ""
-    reading: str = ""
-    rationale: str = ""
-    metric: str  # registry.CLAIM_METRICS; some take "@arg", e.g. "shift_agreement@2", "class_recall@cat"
-    variant: Optional[str] = None
-    effect: Optional[EffectConfig] = None
-    baseline: Optional[str] = None
-    value: Optional[float] = None
-    direction: Literal["greater", "less", "within"]
-    tolerance: float = Field(0.0, ge=0)  # for "within"
-    epoch: Optional[int] = Field(None, ge=0)  # None: the variant's last epoch; 0: at initialisation (probes)
-    threshold: Optional[float] = None  # for metric "epochs_to_acc": the test accuracy to reach
-    # Why the code fixes the outcome before any data (zero weights and zeroed biases get zero gradients): the
-    # claim is then shown "true by construction", an illustration counted apart, never evidence.
-    by_construction: str = ""
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, v):
-        name, at, arg = v.partition("@")
-        _registered(CLAIM_METRICS, name)
-        example = CLAIM_METRICS.entry(name).meta.get("arg")
-        if example and not arg:
-            raise ValueError(f"metric {name} needs an argument after '@', e.g. {name}@{example}")
-        if at and not example:
-            raise ValueError(f"metric {name} takes no argument; write {name!r}")
-        return v
-
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, v):
-        if is_reference(v) and v not in STATEMENTS:
-            raise ValueError(f"source {v!r} is not a reference statement; use one of R2.1 to R6.5 "
-                             f"({', '.join(STATEMENTS)}), 'nnstudy', or your own text")
-        return v
-
-    @model_validator(mode="before")
-    @classmethod
-    def _effect_against_zero(cls, data):
-        if isinstance(data, dict) and data.get("effect") is not None and "value" not in data and "baseline" not in data:
-            data = {**data, "value": 0.0}  # an effect is judged against no effect unless the claim says otherwise
-        return data
-
-    @model_validator(mode="after")
-    def _one_reference(self):
-        if (self.variant is None) == (self.effect is None):
-            raise ValueError("a claim names a variant (with a baseline or a value) or a grid effect: give exactly one "
-                             "of variant and effect")
-        if self.effect is not None and self.baseline is not None:
-            raise ValueError("a claim on an effect compares it with a fixed value (0 when left out), not a baseline")
-        if (self.baseline is None) == (self.value is None):
-            raise ValueError("a claim compares with a baseline variant or a fixed value: give exactly one of "
-                             "baseline and value")
-        if self.metric == "epochs_to_acc" and self.threshold is None:
-            raise ValueError("metric epochs_to_acc needs threshold (a test accuracy, e.g. 0.97)")
-        return self
-
-
 LOOKS_RULE = "looks must be increasing seed counts from 2 up"
 
 
@@ -299,15 +191,6 @@ class SequentialConfig(_Strict):
         if not looks_increase(v):
             raise ValueError(f"{LOOKS_RULE}, e.g. [3, 5, 8, 12, 20]; got {v}")
         return v
-
-
-# The fields that define what a claim tests: a change to any, once its study has results, is a revision.
-CLAIM_DEFINITION = ("metric", "variant", "effect", "baseline", "value", "direction", "tolerance", "epoch", "threshold")
-
-
-def claim_definition(claim: dict) -> dict:
-    """What a claim tests (not how it is worded or cited), from its dict form."""
-    return {key: claim.get(key) for key in CLAIM_DEFINITION}
 
 
 class GridConfig(_Strict):
@@ -373,7 +256,12 @@ class StudyConfig(_Strict):
         for i, text in enumerate(texts):
             if text in texts[:i]:
                 raise ValueError(f"claims[{i}].text repeats claims[{texts.index(text)}]'s; each claim needs its own "
-                                 f"text (it is the claim's identity in the store)")
+                                 f"text")
+        keys = [c.id or c.text for c in self.claims]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise ValueError(f"claims[{i}]'s identity {key!r} repeats claims[{keys.index(key)}]'s (an id or a "
+                                 f"text); give each claim its own id")
         for i, claim in enumerate(self.claims):
             for key in ("variant", "baseline"):
                 name = getattr(claim, key)

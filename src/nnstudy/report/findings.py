@@ -63,8 +63,40 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
             "kind": "claim", "finding": claim.text, "variant": None, "metric": None, "epoch": None,
             "difference": "", "interval": "", "test": getattr(claim, "test", ""), "verdict": claim.verdict, "tone": claim_tone(claim.verdict),
             "detail": claim.evidence, "warning": None, "source": claim.source, "section": title, "anchor": anchor,
+            **claim_record(claim),
         })
     return rows
+
+
+def claim_record(claim) -> dict:
+    """A claim's record in a findings row: "record" (its marks: revised, added after results, withdrawn,
+    reworded), "changes" (what changed after results, in words), "first_text" (its first words, where reworded)
+    and "first" (the first definition's verdict and evidence, where revised or withdrawn; else None)."""
+    def attr(name, default=False):  # a claim-like object from elsewhere may lack the record's fields
+        return getattr(claim, name, default)
+
+    marks = [mark for mark, on in (("withdrawn", attr("withdrawn")), ("revised", attr("revised")),
+                                   ("added after results", attr("added_after_results")),
+                                   ("reworded", bool(attr("first_text", "")))) if on]
+    first = attr("first", None) if attr("revised") else None
+    return {"record": marks, "changes": list(attr("changes", ())), "first_text": attr("first_text", ""),
+            "first": None if first is None else {"verdict": first.verdict, "tone": claim_tone(first.verdict),
+                                                 "evidence": first.evidence}}
+
+
+def record_lines(rows: list[dict], width: int = CLAIM_WIDTH) -> list[str]:
+    """One line per claim with a record: what happened to it after results, and its first definition's verdict."""
+    lines = []
+    for r in rows:
+        if r["kind"] != "claim" or not r.get("record"):
+            continue
+        said = [", ".join(r["record"])] + r["changes"]
+        if r.get("first_text"):
+            said.append(f"first worded \u201c{_cut(r['first_text'], width)}\u201d")
+        if r.get("first"):
+            said.append(f"first definition: {r['first']['verdict']}")
+        lines.append(f"{_cut(r['finding'], width)}: " + "; ".join(said))
+    return lines
 
 
 def _decision_rows(results: StudyResults) -> list[dict]:
@@ -123,7 +155,8 @@ def format_findings(rows: list[dict]) -> str:
     table = [("finding", "difference", "95% CI (Holm-adjusted)", "verdict")]
     for r in rows:
         finding = f"claim: {_cut(r['finding'], CLAIM_WIDTH)}" if r["kind"] == "claim" else r["finding"]
-        table.append((finding, r["difference"], r["interval"], r["verdict"]))
+        marks = f" ({', '.join(r['record'])})" if r.get("record") else ""
+        table.append((finding, r["difference"], r["interval"], r["verdict"] + marks))
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     lines = [title]
     for row in table:
@@ -132,6 +165,10 @@ def format_findings(rows: list[dict]) -> str:
     note = few_seeds_note(rows)
     if note:
         lines.append(f"  note: {note}")
+    record = record_lines(rows)
+    if record:
+        lines.append("  after the results were seen:")
+        lines += [f"    {line}" for line in record]
     return "\n".join(lines)
 
 
@@ -146,11 +183,12 @@ def _cut(text: str, width: int) -> str:
 
 
 def _check_claims(results: StudyResults) -> list:
-    if not results.claims:
+    """The study's claims, then those withdrawn after results (judged by their first definitions)."""
+    if not results.claims and not any(h.get("withdrawn") for h in results.claim_history.values()):
         return []
-    from nnstudy.stats.claims import check_claims
+    from nnstudy.stats.claims import check_claims, withdrawn_claims
 
-    return check_claims(results)
+    return check_claims(results) + withdrawn_claims(results)
 
 
 def _claims_section() -> tuple[str, str]:

@@ -55,7 +55,7 @@ def study_row(store: Store, counts: dict) -> dict:
     name = counts["study"]
     row = {"name": name, "updated": counts["updated"], "last_run": _time(counts["updated"]),
            "status": [(s, counts[s]) for s in STATUSES if counts.get(s)], "runs": counts["runs"],
-           "description": "", "link": None, "verdicts": [], "claims": [], "error": None}
+           "description": "", "link": None, "verdicts": [], "claims": [], "record": [], "error": None}
     try:
         results = load_results(store, name)
         rows = headline(findings(results))
@@ -67,8 +67,11 @@ def study_row(store: Store, counts: dict) -> dict:
     if report.is_file():
         row["link"] = quote(Path(os.path.relpath(report, store.out_dir.resolve())).as_posix())
     row["verdicts"] = [r for r in rows if r["kind"] == "comparison"]
-    tally = Counter((r["verdict"], r["tone"]) for r in rows if r["kind"] == "claim")
+    claims = [r for r in rows if r["kind"] == "claim"]
+    tally = Counter((r["verdict"], r["tone"]) for r in claims if "withdrawn" not in r.get("record", []))
     row["claims"] = [{"verdict": verdict, "tone": tone, "n": n} for (verdict, tone), n in tally.items()]
+    marks = Counter(mark for r in claims for mark in r.get("record", []))
+    row["record"] = [f"{marks[m]} {m}" for m in ("revised", "added after results", "withdrawn", "reworded") if marks[m]]
     return row
 
 

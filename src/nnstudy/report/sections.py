@@ -39,7 +39,8 @@ def _claim_row(c) -> dict:
             "epoch": "at initialisation" if c.epoch == 0 else f"epoch {c.epoch}",
             "claim": f"{c.metric} of {c.variant} {c.direction} {c.reference}", "evidence": c.evidence,
             "verdict": c.verdict, "css": _CSS.get(c.verdict, "nodiff"),
-            "revised": c.revised, "added_after_results": c.added_after_results,
+            "revised": c.revised, "added_after_results": c.added_after_results, "changes": "; ".join(c.changes),
+            "first_text": c.first_text,
             "first": None if c.first is None else {
                 "claim": f"{c.first.metric} of {c.first.variant} {c.first.direction} {c.first.reference}, "
                          f"{'at initialisation' if c.first.epoch == 0 else f'epoch {c.first.epoch}'}",

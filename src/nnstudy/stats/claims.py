@@ -28,9 +28,12 @@ statement of the reference coursework ("R4.2", quoted from
   reason when its relation holds on every seed, counted apart and kept out
   of the Holm family: an illustration, never evidence. Where a seed breaks
   it, the declaration was wrong, and the evidence says so ("not shown").
-- Fixed before the results: the store keeps each claim's first definition; a
-  claim changed after its study had results is marked revised, with its first
-  definition's verdict beside the new one.
+- Fixed before the results: the store keeps each claim's first definition
+  (its fields, the compared variants' configs, the seeds, the epochs, the
+  metric's version; store/claim_record.py), append-only once the study has
+  results; a claim changed after results, there or as its own declared history
+  says, is marked revised with what changed and its first definition's verdict
+  beside the new one (claim_revisions.py).
 """
 
 from __future__ import annotations
@@ -38,18 +41,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 from scipy import stats
 
 from nnstudy.config.reference import OWN, STATEMENTS, is_reference
-from nnstudy.config.schema import claim_definition
-from nnstudy.errors import UserError
+from nnstudy.config.schema import claim_key
 from nnstudy.registry import CLAIM_METRICS
 from nnstudy.store.results import StudyResults
 
 from . import claim_metrics  # noqa: F401  (registers the metrics)
 from .claim_metrics import ClaimMetricError
+from .claim_revisions import NOT_JUDGED, Revision, judge_first, revisions
 from .claim_tests import directional_p, within_p
 from . import evidence, factorial
 from .paired import ALPHA, holm
@@ -87,6 +91,10 @@ class ClaimResult:
     revised: bool = False  # its definition changed after the study had results
     added_after_results: bool = False
     first: "ClaimResult | None" = None  # the first definition's result, when revised
+    key: str = ""  # its identity in the store: its id, else its text
+    withdrawn: bool = False  # dropped from the study after results (withdrawn_claims)
+    changes: tuple[str, ...] = ()  # what changed after results, in words ("seeds 5 -> 10")
+    first_text: str = ""  # the words it was first recorded in, where it was reworded
     floor: float = 0.0  # the metric's resolution: the least spread the test uses
     test: str = ""  # the test that decided, in words
     adj_low: float = math.nan  # the Holm-adjusted interval the verdict was decided on
@@ -113,43 +121,43 @@ def metric_values(results: StudyResults, claim: dict, variant: str, epoch: int) 
 
 
 def check_claims(results: StudyResults) -> list[ClaimResult]:
-    """Every claim of the study, in file order, with its evidence and verdict."""
-    history = results.claim_history
-    checked = _family(results, results.claims)
-    firsts = _first_definitions(results) if any(h["revised"] for h in history.values()) else {}
-    out = []
-    for claim, result in zip(results.claims, checked):
-        record = history.get(claim["text"], {})
-        out.append(dataclasses.replace(result, revised=bool(record.get("revised")),
-                                       added_after_results=bool(record.get("added_after_results")),
-                                       first=firsts.get(claim["text"]) if record.get("revised") else None))
-    return out
+    """Every claim of the study, in file order, with its evidence and verdict, and its record (revised, added
+    after results, reworded; claim_revisions.py) with its first definition's verdict where it was revised."""
+    found = revisions(results)
+    firsts = judge_first(results, found, _family_on, _not_judged)
+    return [_with_record(result, found[claim_key(claim)], firsts)
+            for claim, result in zip(results.claims, _family(results, results.claims))]
 
 
 def withdrawn_claims(results: StudyResults) -> list[ClaimResult]:
     """Claims dropped from the study after it had results, each judged by its first definition."""
-    if not any(h.get("withdrawn") for h in results.claim_history.values()):
+    found = revisions(results)
+    if not any(r.withdrawn for r in found.values()):
         return []
-    return [r for text, r in _first_definitions(results).items() if results.claim_history[text].get("withdrawn")]
+    firsts = judge_first(results, found, _family_on, _not_judged)
+    return [_with_record(firsts[r.key], r, {}) for r in found.values() if r.withdrawn]
 
 
-def _first_definitions(results: StudyResults) -> dict[str, ClaimResult]:
-    """The family as first run: every claim on record (current or withdrawn) by its first definition."""
-    current = {c["text"]: c for c in results.claims}
-    claims = []
-    for text, record in results.claim_history.items():
-        if text in current or record.get("withdrawn"):
-            base = current.get(text) or {"text": text, "source": record.get("source", "")}
-            claims.append({**base, **claim_definition(record["first"])})
-    try:
-        return {c["text"]: r for c, r in zip(claims, _family(results, claims))}
-    except UserError:  # a metric no longer registered: the first definitions cannot be judged again
-        return {}
+def _with_record(result: ClaimResult, record: Revision, firsts: dict) -> ClaimResult:
+    return dataclasses.replace(result, key=record.key, revised=record.revised, withdrawn=record.withdrawn,
+                               added_after_results=record.added_after_results, changes=record.changes,
+                               first_text=record.first_text, first=firsts.get(record.key) if record.revised else None)
+
+
+def _not_judged(claim: dict, why: str) -> ClaimResult:
+    name = claim["metric"].partition("@")[0]
+    entry = CLAIM_METRICS.entry(name) if name in CLAIM_METRICS else SimpleNamespace(meta={})  # a metric since removed
+    base = _result_base(claim, entry, claim.get("epoch") or 0, "statistical")
+    return dataclasses.replace(base, verdict=NOT_JUDGED, evidence=f"cannot be judged on these runs: {why}")
 
 
 def _family(results: StudyResults, claims: list[dict]) -> list[ClaimResult]:
-    """Evaluate claims and apply Holm over the statistical ones among them."""
-    evaluated = [_evaluate(results, c) for c in claims]
+    return _family_on(lambda i: results, claims)
+
+
+def _family_on(results_of, claims: list[dict]) -> list[ClaimResult]:
+    """Evaluate claims (the i-th on `results_of(i)`) and apply Holm over the statistical ones among them."""
+    evaluated = [_evaluate(results_of(i), c) for i, c in enumerate(claims)]
     statistical = [i for i, r in enumerate(evaluated) if r.kind == "statistical" and math.isfinite(r.p_value)]
     adjusted = holm([evaluated[i].p_value for i in statistical])
     for i, p in zip(statistical, adjusted):
@@ -341,5 +349,6 @@ def _m(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else math.nan
 
 
-__all__ = ["BY_CONSTRUCTION", "CONTRADICTED", "DIVERGED", "DOES_NOT_HOLD", "HOLDS", "NOT_SHOWN", "SUPPORTED", "ClaimResult",
+__all__ = ["BY_CONSTRUCTION", "CONTRADICTED", "DIVERGED", "DOES_NOT_HOLD", "HOLDS", "NOT_JUDGED", "NOT_SHOWN", "SUPPORTED",
+           "ClaimResult",
            "check_claims", "metric_values", "withdrawn_claims"]

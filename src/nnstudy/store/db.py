@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnstudy import run_status
-from nnstudy.config.schema import claim_definition
 from nnstudy.errors import UserError
 from nnstudy.history import probe_key, split_probe_key
 from nnstudy.store.results import EpochRow
+
+from . import claim_log
 
 DB_NAME = "nnstudy.db"
 SCHEMA_VERSION = 1
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS probes (
 CREATE TABLE IF NOT EXISTS claims (
     study TEXT NOT NULL REFERENCES studies(name), text TEXT NOT NULL, first TEXT NOT NULL, recorded REAL NOT NULL,
     added_after_results INTEGER NOT NULL DEFAULT 0, revised INTEGER NOT NULL DEFAULT 0,
-    withdrawn INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT '', PRIMARY KEY (study, text));
+    withdrawn INTEGER NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT '', first_text TEXT NOT NULL DEFAULT '',
+    wording TEXT NOT NULL DEFAULT '', changes TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (study, text));
 CREATE TABLE IF NOT EXISTS artifacts (
     run INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, kind TEXT NOT NULL, path TEXT NOT NULL,
     PRIMARY KEY (run, kind));
@@ -120,10 +122,7 @@ class Store:
             self.conn.execute("ALTER TABLE studies ADD COLUMN results_seen INTEGER NOT NULL DEFAULT 0")
             self.conn.execute("UPDATE studies SET results_seen=1 WHERE name IN (SELECT DISTINCT runs.study FROM epochs "
                               "JOIN runs ON epochs.run = runs.id)")
-        claims = {r[1] for r in self.conn.execute("PRAGMA table_info(claims)")}
-        for column, kind in (("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("source", "TEXT NOT NULL DEFAULT ''")):
-            if column not in claims:
-                self.conn.execute(f"ALTER TABLE claims ADD COLUMN {column} {kind}")
+        claim_log.add_missing_columns(self.conn)
 
     def _explain(self, exc: sqlite3.DatabaseError) -> str:
         text = str(exc)
@@ -169,47 +168,12 @@ class Store:
                 "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, info=excluded.info, source=excluded.source, updated=excluded.updated",
                 (name, json.dumps(spec), json.dumps(info), source, now, now),
             )
-            self._keep_claim_definitions(c, name, spec.get("claims", []), now)
-
-    @staticmethod
-    def _keep_claim_definitions(c: sqlite3.Connection, name: str, claims: list[dict], now: float) -> None:
-        """Each claim's definition as first run; a change once the study has results marks it revised, for good.
-
-        Before any result exists a claim may still change freely: nothing was seen yet. "Seen" is sticky
-        (studies.results_seen, set when the first epoch is stored): `--force`, an interrupted rerun or deleted
-        runs never make a study unseen again, so no command overwrites a first definition or deletes a claim.
-        """
-        seen = bool((c.execute("SELECT results_seen FROM studies WHERE name=?", (name,)).fetchone() or [0])[0]) or \
-            c.execute("SELECT 1 FROM epochs JOIN runs ON epochs.run = runs.id WHERE runs.study=? LIMIT 1",
-                      (name,)).fetchone() is not None
-        for claim in claims:
-            definition = json.dumps(claim_definition(claim), sort_keys=True)
-            row = c.execute("SELECT first, revised FROM claims WHERE study=? AND text=?", (name, claim["text"])).fetchone()
-            if row is None:
-                c.execute("INSERT INTO claims (study, text, first, recorded, added_after_results, source) "
-                          "VALUES (?,?,?,?,?,?)", (name, claim["text"], definition, now, int(seen), claim.get("source", "")))
-            elif row["first"] != definition and not row["revised"]:
-                if seen:
-                    c.execute("UPDATE claims SET revised=1 WHERE study=? AND text=?", (name, claim["text"]))
-                else:
-                    c.execute("UPDATE claims SET first=?, recorded=? WHERE study=? AND text=?",
-                              (definition, now, name, claim["text"]))
-        texts = [claim["text"] for claim in claims]
-        marks = ",".join("?" * len(texts))
-        c.execute(f"UPDATE claims SET withdrawn=0 WHERE study=? AND text IN ({marks})", (name, *texts))
-        if seen:  # a claim dropped once results exist stays on record, with its first definition
-            c.execute(f"UPDATE claims SET withdrawn=1 WHERE study=? AND text NOT IN ({marks})", (name, *texts))
-        else:
-            c.execute(f"DELETE FROM claims WHERE study=? AND text NOT IN ({marks})", (name, *texts))
+            claim_log.keep_definitions(c, name, spec, now)  # append-only once the study has results
 
     def claim_history(self, name: str) -> dict[str, dict]:
-        """Claim text -> {"first": its first definition, "revised", "added_after_results", "withdrawn": bool, "source"}."""
-        if not self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='claims'"):
-            return {}  # a store from before claims were kept, opened read-only: nothing recorded yet
-        return {r["text"]: {"first": json.loads(r["first"]), "revised": bool(r["revised"]),
-                            "added_after_results": bool(r["added_after_results"]), "withdrawn": bool(r["withdrawn"]),
-                            "source": r["source"]}
-                for r in self._query("SELECT * FROM claims WHERE study=?", (name,))}
+        """Claim key -> its record: first definition, revised, added after results, withdrawn, ... (claim_log.py)."""
+        with self._errors():
+            return claim_log.history(self.conn, name)
 
     def study(self, name: str) -> dict:
         rows = self._query("SELECT * FROM studies WHERE name=?", (name,))
@@ -303,7 +267,7 @@ class Store:
                 c.executemany("INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?)",
                               [(rid, r.epoch, r.train_loss, r.train_acc, r.test_loss, r.test_acc, r.lr, r.seconds) for r in history])
                 c.execute("UPDATE runs SET epochs_done=(SELECT COUNT(*) FROM epochs WHERE run=?) WHERE id=?", (rid, rid))
-                if history:  # the study has results now, for good (see _keep_claim_definitions)
+                if history:  # the study has results now, for good (see claim_log.py)
                     c.execute("UPDATE studies SET results_seen=1 WHERE name=(SELECT study FROM runs WHERE id=?)", (rid,))
 
     def record_probes(self, probes: dict[int, dict[int, dict[str, float]]], replace: bool = False) -> None:

@@ -81,7 +81,8 @@ class StudyResults:
     out_dir: Path  # the study folder (report.html lives here)
     settings: dict = field(default_factory=dict)  # device, precision, vectorized, ...
     claims: list[dict] = field(default_factory=list)  # the study file's claims (config.ClaimConfig as dicts)
-    # claim text -> {"first": definition as first run, "revised": bool, "added_after_results": bool} (Store)
+    # claim key (its id, else its text) -> its record: first definition, revised, added after results, withdrawn,
+    # changes, first and current words (store/claim_log.py)
     claim_history: dict[str, dict] = field(default_factory=dict)
     sequential: SequentialConfig | None = None  # the study's [sequential] table, validated, if any
     grid: dict | None = None  # factors and each cell's coordinates (config.GridConfig as a dict), if any
