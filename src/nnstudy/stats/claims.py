@@ -147,7 +147,8 @@ def _with_record(result: ClaimResult, record: Revision, firsts: dict) -> ClaimRe
 def _not_judged(claim: dict, why: str) -> ClaimResult:
     name = claim["metric"].partition("@")[0]
     entry = CLAIM_METRICS.entry(name) if name in CLAIM_METRICS else SimpleNamespace(meta={})  # a metric since removed
-    base = _result_base(claim, entry, claim.get("epoch") or 0, "statistical")
+    side = claim.get("variant") or f"effect of {claim['effect']['factor']}"  # no runs to name its levels from
+    base = _result_base(claim, entry, claim.get("epoch") or 0, "statistical", side)
     return dataclasses.replace(base, verdict=NOT_JUDGED, evidence=f"cannot be judged on these runs: {why}")
 
 
