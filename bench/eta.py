@@ -83,13 +83,19 @@ def main() -> None:
     print(f"{'at':>8} {'said':>8} {'really':>8} {'error':>7}")
     for t, said, real in rows:
         print(f"{t:7.0f}s {said:7.0f}s {real:7.0f}s {100 * (said - real) / max(real, 1e-9):+6.0f}%")
-    later = rows[first:]
-    # "Right within 50%": said within half of what was really left, either way; the last seconds are judged
-    # against at least one second, so rounding to whole seconds near the end is not an error.
-    within = sum(abs(said - real) <= 0.5 * max(real, 1.0) for _, said, real in later)
-    print(f"{args.study}: {lines[-1][0]:.0f} s; {within} of {len(later)} estimates from the second epoch on "
+    within, judged = hits(rows, first)
+    print(f"{args.study}: {lines[-1][0]:.0f} s; {within} of {judged} estimates from the second epoch on "
           f"within 50% of the time left")
-    print(f"ratio: {within / len(later):.2f}")
+    print(f"ratio: {within / judged:.2f}")
+
+
+def hits(rows: list[tuple[float, float, float]], first: int) -> tuple[int, int]:
+    """(estimates within 50% of the time really left, estimates judged), from `judge`'s rows and first index.
+
+    "Within 50%": said within half of what was really left, either way; the last seconds are judged against at
+    least one second, so rounding to whole seconds near the end is not an error."""
+    later = rows[first:]
+    return sum(abs(said - real) <= 0.5 * max(real, 1.0) for _, said, real in later), len(later)
 
 
 if __name__ == "__main__":

@@ -147,3 +147,17 @@ def test_a_script_without_a_main_guard_runs_its_study_once(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("script body ran") == 1, proc.stdout
     assert "['done']" in proc.stdout
+
+
+def test_a_jobs_library_versions_name_torchvision_as_its_package_does_without_importing_it():
+    import subprocess
+    import sys
+
+    import torchvision
+
+    from nnstudy.executors.job import library_versions
+
+    assert library_versions()["torchvision"] == torchvision.__version__
+    code = "import sys\nfrom nnstudy.executors.job import library_versions\nlibrary_versions()\nprint('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

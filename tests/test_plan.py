@@ -122,6 +122,7 @@ def _stored(out: Path) -> dict:
                                      "WHERE run=? ORDER BY epoch", (rid,)).fetchall() for rid, v, s in rows}
 
 
+@pytest.mark.slow  # kills a study process mid-way and runs it again: two real runs of four jobs
 def test_a_killed_study_resumes_on_its_plan_and_each_stack_equals_itself_trained_alone(tmp_path):
     """The study is killed mid-way (after its 5th checkpoint) and run again: the same plan both times, and every
     planned stack's numbers equal that stack trained alone, in this process."""

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 import nnstudy
-from nnstudy.cli import main
 from nnstudy.config import RunConfig
 from nnstudy.errors import UserError
 from nnstudy.registry import ACTIVATIONS, INITS, LOSSES, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES
@@ -107,20 +106,10 @@ def user_dir(tmp_path):
     return tmp_path
 
 
-def _cli(*argv) -> tuple[int, str]:
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = main(list(argv))
-    return rc, err.getvalue()
-
-
-def test_user_model_and_dataset_from_the_cli_and_the_python_api(user_dir, capsys):
+def test_user_model_and_dataset_from_the_cli_and_the_python_api(user_dir, capsys, cli):
     cache = str(user_dir / "cache")
-    rc, err = _cli("run", str(user_dir / "study.toml"), "--out", str(user_dir / "out-cli"), "--cache-dir", cache,
-                   "--quiet", "--executor", "local")
+    rc, _, err = cli("run", str(user_dir / "study.toml"), "--out", str(user_dir / "out-cli"), "--cache-dir", cache,
+                  "--quiet", "--executor", "local")
     assert rc == 0, err
     assert "cannot stack" not in err  # a ResNet with BatchNorm stacks through torch.func
 
@@ -132,8 +121,8 @@ def test_user_model_and_dataset_from_the_cli_and_the_python_api(user_dir, capsys
     assert set(runs["status"]) == {"done"} and len(runs) == 4
     assert runs["vectorized"].all() and (runs["device"] == "cpu").all()
     # The API and the CLI give the same numbers (same store format, same engine).
-    cli = nnstudy.open_results("user", user_dir / "out-cli").runs()
-    merged = runs.merge(cli, on=["variant", "seed"], suffixes=("", "_cli"))
+    by_cli = nnstudy.open_results("user", user_dir / "out-cli").runs()
+    merged = runs.merge(by_cli, on=["variant", "seed"], suffixes=("", "_cli"))
     assert (merged["test_acc"] == merged["test_acc_cli"]).all() and (merged["test_loss"] == merged["test_loss_cli"]).all()
     epochs = results.epochs()
     assert len(epochs) == 8 and set(epochs.columns) >= {"variant", "seed", "epoch", "test_acc", "train_loss"}

@@ -8,9 +8,11 @@ one decorated entry where it is implemented, e.g. in `models/layers.py`:
     def _min_pool(size): ...
 
 Users extend nnstudy the same way from their own code (`nnstudy.ACTIVATIONS.register(...)`)
-before they load a study. The built-in entries are imported on first use, so
-this module stays at the bottom of the package (it imports nothing of nnstudy
-but the error type).
+before they load a study. Each registry imports the modules holding its own
+built-in entries on its first lookup, and only those: naming a loss does not
+load the report or the executors (a study's start-up pays for what it uses).
+So this module stays at the bottom of the package (it imports nothing of
+nnstudy but the error type).
 """
 
 from __future__ import annotations
@@ -21,23 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from nnstudy.errors import UserError
-
-# The modules whose decorators fill the registries with nnstudy's own entries.
-_BUILTIN_MODULES = ("nnstudy.models.layers", "nnstudy.models.build", "nnstudy.models.external",
-                    "nnstudy.training.losses", "nnstudy.training.optim", "nnstudy.data", "nnstudy.data.external",
-                    "nnstudy.training.probes", "nnstudy.stats.claims", "nnstudy.report.sections",
-                    "nnstudy.report.factorial_section",
-                    "nnstudy.executors.local", "nnstudy.executors.ray")
-_loaded = False
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for name in _BUILTIN_MODULES:
-            importlib.import_module(name)
-
 
 _DECORATE = object()
 
@@ -52,9 +37,15 @@ class Entry:
 class Registry:
     """Named entries of one kind ("activation", "pooling", ...), in registration order."""
 
-    def __init__(self, kind: str, key: str):
+    def __init__(self, kind: str, key: str, builtins: tuple[str, ...] = ()):
         self.kind, self.key = kind, key  # key: the study-file key that names an entry, for messages
+        self._builtins = builtins  # the modules whose decorators add nnstudy's own entries, imported on first lookup
         self._entries: dict[str, Entry] = {}
+
+    def _load_builtins(self) -> None:
+        modules, self._builtins = self._builtins, ()  # emptied first: a module may look this registry up
+        for name in modules:
+            importlib.import_module(name)
 
     def register(self, name: str, build: Any = _DECORATE, **meta) -> Callable:
         """Add `build` under `name` (without `build`: a decorator); `meta` tells the engine about it."""
@@ -68,7 +59,7 @@ class Registry:
         self._entries.pop(name, None)
 
     def names(self) -> tuple[str, ...]:
-        _load_builtins()
+        self._load_builtins()
         return tuple(self._entries)
 
     def __contains__(self, name: str) -> bool:
@@ -89,19 +80,21 @@ class Registry:
         return f"{self.key} = {name!r} is not a known {self.kind}; {hint}choose one of: {', '.join(self.names())}"
 
 
-ACTIVATIONS = Registry("activation", "model.activation")
-POOLINGS = Registry("pooling", "model.pool")
-INITS = Registry("initialisation", "model.init")
-NORMS = Registry("normalisation", "model.norm")
-MODELS = Registry("model kind", "model.kind")
-LOSSES = Registry("loss", "train.loss")
-OPTIMIZERS = Registry("optimiser", "train.optimizer")
-SCHEDULES = Registry("schedule", "train.schedule")
-DATASETS = Registry("dataset", "dataset.name")
-REPORT_SECTIONS = Registry("report section", "report section")
-CLAIM_METRICS = Registry("claim metric", "claims.metric")
-PROBES = Registry("probe", "probe")
-EXECUTORS = Registry("executor", "--executor")
+_LAYERS = ("nnstudy.models.layers",)
+ACTIVATIONS = Registry("activation", "model.activation", _LAYERS)
+POOLINGS = Registry("pooling", "model.pool", _LAYERS)
+INITS = Registry("initialisation", "model.init", _LAYERS)
+NORMS = Registry("normalisation", "model.norm", _LAYERS)
+MODELS = Registry("model kind", "model.kind", ("nnstudy.models.build", "nnstudy.models.external"))
+LOSSES = Registry("loss", "train.loss", ("nnstudy.training.losses",))
+OPTIMIZERS = Registry("optimiser", "train.optimizer", ("nnstudy.training.optim",))
+SCHEDULES = Registry("schedule", "train.schedule", ("nnstudy.training.optim",))
+DATASETS = Registry("dataset", "dataset.name", ("nnstudy.data", "nnstudy.data.external"))
+REPORT_SECTIONS = Registry("report section", "report section",
+                           ("nnstudy.report.sections", "nnstudy.report.factorial_section"))
+CLAIM_METRICS = Registry("claim metric", "claims.metric", ("nnstudy.stats.claim_metrics",))
+PROBES = Registry("probe", "probe", ("nnstudy.training.probes",))
+EXECUTORS = Registry("executor", "--executor", ("nnstudy.executors.local", "nnstudy.executors.ray"))
 
 ALL = {r.kind: r for r in (ACTIVATIONS, POOLINGS, INITS, NORMS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, DATASETS,
                            REPORT_SECTIONS, CLAIM_METRICS, PROBES, EXECUTORS)}

@@ -95,11 +95,26 @@ class Job:
 
 def library_versions() -> dict:
     import sklearn
-    import torchvision
 
     import nnstudy
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": _torchvision_version(),
             "numpy": np.__version__, "scikit-learn": sklearn.__version__, "nnstudy": nnstudy.__version__}
+
+
+def _torchvision_version() -> str:
+    """torchvision's `__version__` (with its build tag, e.g. "+cu130", which the package metadata leaves out), read
+    from its version.py: importing torchvision imports torch's compiler, seconds of every job's start-up."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torchvision")
+    try:
+        text = Path(spec.origin).with_name("version.py").read_text()
+        return re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", text, re.M).group(1)
+    except (AttributeError, OSError, TypeError):  # laid out otherwise: ask the package itself
+        import torchvision
+        return torchvision.__version__
 
 
 def is_output_error(exc: BaseException) -> bool:

@@ -15,9 +15,6 @@ from dataclasses import dataclass
 
 import torch
 from torch.func import functional_call, stack_module_state, vmap
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode
 
 from nnstudy.config.schema import RunConfig
 from nnstudy.data.augment import BatchPipeline
@@ -27,13 +24,14 @@ from nnstudy.training import stacked_forward
 from nnstudy.training.losses import make_loss, per_seed_loss
 from nnstudy.training.stacking import can_stack
 from nnstudy.training.trainer import normalisation
+from nnstudy.training.work_count import WorkCounter
 
 
 @dataclass
 class Preflight:
     stackable: bool
     why_not: str | None = None  # why the seeds train one at a time
-    flops_per_image: float = 0.0  # the forward pass, counted by torch's FLOP counter: the plan's cost unit
+    flops_per_image: float = 0.0  # the forward pass, counted with torch's FLOP formulas: the plan's cost unit
     conv_flops_per_image: float = 0.0  # those of convolutions (on a CPU slower per FLOP than matrix products)
     elements_per_image: float = 0.0  # values the forward pass writes (views excluded): its memory traffic
     params: int = 0  # one seed's trainable parameters: what each optimiser step writes
@@ -92,30 +90,14 @@ def _work_per_image(model, x) -> dict[str, float]:
     trainable weights each optimiser step writes."""
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as flops, _WrittenElements() as written:
+        with torch.no_grad(), WorkCounter() as work:
             model(x[:1])
-        by_op = flops.get_flop_counts().get("Global", {})
-        conv = sum(n for op, n in by_op.items() if "conv" in str(op))
-        counted = float(flops.get_total_flops()), float(conv), float(written.elements)
+        conv = sum(n for op, n in work.flops.items() if "conv" in op)
+        counted = float(work.total_flops), float(conv), float(work.elements)
     except Exception:  # a user's network the counters cannot follow: per parameter, two FLOPs and one value
         every = sum(p.numel() for p in model.parameters())
         counted = 2.0 * every, 0.0, float(every)
     return dict(zip(("flops_per_image", "conv_flops_per_image", "elements_per_image"), counted), params=params)
-
-
-class _WrittenElements(TorchDispatchMode):
-    """Counts the values every operation writes; a view (an output aliasing an input, not written) none."""
-
-    def __init__(self):
-        super().__init__()
-        self.elements = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        views = any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
-        if not views:
-            self.elements += sum(t.numel() for t in tree_leaves(out) if torch.is_tensor(t))
-        return out
 
 
 def _try_vmap(model: torch.nn.Module, x, y, loss_fn) -> Preflight:

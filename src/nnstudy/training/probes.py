@@ -42,10 +42,10 @@ import copy
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from nnstudy.history import probe_key
 from nnstudy.registry import ACTIVATIONS, PROBES
+from nnstudy.training.work_count import WorkCounter
 
 PROBE_IMAGES = 256
 SHIFT_TEST_IMAGES = 1000
@@ -95,7 +95,7 @@ class Prober:
         return self._cost
 
     def count(self) -> dict[str, float]:
-        """Parameters and forward FLOPs per image (torch's FLOP counter), and the last feature map's shape."""
+        """Parameters and forward FLOPs per image (torch's FLOP formulas), and the last feature map's shape."""
         self.model.eval()
         maps: list[torch.Size] = []  # 4-D outputs, in call order, until the first Linear runs
         hooks = [m.register_forward_hook(lambda mod, inp, out: maps.append(out.shape)
@@ -106,13 +106,13 @@ class Prober:
         if first_linear is not None:
             hooks.append(first_linear.register_forward_pre_hook(lambda mod, inp: stop.append(len(maps))))
         try:
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            with torch.no_grad(), WorkCounter() as counter:
                 self.model(self.x[:1])
         finally:
             for h in hooks:
                 h.remove()
         out = {"params": float(sum(p.numel() for p in self.model.parameters())),
-               "flops_per_image": float(counter.get_total_flops())}
+               "flops_per_image": float(counter.total_flops)}
         maps = maps[:stop[0]] if stop else maps
         if maps:
             out["feature_depth"], out["feature_area"] = float(maps[-1][1]), float(maps[-1][2] * maps[-1][3])
@@ -229,7 +229,7 @@ PROBES.register("punishment", lambda prober, loss_fn: punishment(prober.test_log
                                           "correct ones (misclass_loss_ratio, misclass_grad_ratio)")
 
 
-@PROBES.register("cost", per="run", label="parameters, forward FLOPs per image (torch's FLOP counter), and the depth "
+@PROBES.register("cost", per="run", label="parameters, forward FLOPs per image (torch's FLOP formulas), and the depth "
                                           "and area of the last feature map before the classifier")
 def _cost(prober: Prober) -> dict[str, float]:
     return prober.count()
