@@ -237,6 +237,7 @@ def test_a_claim_on_a_main_effect_averages_over_the_other_factor_and_reads_the_c
     init, activation = check_claims(results)
     assert init.verdict == "supported" and init.diff_mean == pytest.approx(0.01, abs=0.003)
     assert init.variant == "effect init: xavier vs default" and init.reference == "0"
+    assert init.evidence.startswith("effect init: xavier vs default +1.") and "pp against +0.00 pp" in init.evidence
     assert activation.verdict == "contradicted"  # 0.2 is far outside +-0.05
     # A seed missing one cell leaves that seed out of the contrast, not the claim.
     results.runs = [r for r in results.runs if not (r.variant == "sigmoid-xavier" and r.seed == 3)]

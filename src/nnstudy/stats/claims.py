@@ -324,6 +324,9 @@ def _diff_text(fraction: bool):
 
 def _evidence(r: ClaimResult, claim: dict, entry) -> str:
     fraction = entry.meta.get("fraction", False)
+    if claim.get("effect"):  # an effect is a difference already: in pp against the value (0: no effect)
+        diff = _diff_text(fraction)
+        return f"{r.variant} {diff(r.variant_mean)} against {diff(r.reference_mean)}, n={r.n} seeds"
     shown = _shown(fraction)
     against = f"{claim['baseline']} {shown(r.reference_mean)}" if claim.get("baseline") is not None \
         else shown(r.reference_mean)
