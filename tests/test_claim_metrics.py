@@ -208,3 +208,71 @@ def test_shift_agreement_is_one_for_a_model_blind_to_position_and_lower_for_one_
         agreement = _value("shift_agreement@2", _run({1: probes}))
         drop = _value("shift_accuracy_drop@2", _run({1: probes}))
         assert (agreement == 1.0) == expect_one and (drop == 0.0) == expect_one, (agreement, drop)
+
+
+# ---------------------------------------------------------------- measures that can see their effect (issue 25)
+
+
+def _scaled_mlp(std: float | None, seed: int = 0) -> nn.Module:
+    """A bias-free ReLU MLP 64-32-16-10; `std`: normal weights of that std (None: PyTorch's default init)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            if std is not None:
+                nn.init.normal_(m.weight, 0.0, std)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def test_backward_signal_slope_moves_with_a_common_weight_scale_where_the_gradient_ratio_cannot(digits):
+    prober = _prober(_scaled_mlp(None), digits)
+    probes = {std: prober.measure(_scaled_mlp(std).state_dict(), shifts=False) for std in (0.001, 0.01, 0.1, 1.0, None)}
+    slope = {std: _value("backward_signal_slope", _run({0: p}), 0) for std, p in probes.items()}
+    ratio = {std: _value("grad_norm_ratio", _run({0: p}), 0) for std, p in probes.items()}
+    # The first measure is blind to the scale: every weight gradient scales alike (s^(L-1)).
+    assert ratio[0.001] == pytest.approx(ratio[0.01], rel=1e-3)
+    # The backward signal falls by the weight scale at each layer: ten times smaller weights, ln 10 lower slope.
+    assert slope[0.001] == pytest.approx(slope[0.01] - math.log(10), abs=0.05)
+    assert slope[0.001] < slope[0.01] < slope[0.1] < slope[1.0]
+    assert slope[0.001] < slope[None] < slope[1.0]  # too small below the default, too large above
+    # Without a scale change it stays put: another draw at the same scale moves it far less than a tenfold scale.
+    other = _value("backward_signal_slope", _run({0: prober.measure(_scaled_mlp(0.01, seed=1).state_dict(),
+                                                                    shifts=False)}), 0)
+    assert abs(other - slope[0.01]) < 0.5 * math.log(10)
+
+
+def test_backward_signal_slope_is_nan_where_layers_do_not_pair_up():
+    two_layers = _run({0: {"grad_norm|1": 1.0, "grad_norm|3": 1.0, "act_std|2": 1.0, "act_mean|2": 0.0}})
+    assert math.isnan(_value("backward_signal_slope", two_layers, 0))
+    hand = _run({0: {"grad_norm|1": 9.0, "grad_norm|3": 0.5, "grad_norm|5": 2.0,
+                     "act_std|2": 0.3, "act_mean|2": 0.4, "act_std|4": 1.0, "act_mean|4": 0.0}})
+    # backward signal: layer 3: 0.5 / 0.5 = 1, layer 5: 2 / 1 = 2; one step toward the input: ln(1 / 2)
+    assert _value("backward_signal_slope", hand, 0) == pytest.approx(math.log(0.5))
+
+
+def _trained_symmetry(init: str, data, steps: int = 60) -> tuple[float, torch.Tensor]:
+    """An MLP 64-16-16-10 built by nnstudy with `init` (constant weights 0.05), trained full-batch on the digits:
+    its symmetry_index metric (hidden layers) and its first layer's biases at the start."""
+    from nnstudy.config.schema import ModelConfig
+    from nnstudy.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="mlp", hidden=[16, 16], init=init, init_value=0.05), (1, 8, 8), 10)
+    first_bias = next(m for m in model.modules() if isinstance(m, nn.Linear)).bias.detach().clone()
+    prober, pipeline = prober_and_pipeline(model, data)
+    x, y = pipeline.normalise(data.train_x), data.train_y
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return _value("symmetry_index", _run({1: prober.measure(model.state_dict(), shifts=False)})), first_bias
+
+
+def test_random_biases_let_the_data_break_the_symmetry_that_zeroed_biases_fix(digits):
+    kept, zero_bias = _trained_symmetry("constant", digits)
+    broken, random_bias = _trained_symmetry("constant_random_bias", digits)
+    assert torch.all(zero_bias == 0) and random_bias.abs().min() > 0 and random_bias.std() > 0
+    assert kept == pytest.approx(1.0, abs=1e-9)  # by construction: every unit gets the same gradient
+    assert broken < 0.999  # the data, through the biases' different gating, made the units differ

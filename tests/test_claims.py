@@ -326,6 +326,7 @@ INIT_STUDY = {
     "train": {"lr": 0.05, "batch_size": 32, "epochs": 3},
     "variants": {"default": {}, "zeros": {"model": {"init": "zeros"}},
                  "constant": {"model": {"init": "constant", "init_value": 0.05}},
+                 "constant-random-bias": {"model": {"init": "constant_random_bias", "init_value": 0.05}},
                  "xavier": {"model": {"init": "xavier"}},
                  "small": {"model": {"init": "normal", "init_value": 0.001}},
                  "large": {"model": {"init": "normal", "init_value": 1.0}}},

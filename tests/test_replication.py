@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import nnstudy
 from nnstudy.cli import main
 from nnstudy.config.reference import NOT_TESTED, STATEMENTS
 from nnstudy.report import replication_numbers as numbers
-from nnstudy.report.replication import outcome_of, replication_rows, write_replication
+from nnstudy.report.replication import ILLUSTRATION, _rows, outcome_of, replication_rows, write_replication
 from nnstudy.stats.replication import one_run_check, prediction_interval, printed_slack, relative_difference_pct
 from nnstudy.store.results import EpochRow, RunResult, StudyResults
 
@@ -120,10 +121,31 @@ def test_per_class_and_confusion_differences_beyond_the_seed_spread_are_flagged_
 
 
 def test_verdict_labels_map_to_outcomes_and_unknown_ones_pass_verbatim():
-    assert [outcome_of(v) for v in ("supported", "holds", "true by construction")] == ["reproduced"] * 3
+    assert [outcome_of(v) for v in ("supported", "holds")] == ["reproduced"] * 2
+    assert outcome_of("true by construction") == ILLUSTRATION != "reproduced"  # a construction is never support
     assert [outcome_of(v) for v in ("contradicted", "does not hold")] == ["contradicted"] * 2
     assert outcome_of("not testable: a definition") == "not testable"
     assert outcome_of("not shown") == outcome_of("diverged") == outcome_of("something new") == "not shown"
+
+
+def _checked(*verdicts: str) -> list:
+    """Checked claims of a hand-made study, all testing R2.1, with the given verdicts (the fields a row reads)."""
+    return [SimpleNamespace(source="R2.1", text=f"claim {i}", reading="", verdict=v, evidence="")
+            for i, v in enumerate(verdicts)]
+
+
+@pytest.mark.parametrize("verdicts, outcome", [
+    (["true by construction", "true by construction"], ILLUSTRATION),  # constructions alone: never reproduced
+    (["supported", "true by construction"], "reproduced"),  # the data's claim decides, the construction is apart
+    (["supported"], "reproduced"),
+    (["not shown", "true by construction"], "not shown"),
+    (["contradicted", "true by construction"], "contradicted"),
+])
+def test_a_statement_tested_only_by_constructions_is_an_illustration_counted_apart(verdicts, outcome):
+    rows, _ = _rows({"mnist-init": object()}, {"mnist-init": _checked(*verdicts)}, {})
+    r21 = next(r for r in rows if r["id"] == "R2.1")
+    assert r21["outcome"] == outcome
+    assert ("true by construction" in r21["why"]) == ("true by construction" in verdicts)
 
 
 def test_every_statement_has_a_row_and_nothing_run_shows_not_run(tmp_path):
@@ -157,6 +179,15 @@ metric = "params"
 variant = "b"
 baseline = "a"
 direction = "less"
+
+[[claims]]
+text = "b's test accuracy is at least zero."
+source = "R4.1"
+metric = "test_acc"
+variant = "b"
+value = -0.01
+direction = "greater"
+by_construction = "an accuracy is a share of images, never below zero"
 """
     path = tmp_path / "mnist-loss.toml"
     path.write_text(text.replace("model.hidden = [24]", "model.hidden = [32]"))
@@ -172,10 +203,14 @@ def test_the_page_from_a_stored_study_html_markdown_json_and_links(tmp_path, cap
     rows = {r["id"]: r for r in written["rows"]}
     assert rows["R4.1"]["outcome"] == "reproduced" and rows["R4.1"]["claims"][0]["verdict"] == "holds"
     assert rows["R4.2"]["outcome"] == "contradicted" and rows["R4.2"]["claims"][0]["verdict"] == "does not hold"
+    assert [c["outcome"] for c in rows["R4.1"]["claims"]] == ["reproduced", ILLUSTRATION]
+    assert rows["R4.1"]["why"] == "all 1 claim(s) supported (1 more true by construction, an illustration only)"
     assert rows["R4.4"]["outcome"] == "not shown"  # its study ran, but no claim of it tests R4.4
     assert rows["R2.1"]["outcome"] == "not run"
-    assert written["counts"]["contradicted"] == 1 and sum(written["counts"].values()) == 28
+    assert written["counts"]["contradicted"] == 1 and written["counts"][ILLUSTRATION] == 0
+    assert sum(written["counts"].values()) == 28 and "0 true by construction (illustration)" in (out / "replication.md").read_text()
     html = (out / "replication.html").read_text()
+    assert '<span class="outcome true-by-construction">true by construction</span>' in html
     assert 'class="statement contradicted" id="R4.2"' in html and 'href="mnist-loss/report.html"' in html
     assert "<script" not in html and "http" not in html.replace("http-equiv", "")  # self-contained
     md = (out / "replication.md").read_text()

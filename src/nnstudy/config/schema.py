@@ -89,7 +89,7 @@ class ModelConfig(_Strict):
     pool: str = "max"  # registry.POOLINGS
     pool_size: int = Field(2, ge=1, le=4)
     init: str = "default"  # registry.INITS
-    init_value: float = 0.05  # for init = "constant"; std for init = "normal"
+    init_value: float = 0.05  # for init = "constant" and "constant_random_bias"; std for init = "normal"
     dropout: float = Field(0.0, ge=0, lt=1)
 
     @field_validator("kind", "activation", "norm", "pool", "init")

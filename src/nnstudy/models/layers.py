@@ -63,12 +63,16 @@ def pool(name: str, size: int) -> nn.Module:
 
 # ---------------------------------------------------------------- initialisation
 # zeros and constant are here on purpose: they show the symmetry problem
-# (every unit of a layer gets the same gradient and stays identical).
+# (every unit of a layer gets the same gradient and stays identical). Every scheme zeroes the biases except
+# where its entry says `random_bias=True`: there the layer keeps the biases PyTorch drew for it (uniform within
+# +-1/sqrt(fan_in), from the seeded RNG), so constant weights with random biases ask whether the data can break
+# the symmetry that zeroed biases fix by construction.
 INITS.register("default", None)
 INITS.register("xavier", lambda w, value: nn.init.xavier_uniform_(w))
 INITS.register("kaiming", lambda w, value: nn.init.kaiming_normal_(w, nonlinearity="relu"))
 INITS.register("zeros", lambda w, value: nn.init.zeros_(w))
 INITS.register("constant", lambda w, value: nn.init.constant_(w, value))
+INITS.register("constant_random_bias", lambda w, value: nn.init.constant_(w, value), random_bias=True)
 INITS.register("normal", lambda w, value: nn.init.normal_(w, 0.0, value))
 
 
@@ -80,12 +84,13 @@ def initialise(model: nn.Module, scheme: str, value: float = 0.05) -> list[str]:
     fill = INITS.get(scheme)
     if fill is None:
         return []
+    keep_bias = bool(INITS.entry(scheme).meta.get("random_bias"))
     touched = []
     for name, m in model.named_modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
         fill(m.weight, value)
-        if m.bias is not None:
+        if m.bias is not None and not keep_bias:
             nn.init.zeros_(m.bias)
         touched.append(name)
     return touched

@@ -29,7 +29,10 @@ from . import replication_numbers as numbers
 HTML, MARKDOWN = "replication.html", "replication.md"
 REPRODUCED, CONTRADICTED, NOT_SHOWN, NOT_TESTABLE, NOT_RUN = (
     "reproduced", "contradicted", "not shown", "not testable", "not run")
-OUTCOMES = (REPRODUCED, CONTRADICTED, NOT_SHOWN, NOT_TESTABLE, NOT_RUN)
+# A claim the code decides before any data (zero weights get zero gradients) illustrates a statement and never
+# supports it: its own outcome, counted apart, so a statement tested only by constructions is never "reproduced".
+ILLUSTRATION = "true by construction (illustration)"
+OUTCOMES = (REPRODUCED, CONTRADICTED, NOT_SHOWN, ILLUSTRATION, NOT_TESTABLE, NOT_RUN)
 
 # Each exercise: its title, the built-in studies that test it, and how our protocol stands to the coursework's.
 EXERCISES = {
@@ -57,11 +60,14 @@ STUDIES_OF = {"R5.5": ["mnist-activations-1000"]}  # statements tested by other 
 
 def outcome_of(verdict: str) -> str:
     """A claim's verdict as the statement's outcome: the one place that reads the claims' labels. Known labels
-    (supported, holds, true by construction; contradicted, does not hold; not shown, not testable) map to an
-    outcome; any other label (diverged, or one added later) counts as not shown, and is shown verbatim."""
+    (supported, holds; contradicted, does not hold; true by construction; not shown, not testable) map to an
+    outcome; any other label (diverged, or one added later) counts as not shown, and is shown verbatim. A
+    construction is an illustration, never support: it has an outcome of its own."""
     label = verdict.strip().lower()
-    if label in (labels.SUPPORTED, labels.HOLDS, labels.BY_CONSTRUCTION):
+    if label in (labels.SUPPORTED, labels.HOLDS):
         return REPRODUCED
+    if label == labels.BY_CONSTRUCTION:
+        return ILLUSTRATION
     if label in (labels.CONTRADICTED, labels.DOES_NOT_HOLD):
         return CONTRADICTED
     if label.startswith(labels.NOT_TESTABLE):
@@ -123,14 +129,19 @@ def _outcome(sid: str, tested: list[dict], run: list[str]) -> tuple[str, str]:
         return NOT_TESTABLE, NOT_TESTED[sid]
     if not tested:
         return (NOT_SHOWN, "no claim of the stored studies tests it") if run else (NOT_RUN, "its study has not run")
-    outcomes = [t["outcome"] for t in tested]
+    illustrations = sum(t["outcome"] == ILLUSTRATION for t in tested)
+    outcomes = [t["outcome"] for t in tested if t["outcome"] != ILLUSTRATION]  # the evidence alone decides
+    apart = f" ({illustrations} more true by construction, an illustration only)" if illustrations else ""
     n = len(outcomes)
+    if not outcomes:
+        return ILLUSTRATION, f"its {illustrations} claim(s) are true by construction: the code decides them, no data"
     if CONTRADICTED in outcomes:
         return CONTRADICTED, f"{outcomes.count(CONTRADICTED)} of its {n} claim(s) contradicted" + (
-            f", {outcomes.count(REPRODUCED)} supported" if REPRODUCED in outcomes else "")
+            f", {outcomes.count(REPRODUCED)} supported" if REPRODUCED in outcomes else "") + apart
     if all(o == REPRODUCED for o in outcomes):
-        return REPRODUCED, f"all {n} claim(s) supported"
-    return NOT_SHOWN, f"{outcomes.count(REPRODUCED)} of its {n} claim(s) supported, the rest not shown either way"
+        return REPRODUCED, f"all {n} claim(s) supported" + apart
+    return NOT_SHOWN, (f"{outcomes.count(REPRODUCED)} of its {n} claim(s) supported, the rest not shown either way"
+                       + apart)
 
 
 def write_replication(out: str | os.PathLike, reference_numbers: str | os.PathLike | None = None,

@@ -118,10 +118,32 @@ def _first_grad(run, epoch, claim, arg, results):
     return norms[0] if norms else math.nan
 
 
-@CLAIM_METRICS.register("grad_norm_ratio", label="weight-gradient norm, first layer / last layer")
+@CLAIM_METRICS.register("grad_norm_ratio", label="weight-gradient norm, first layer / last layer (blind to a common "
+                                                 "weight scale in a bias-free ReLU MLP: see backward_signal_slope)")
 def _grad_ratio(run, epoch, claim, arg, results):
     norms = _layers(run, epoch, "grad_norm")
     return norms[0] / norms[-1] if len(norms) >= 2 and norms[-1] > 0 else math.nan
+
+
+@CLAIM_METRICS.register("backward_signal_slope",
+                        label="change in ln(backward signal) per layer toward the input (< 0: it shrinks, vanishing; "
+                              "> 0: it grows, exploding); a layer's backward signal is its weight-gradient norm over "
+                              "the rms of its input, so the forward signal's scale cancels")
+def _backward_slope(run, epoch, claim, arg, results):
+    """A depth measure that sees a common weight scale, where `grad_norm_ratio` cannot: in a bias-free ReLU MLP
+    with every weight scaled by s, each weight gradient scales as s^(L-1), the same for every layer, while the
+    gradient reaching layer l's output scales as s^(L-l). Dividing a layer's weight-gradient norm by the rms of
+    its input (the previous activation layer's output) takes the forward part out. Read for networks whose weight
+    layers each follow one activation layer (an MLP): the first weight layer's input is not probed, so it is left
+    out; nan where the layers do not pair up that way."""
+    grads = _layers(run, epoch, "grad_norm")
+    rms = [math.hypot(s, m) for s, m in zip(_layers(run, epoch, "act_std"), _layers(run, epoch, "act_mean"))]
+    if len(grads) < 3 or len(rms) != len(grads) - 1:
+        return math.nan
+    signal = [g / r if r > 0 else math.nan for g, r in zip(grads[1:], rms)]
+    if not all(math.isfinite(x) and x > 0 for x in signal):
+        return math.nan
+    return math.log(signal[0] / signal[-1]) / (len(signal) - 1)
 
 
 @CLAIM_METRICS.register("act_var_log_ratio", label="ln(activation variance of the last activation layer / of the "
