@@ -233,3 +233,19 @@ def test_the_reference_numbers_file_is_read_at_report_time(tmp_path):
     mine.write_text("[e6.A\n")
     with pytest.raises(nnstudy.UserError, match="not valid TOML"):
         write_replication(tmp_path / "out", mine)
+
+
+@pytest.mark.parametrize("claims, outcome", [
+    ([("supported", "as flatness"), ("contradicted", "as pinned outputs")], "readings disagree"),  # neither decides
+    ([("supported", "as flatness"), ("contradicted", "as flatness")], "contradicted"),  # one reading, split: contradicted
+    ([("supported", ""), ("contradicted", "")], "contradicted"),  # no readings named: any contradiction stands out
+    ([("contradicted", "as flatness"), ("not shown", "as pinned outputs")], "contradicted"),
+    ([("supported", "as flatness"), ("supported", "as pinned outputs")], "reproduced"),
+])
+def test_two_readings_that_disagree_leave_the_statement_undecided_by_either(claims, outcome):
+    checked = [SimpleNamespace(source="R2.1", text=f"claim {i}", reading=reading, verdict=verdict, evidence="")
+               for i, (verdict, reading) in enumerate(claims)]
+    rows, _ = _rows({"mnist-init": object()}, {"mnist-init": checked}, {})
+    r21 = next(r for r in rows if r["id"] == "R2.1")
+    assert r21["outcome"] == outcome
+    assert ("different readings" in r21["why"]) == (outcome == "readings disagree")

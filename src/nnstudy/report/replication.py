@@ -32,7 +32,9 @@ REPRODUCED, CONTRADICTED, NOT_SHOWN, NOT_TESTABLE, NOT_RUN = (
 # A claim the code decides before any data (zero weights get zero gradients) illustrates a statement and never
 # supports it: its own outcome, counted apart, so a statement tested only by constructions is never "reproduced".
 ILLUSTRATION = "true by construction (illustration)"
-OUTCOMES = (REPRODUCED, CONTRADICTED, NOT_SHOWN, ILLUSTRATION, NOT_TESTABLE, NOT_RUN)
+# A statement with two fair readings, one borne out and one contradicted: neither reading may decide the row.
+READINGS_DISAGREE = "readings disagree"
+OUTCOMES = (REPRODUCED, CONTRADICTED, READINGS_DISAGREE, NOT_SHOWN, ILLUSTRATION, NOT_TESTABLE, NOT_RUN)
 
 # Each exercise: its title, the built-in studies that test it, and how our protocol stands to the coursework's.
 EXERCISES = {
@@ -135,6 +137,10 @@ def _outcome(sid: str, tested: list[dict], run: list[str]) -> tuple[str, str]:
     n = len(outcomes)
     if not outcomes:
         return ILLUSTRATION, f"its {illustrations} claim(s) are true by construction: the code decides them, no data"
+    evidence = [t for t in tested if t["outcome"] != ILLUSTRATION]
+    if _readings_disagree(evidence):
+        return READINGS_DISAGREE, (f"{outcomes.count(REPRODUCED)} supported and {outcomes.count(CONTRADICTED)} "
+                                   f"contradicted of its {n} claim(s), under different readings of its words" + apart)
     if CONTRADICTED in outcomes:
         return CONTRADICTED, f"{outcomes.count(CONTRADICTED)} of its {n} claim(s) contradicted" + (
             f", {outcomes.count(REPRODUCED)} supported" if REPRODUCED in outcomes else "") + apart
@@ -142,6 +148,12 @@ def _outcome(sid: str, tested: list[dict], run: list[str]) -> tuple[str, str]:
         return REPRODUCED, f"all {n} claim(s) supported" + apart
     return NOT_SHOWN, (f"{outcomes.count(REPRODUCED)} of its {n} claim(s) supported, the rest not shown either way"
                        + apart)
+
+
+def _readings_disagree(tested: list[dict]) -> bool:
+    """Some claim supported and some contradicted, each under a reading none of the other side shares."""
+    read = {o: {t["reading"] for t in tested if t["outcome"] == o} for o in (REPRODUCED, CONTRADICTED)}
+    return bool(read[REPRODUCED]) and bool(read[CONTRADICTED]) and not (read[REPRODUCED] & read[CONTRADICTED])
 
 
 def write_replication(out: str | os.PathLike, reference_numbers: str | os.PathLike | None = None,
