@@ -196,6 +196,22 @@ def test_class_metrics_on_a_hand_made_confusion():
         _value("pair_error_rate@cat/car", run, 5, study)
 
 
+def test_a_pair_share_of_errors_does_not_fall_just_because_a_model_errs_less():
+    def predictions(cat_dog: int, deer_bird: int) -> list[tuple[int, int]]:
+        """40 images, 10 a class; `cat_dog` cats called dog and `deer_bird` deer called bird, the rest right."""
+        return ([(0, 1)] * cat_dog + [(0, 0)] * (10 - cat_dog) + [(1, 1)] * 10 + [(2, 3)] * deer_bird
+                + [(2, 2)] * (10 - deer_bird) + [(3, 3)] * 10)
+
+    def both(cat_dog, deer_bird):
+        run, study = _class_study(predictions(cat_dog, deer_bird))
+        return (_value("pair_error_share@deer/bird", run, 5, study), _value("pair_error_rate@deer/bird", run, 5, study))
+
+    a, better, shifted = both(6, 4), both(3, 2), both(4, 6)  # better: half the errors, the same mix
+    assert a[0] == pytest.approx(0.4) and better[0] == pytest.approx(0.4)  # the share follows the mix...
+    assert better[1] < a[1]  # ...where the share of all images falls with every error the model stops making
+    assert shifted[0] == pytest.approx(0.6) and shifted[0] > a[0]  # and it moves when the mix does
+
+
 def test_shift_agreement_is_one_for_a_model_blind_to_position_and_lower_for_one_that_sees_it(digits):
     blind = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with torch.no_grad():

@@ -275,6 +275,17 @@ def _pair_rate(run, epoch, claim, arg, results):
     return _pair_errors(cm, i, j) / cm.sum() if cm is not None and cm.sum() else math.nan
 
 
+@CLAIM_METRICS.register("pair_error_share", report_epochs=True, fraction=True, arg="horse/deer",
+                        resolution="test_images",
+                        label="share of the test errors that are confusions between two classes (either way): a "
+                              "more accurate model does not lower it by making fewer errors overall")
+def _pair_share(run, epoch, claim, arg, results):
+    i, j = _pair(results, arg)
+    cm = _confusion(run, epoch, results)
+    errors = cm.sum() - np.trace(cm) if cm is not None else 0
+    return _pair_errors(cm, i, j) / errors if errors else math.nan
+
+
 @CLAIM_METRICS.register("pair_confusion_lead", report_epochs=True, fraction=True, arg="cat/dog",
                         resolution="test_images",
                         label="share of the test errors between two classes (either way) minus the largest such "
