@@ -34,10 +34,10 @@ STATEMENTS = {
     "R5.5": 'After 1000 epochs Leaky ReLU did better in every category: ReLU had 0.0888% lower training accuracy and 0.3474% higher training loss, 0.0900% lower test accuracy and 2.1124% higher test loss (relative, one run each).',
     "R5.6": 'Conclusion: the Leaky ReLU model performs better than the ReLU model.',
     "R6.1": 'Test accuracy after 5 epochs: A 0.62, B 0.65, C 0.70 (one run each). A figure labelled "loss" is also printed (A 0.492, B 0.497, C 0.334), in sentences too garbled to say what it measures.',
-    "R6.2": 'Model A confuses cat and dog the most; it also does poorly on deer and bird, and among vehicles confuses truck and car.',
+    "R6.2": 'Model A confuses cat and dog the most; it also does poorly on deer and bird, and among objects it also has trouble recognising truck and car.',
     "R6.3": "Model B keeps A's confusions and also confuses horse and deer.",
     "R6.4": 'Model C keeps the same confusions, but fewer of them.',
-    "R6.5": 'Per-class precision/recall/F1 tables for A and C are given (e.g. A: cat recall 0.47, dog recall 0.34; C: cat recall 0.58, dog recall 0.66).',
+    "R6.5": 'Per-class precision/recall/F1 tables are given for A, B and C (e.g. A: cat recall 0.47, dog recall 0.34; B: cat 0.41, dog 0.54; C: cat 0.58, dog 0.66), and the confusion matrices of B and C as numbers (A\'s only as an image).',
 }
 
 
