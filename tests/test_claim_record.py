@@ -258,3 +258,20 @@ def test_the_built_in_claims_redefined_after_results_show_as_revised_in_a_fresh_
     r26 = revisions(_no_runs(claims, {}))["R2.6-xavier"]
     assert "0.84" in r26.changes[0] and "not a bound set before the results" in r26.changes[0]
     assert "set before the results" not in next(c for c in claims if c["id"] == "R2.6-xavier")["rationale"]
+
+
+def test_a_declared_rewording_is_shown_reworded_not_revised_and_a_history_must_say_something(tmp_path):
+    from nnstudy.config.claims import ClaimConfig
+    from nnstudy.stats.claim_revisions import revisions
+
+    reworded = {**CLAIM, "history": {"first_text": "b beats a (0.58 against 0.47)", "changed": "numbers not tested"}}
+    redefined = {**CLAIM, "id": "other", "text": "b is not worse",
+                 "history": {"first": {"direction": "less"}, "changed": "turned round"}}
+    found = revisions(_no_runs([ClaimConfig(**reworded).model_dump(mode="json"),
+                                ClaimConfig(**redefined).model_dump(mode="json")], {}))
+    assert not found["b-vs-a"].revised and found["b-vs-a"].first is None  # the same definition: nothing to judge
+    assert found["b-vs-a"].first_text == "b beats a (0.58 against 0.47)"
+    assert found["b-vs-a"].changes == ("reworded after results, as the study file says: numbers not tested",)
+    assert found["other"].revised and found["other"].first["direction"] == "less"  # a definition: revised
+    with pytest.raises(ValueError, match="history needs first .* or first_text"):
+        ClaimConfig(**{**CLAIM, "history": {"changed": "something"}})

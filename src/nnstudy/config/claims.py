@@ -65,11 +65,19 @@ class ClaimHistoryConfig(_Strict):
     """A claim's own account of a change made after results (a built-in study's, say): its `first` definition
     (the fields of CLAIM_DEFINITION that differed; the others are the claim's own), the words it was `first_text`
     worded in, where they differed, and why it `changed`. Every store then shows the claim revised, fresh
-    ones included, with that first definition judged beside the current one."""
+    ones included, with that first definition judged beside the current one. With no `first` (only
+    `first_text`), it declares a rewording: shown as reworded, not revised, as the definition is the same."""
 
-    first: dict[str, Any] = Field(min_length=1)
+    first: dict[str, Any] = Field(default_factory=dict)
     changed: str = Field(min_length=1)
     first_text: str = ""
+
+    @model_validator(mode="after")
+    def _something_changed(self):
+        if not self.first and not self.first_text:
+            raise ValueError("history needs first (the first definition's fields that differ) or first_text (the "
+                             "first words)")
+        return self
 
     @field_validator("first")
     @classmethod

@@ -64,7 +64,10 @@ def _revision(key: str, claim: dict, record: dict, declared: dict | None, withdr
         if record.get("revised") and not told:  # a record from before the parts were told
             told = definition_changes(claim_definition(record["first"]), claim_definition(claim))
     words = [told[part] for part in told]
-    if declared:
+    redefined = bool(declared and declared.get("first"))
+    if declared and not redefined:  # new words only: a rewording, not a revision
+        words.insert(0, f"reworded after results, as the study file says: {declared['changed']}")
+    if redefined:
         first = declared_first(claim, declared["first"])
         said = definition_changes(claim_definition(first), claim_definition(claim))
         words.insert(0, f"{'; '.join(said.values()) or 'redefined'} after results, as the study file says: "
@@ -75,10 +78,11 @@ def _revision(key: str, claim: dict, record: dict, declared: dict | None, withdr
     gone = [f"{told[part]}: {why}" for part, why in _GONE.items() if part in told]
     if first is not None and first["metric"].partition("@")[0] not in CLAIM_METRICS:
         gone.append(f"its metric {first['metric']} is no longer known")
-    return Revision(key=key, revised=bool(declared) or bool(record.get("revised")),
+    revised = redefined or bool(record.get("revised"))
+    return Revision(key=key, revised=revised,
                     added_after_results=bool(record.get("added_after_results")), withdrawn=withdrawn,
                     changes=tuple(words), first_text=first_text if first_text != claim["text"] else "",
-                    first=first if (declared or record.get("revised") or withdrawn) else None,
+                    first=first if (revised or withdrawn) else None,
                     first_seeds=tuple(seeds) if added_seeds else None, not_judged="; ".join(gone))
 
 
