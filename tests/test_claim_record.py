@@ -275,3 +275,17 @@ def test_a_declared_rewording_is_shown_reworded_not_revised_and_a_history_must_s
     assert found["other"].revised and found["other"].first["direction"] == "less"  # a definition: revised
     with pytest.raises(ValueError, match="history needs first .* or first_text"):
         ClaimConfig(**{**CLAIM, "history": {"changed": "something"}})
+
+
+def test_an_id_and_new_words_together_keep_a_text_keyed_record_through_the_declared_first_words(tmp_path):
+    old = {k: v for k, v in CLAIM.items() if k != "id"} | {"text": "b beats a (0.58 against 0.47)"}
+    store = Store(tmp_path / "out")
+    _seen(store, tmp_path, {**SPEC, "claims": [old]})  # a store from before ids: the claim keyed by its words
+    renamed = {**CLAIM, "history": {"first_text": old["text"], "changed": "numbers not tested"}}
+    store.save_study("s", {**SPEC, "claims": [renamed]}, {}, "x.toml")
+    history = store.claim_history("s")
+    store.close()
+    assert list(history) == ["b-vs-a"]  # taken over, not withdrawn beside a new one
+    record = history["b-vs-a"]
+    assert not record["withdrawn"] and not record["added_after_results"] and not record["revised"]
+    assert record["first_text"] == old["text"] and record["text"] == CLAIM["text"]

@@ -47,9 +47,12 @@ def keep_definitions(c: sqlite3.Connection, study: str, spec: dict, now: float) 
         key, text = claim_key(claim), claim["text"]
         current = definition(claim, spec)
         row = _row(c, study, key)
-        if row is None and key != text and _row(c, study, text) is not None:
-            # an id given to a claim stored by its text: the row is the claim's, re-keyed
-            c.execute("UPDATE claims SET text=? WHERE study=? AND text=?", (key, study, text))
+        # An id given to a claim stored by its text (its current words, or the first words its history declares):
+        # the row is the claim's, re-keyed.
+        stored_as = next((old for old in (text, (claim.get("history") or {}).get("first_text"))
+                          if row is None and key != text and old and _row(c, study, old) is not None), None)
+        if stored_as is not None:
+            c.execute("UPDATE claims SET text=? WHERE study=? AND text=?", (key, study, stored_as))
             row = _row(c, study, key)
         if row is None:
             c.execute("INSERT INTO claims (study, text, first, recorded, added_after_results, source, first_text, "
