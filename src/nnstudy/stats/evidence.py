@@ -103,6 +103,18 @@ def adjusted_confidence(p: float, p_adjusted: float, alpha: float = ALPHA) -> fl
     return 1 - alpha * p / p_adjusted
 
 
+def adjusted_interval(mean: float, sd: float, floor: float, n: int, p: float, p_adjusted: float,
+                      alpha: float = ALPHA) -> tuple[float, float]:
+    """The interval at the level Holm's method tested a mean difference at (``adjusted_confidence``), with the
+    floored spread: it excludes 0 exactly when ``p_adjusted`` < ``alpha``. (nan, nan) when it cannot be had."""
+    spread = max(sd, floor) if n >= 2 else math.nan
+    if not (math.isfinite(spread) and math.isfinite(p)):
+        return math.nan, math.nan
+    level = adjusted_confidence(p, p_adjusted, alpha)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * spread / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def relative_floor(*values) -> float:
     """``RELATIVE`` of the largest |value| among the means compared: the floor of a metric with no step."""
     finite = [abs(float(v)) for v in values if v is not None and math.isfinite(v)]

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
-from scipy import stats
 
 from nnstudy.store.results import METRICS, StudyResults
 
@@ -261,9 +260,8 @@ def _decide(e: Effect) -> Effect:
     if e.verdict == TOO_FEW:
         return dataclasses.replace(e, sentence=f"{_name(e)}: only {e.n} seed(s) with every cell it needs; a contrast "
                                                f"needs at least 2.")
-    level = evidence.adjusted_confidence(e.p_value, e.p_holm)
-    half = float(stats.t.ppf(0.5 + level / 2, e.n - 1)) * max(e.sd, e.floor) / math.sqrt(e.n)
-    e = dataclasses.replace(e, adj_low=e.estimate - half, adj_high=e.estimate + half)
+    low, high = evidence.adjusted_interval(e.estimate, e.sd, e.floor, e.n, e.p_value, e.p_holm)
+    e = dataclasses.replace(e, adj_low=low, adj_high=high)
     shown = e.p_holm < ALPHA and (e.ci_low > 0 or e.ci_high < 0)
     if e.kind == INTERACTION:
         verdict = INTERACTION if shown else NO_INTERACTION

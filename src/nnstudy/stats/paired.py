@@ -262,13 +262,8 @@ def compare_paired(baseline: Mapping[int, float], variant: Mapping[int, float], 
 
 
 def _adjusted_interval(c: Comparison) -> tuple[float, float]:
-    """The interval at the level Holm's method tested this comparison at (``evidence.adjusted_confidence``)."""
-    spread = max(c.sd_diff, c.floor) if c.n >= 2 else math.nan
-    if not (math.isfinite(spread) and math.isfinite(c.p_value)):
-        return math.nan, math.nan
-    level = evidence.adjusted_confidence(c.p_value, c.p_holm)
-    half = float(stats.t.ppf(0.5 + level / 2, c.n - 1)) * spread / math.sqrt(c.n)
-    return c.diff_mean - half, c.diff_mean + half
+    """The interval at the level Holm's method tested this comparison at (``evidence.adjusted_interval``)."""
+    return evidence.adjusted_interval(c.diff_mean, c.sd_diff, c.floor, c.n, c.p_value, c.p_holm)
 
 
 def _decide(c: Comparison) -> Comparison:

@@ -49,8 +49,10 @@ def keep_definitions(c: sqlite3.Connection, study: str, spec: dict, now: float) 
         row = _row(c, study, key)
         # An id given to a claim stored by its text (its current words, or the first words its history declares):
         # the row is the claim's, re-keyed.
-        stored_as = next((old for old in (text, (claim.get("history") or {}).get("first_text"))
-                          if row is None and key != text and old and _row(c, study, old) is not None), None)
+        stored_as = None
+        if row is None and key != text:
+            stored_as = next((old for old in (text, (claim.get("history") or {}).get("first_text"))
+                              if old and _row(c, study, old) is not None), None)
         if stored_as is not None:
             c.execute("UPDATE claims SET text=? WHERE study=? AND text=?", (key, study, stored_as))
             row = _row(c, study, key)
