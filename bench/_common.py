@@ -199,10 +199,11 @@ def limit_data(data, train_idx: torch.Tensor | None = None, test_idx: torch.Tens
     return out
 
 
-def make_trainer(cfg, data, seeds: list[int], device: torch.device, vectorize: bool = True):
+def make_trainer(cfg, data, seeds: list[int], device: torch.device, vectorize: bool = True, probes: bool = False):
     from nnstudy.training.trainer import GroupTrainer, TrainOptions
 
-    return GroupTrainer(cfg, data, seeds, TrainOptions(device=str(device), vectorize=vectorize, progress=False))
+    return GroupTrainer(cfg, data, seeds, TrainOptions(device=str(device), vectorize=vectorize, progress=False,
+                                                       probes=probes))
 
 
 @contextlib.contextmanager

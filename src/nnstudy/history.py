@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# What an epoch measures, in EpochRow's order; the test two are NaN on epochs the test set was not evaluated.
+EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
 @dataclass
 class EpochRow:
     """One epoch of one run. Accuracies are fractions in [0, 1]."""

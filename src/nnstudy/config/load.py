@@ -228,6 +228,7 @@ def _comparable(cfg: dict) -> dict:
     """A config dict without where things live, and with keys added since at their defaults left out."""
     cfg = copy.deepcopy(cfg)
     cfg["dataset"].pop("data_dir", None)
+    cfg["train"].pop("eval_every", None)  # how often the test set is looked at: the training is the same
     cfg.pop("source_dir", None)
     _as_before_extensions(cfg)
     return cfg

@@ -140,6 +140,10 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     eval_batch_size: int = Field(1000, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # Epochs between test-set evaluations and probes (None: every epoch up to CURVE_POINTS epochs, then
+    # enough for CURVE_POINTS points); report and claim epochs, the first and the last are always evaluated.
+    # Training is the same whatever it is, so it is not part of a run's identity.
+    eval_every: Optional[int] = Field(None, ge=1)
 
     @field_validator("optimizer", "schedule", "loss")
     @classmethod
@@ -152,6 +156,20 @@ class TrainConfig(_Strict):
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise ValueError("nesterov = true needs optimizer = \"sgd\" and momentum > 0")
         return self
+
+
+CURVE_POINTS = 100  # test-set points a long run's curves get when eval_every is left out
+
+
+def evaluation_every(train: TrainConfig) -> int:
+    """Epochs between a run's test-set evaluations: its `eval_every`, or one every epoch up to CURVE_POINTS epochs."""
+    return train.eval_every or max(1, -(-train.epochs // CURVE_POINTS))
+
+
+def evaluates(train: TrainConfig, epoch: int, also=()) -> bool:
+    """Whether a run evaluates the test set (and probes) after `epoch`: on its cadence, the first and last epoch,
+    and the epochs in `also` (the study's report and claim epochs)."""
+    return epoch == 1 or epoch == train.epochs or epoch % evaluation_every(train) == 0 or epoch in also
 
 
 class RunConfig(_Strict):
@@ -274,7 +292,12 @@ class StudyConfig(_Strict):
                 raise ValueError(f"claims[{i}].epoch = {claim.epoch} is past "
                                  f"{f'variant {claim.variant}' if claim.variant else 'the grid cells'}'s last epoch "
                                  f"({last})")
-            if CLAIM_METRICS.entry(claim.metric.partition("@")[0]).meta.get("report_epochs") and \
+            meta = CLAIM_METRICS.entry(claim.metric.partition("@")[0]).meta
+            if meta.get("resolution") == "epoch" and any(
+                    evaluation_every(self.variants[n].train) > 1 for n in names + [claim.baseline or self.baseline_name]):
+                raise ValueError(f"claims[{i}]: {claim.metric} reads the test set after every epoch, and these runs "
+                                 f"evaluate it every few epochs; set train.eval_every = 1")
+            if meta.get("report_epochs") and \
                     claim.epoch not in (None, *self.report_epochs, last):
                 raise ValueError(f"claims[{i}]: {claim.metric} is measured on report epochs only; use an epoch "
                                  f"from report_epochs {self.report_epochs} or leave epoch out (the last)")

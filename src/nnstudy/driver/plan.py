@@ -211,6 +211,7 @@ def _job(runs: list[Run], plan: StudyPlan, i: int, study: StudyConfig, report_ep
         runs=[JobRun(r.id, r.row.seed, r.row.variant, r.row.config_hash, r.checkpoint_dir,
                      study.variants[r.row.variant].model_dump(mode="json") if mixed else None) for r in runs],
         report_epochs=report_epochs, cache_dir=str(cache_dir),
+        eval_epochs=sorted(set(report_epochs) | {c.epoch for c in study.claims if c.epoch is not None}),
         train=TrainOptions(device=device, vectorize=stack.stacked, compile=options.compile,
                            progress=options.progress, probes=options.probes),
         stack_note=stacking[variants[0]].why_not or "",

@@ -89,9 +89,12 @@ class Recorder:
             print(self._epoch_line(job, event), file=self.log, flush=True)
 
     def _epoch_line(self, job: Job, event: EpochsDone) -> str:
-        accs = [h[-1].test_acc for h in event.histories.values()
-                if h and h[-1].epoch == event.epoch and math.isfinite(h[-1].test_acc)]
-        acc = f"mean test acc {np.mean(accs):.2%}" if accs else "every seed diverged"
+        rows = [h[-1] for h in event.histories.values() if h and h[-1].epoch == event.epoch]
+        accs = [r.test_acc for r in rows if math.isfinite(r.test_acc)]
+        trained = [r.train_acc for r in rows if math.isfinite(r.train_loss)]
+        acc = (f"mean test acc {np.mean(accs):.2%}" if accs else
+               f"mean train acc {np.mean(trained):.2%} (test set not evaluated this epoch)" if trained else
+               "every seed diverged")
         settings = self.settings.get(job.run_ids[0], {})
         changes = {int(e): n for e, n in settings.get("threads_from_epoch", {}).items() if int(e) <= event.epoch}
         threads = changes[max(changes)] if changes else settings.get("threads", "?")

@@ -58,6 +58,7 @@ class Job:
     runs: list[JobRun]  # in stack order
     report_epochs: list[int]
     cache_dir: str
+    eval_epochs: list[int] = field(default_factory=list)  # evaluated whatever the cadence: report and claim epochs
     train: TrainOptions = field(default_factory=TrainOptions)  # how its trainer trains: device, stacked, probes...
     threads: int = 0  # 0: nnstudy's choice for the job's size (training/threads.py)
     stack_note: str = ""  # why this variant's seeds train one at a time, if they do
@@ -138,7 +139,7 @@ def execute_job(job: Job, emit: Callable[[Event], None], data=None,
         trainer = _trainer(job, cfg, data)
         restored = _restore(job, trainer, emit)
         trainer.fit(_on_epoch(job, emit, threads, [set(s.probes) for s in trainer.states]),
-                    predict_epochs=job.report_epochs)
+                    predict_epochs=job.report_epochs, eval_epochs=job.eval_epochs)
         _finish(job, trainer, time.perf_counter() - start, restored, data, emit)
     except (KeyboardInterrupt, SystemExit):
         raise

@@ -13,12 +13,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnstudy import run_status
+from nnstudy import history, run_status
 from nnstudy.store import Store, load_results
 from nnstudy.store.results import RunResult, StudyResults
 
 # Per-epoch metrics every run stores (EpochRow fields), exported with step = epoch.
-EPOCH_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
+EPOCH_METRICS = (*history.EPOCH_METRICS, "lr")
 # Runs with numbers to export; pending and running ones are still changing.
 FINISHED = run_status.ENDED
 
@@ -78,7 +78,7 @@ class ExportRun:
     def epoch_metrics(self) -> list[tuple[str, int, float]]:
         """(name, epoch, value) for every stored epoch; missing values are left out."""
         return [(m, row.epoch, float(getattr(row, m))) for row in self.result.history for m in EPOCH_METRICS
-                if getattr(row, m) is not None]
+                if not _missing(getattr(row, m))]
 
     def probe_metrics(self) -> list[tuple[str, int, float]]:
         """(probe/<name>[/<layer>], epoch, value); epoch 0 is at initialisation."""
@@ -152,3 +152,8 @@ def load_study_export(out_dir: str | Path, name: str) -> StudyExport:
                               verdicts=by_variant.get(r.variant, {})))
     return StudyExport(results=results, runs=runs, verdicts=verdicts, claims=claims,
                        skipped=len(results.runs) - len(runs))
+
+
+def _missing(value) -> bool:
+    """Not measured: None, or NaN (the test set is not evaluated on every epoch of a long run)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -89,10 +89,11 @@ def run_curves_figure(run: RunResult) -> Figure:
     fig = Figure(figsize=(9, 3.6))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.88, wspace=0.22)
     ax_loss, ax_acc = fig.subplots(1, 2)
+    tested = [r for r in run.history if not math.isnan(r.test_loss)]  # a long run's test set: every few epochs
     ax_loss.plot(epochs, [r.train_loss for r in run.history], "o-", label="train")
-    ax_loss.plot(epochs, [r.test_loss for r in run.history], "s-", label="test")
+    ax_loss.plot([r.epoch for r in tested], [r.test_loss for r in tested], "s-", label="test")
     ax_acc.plot(epochs, [100 * r.train_acc for r in run.history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * r.test_acc for r in run.history], "s-", label="test")
+    ax_acc.plot([r.epoch for r in tested], [100 * r.test_acc for r in tested], "s-", label="test")
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -193,7 +194,8 @@ def curve_band(runs: list[RunResult], attr: str):
     by_epoch: dict[int, list[float]] = {}
     for run in runs:
         for row in run.history:
-            by_epoch.setdefault(row.epoch, []).append(getattr(row, attr))
+            if not math.isnan(getattr(row, attr)):  # not evaluated that epoch (or diverged there)
+                by_epoch.setdefault(row.epoch, []).append(getattr(row, attr))
     epochs = sorted(by_epoch)
     stats = [summarize(by_epoch[e]) for e in epochs]
     # With one seed there is no interval: the band collapses onto the line.
@@ -248,7 +250,7 @@ def paired_band(baseline_runs: list[RunResult], runs: list[RunResult], attr: str
     for run in runs:
         mine = base.get(run.seed, {})
         for row in run.history:
-            if row.epoch in mine:
+            if row.epoch in mine and not math.isnan(getattr(row, attr) - mine[row.epoch]):
                 by_epoch.setdefault(row.epoch, []).append(getattr(row, attr) - mine[row.epoch])
     epochs = sorted(by_epoch)
     stats = [summarize(by_epoch[e]) for e in epochs]

@@ -8,6 +8,7 @@ artifact paths. WAL mode lets worker processes write while the CLI reads.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from nnstudy import run_status
 from nnstudy.errors import UserError
-from nnstudy.history import probe_key, split_probe_key
+from nnstudy.history import EPOCH_METRICS, probe_key, split_probe_key
 from nnstudy.store.results import EpochRow
 
 from . import claim_log
@@ -300,7 +301,8 @@ class Store:
                       (error, traceback_text, time.time(), run_id))
 
     def epochs(self, run_id: int) -> list[EpochRow]:
-        return [EpochRow(r["epoch"], r["train_loss"], r["train_acc"], r["test_loss"], r["test_acc"], r["lr"], r["seconds"])
+        # SQLite keeps NaN (not evaluated that epoch, or diverged) as NULL: it comes back as NaN.
+        return [EpochRow(r["epoch"], *(math.nan if r[m] is None else r[m] for m in EPOCH_METRICS), r["lr"], r["seconds"])
                 for r in self._query("SELECT * FROM epochs WHERE run=? ORDER BY epoch", (run_id,))]
 
     def artifacts(self, run_id: int) -> dict[str, str]:

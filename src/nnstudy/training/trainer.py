@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from nnstudy.config.schema import RunConfig
+from nnstudy.config.schema import RunConfig, evaluates
 from nnstudy.data.augment import BatchPipeline
 from nnstudy.errors import UserError
 from nnstudy.history import EpochRow
@@ -183,14 +183,19 @@ class GroupTrainer:
         self.epoch = epochs.pop()
 
     # --- training ------------------------------------------------------------------------
-    def fit(self, on_epoch: Callable[["GroupTrainer", dict[int, torch.Tensor]], None], predict_epochs=()) -> None:
+    def fit(self, on_epoch: Callable[["GroupTrainer", dict[int, torch.Tensor]], None], predict_epochs=(),
+            eval_epochs=()) -> None:
         """Train to `train.epochs`; after each epoch call `on_epoch(self, predictions)`.
 
+        The test set is evaluated, and the networks probed, on each member's
+        cadence (`train.eval_every`), on the first and last epoch and on
+        `eval_epochs`; between those an epoch's test loss and accuracy are NaN.
         `predictions` maps seed index -> predicted test labels, filled on the
         epochs listed in `predict_epochs` and on the last one, for the seeds
         that have not diverged (a diverged network's argmax is no prediction).
         """
         total = self.cfg.train.epochs
+        also = set(predict_epochs) | set(eval_epochs)
         if self.probers and self.epoch == 0:
             self.probe(0, shifts=False, extra={})
         while self.epoch < total:
@@ -199,7 +204,9 @@ class GroupTrainer:
             set_lrs(self.optimizer, lrs)
             start = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch, total)
-            test_loss, test_acc, preds = self.evaluate()
+            looks = any(evaluates(m.train, epoch, also) for m in self.members)
+            nan = [math.nan] * len(self.seeds)
+            test_loss, test_acc, preds = self.evaluate() if looks else (nan, nan, None)
             seconds = self.epoch_seconds = time.perf_counter() - start
             self.epoch = epoch
             keep = epoch in predict_epochs or epoch == total
@@ -209,14 +216,14 @@ class GroupTrainer:
                     continue
                 row = EpochRow(epoch, float(train_loss[k]), float(train_acc[k]), float(test_loss[k]),
                                float(test_acc[k]), lrs[k], seconds)
-                if not (math.isfinite(row.train_loss) and math.isfinite(row.test_loss)):
+                if not (math.isfinite(row.train_loss) and (math.isfinite(row.test_loss) or not looks)):
                     state.diverged = True
                     row.test_acc = math.nan
                 elif keep:
                     kept[k] = state.predictions[epoch] = preds[k].to(torch.int16 if len(self.data.classes) < 2**15
                                                                      else torch.int32)
                 state.history.append(row)
-            if self.probers:
+            if self.probers and looks:
                 self.probe(epoch, shifts=keep, extra={"step_ms": 1000 * self.train_seconds / self.steps})
             on_epoch(self, kept)
             if all(s.diverged for s in self.states):
