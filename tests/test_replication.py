@@ -175,6 +175,9 @@ def test_every_statement_has_a_row_and_nothing_run_shows_not_run(tmp_path):
     assert [n["theirs"] for n in r61["numbers"]] == ["62.00%", "65.00%", "70.00%"]
     r55 = next(r for r in rows if r["id"] == "R5.5")
     assert [n["theirs"] for n in r55["numbers"]] == ["-0.0888%", "+0.3474%", "-0.0900%", "+2.1124%"]
+    # the one-run numbers are compared, not claimed: said in exactly the rows that show them (R6.5: its tables)
+    assert {r["id"] for r in rows if r["compared"]} == {"R5.4", "R5.5", "R6.1", "R6.5"}
+    assert all("not a claim, not counted" in r["compared"] for r in rows if r["compared"])
 
 
 def _claims_study(tmp_path: Path) -> Path:
@@ -253,6 +256,13 @@ def test_the_reference_numbers_file_is_read_at_report_time(tmp_path):
     r61 = next(r for r in written["rows"] if r["id"] == "R6.1")
     assert [n["theirs"] for n in r61["numbers"]] == ["50.00%", "—", "—"]
     assert str(mine.resolve()) in (tmp_path / "out" / "replication.html").read_text()
+    html, md = (tmp_path / "out" / "replication.html").read_text(), (tmp_path / "out" / "replication.md").read_text()
+    r61_html = html[html.index('id="R6.1"'):html.index('id="R6.2"')]
+    r62_html = html[html.index('id="R6.2"'):html.index('id="R6.3"')]
+    assert "Compared, not claimed:" in r61_html and "Compared, not claimed:" not in r62_html
+    r61_md = md[md.index("### R6.1"):md.index("### R6.2")]
+    assert "Compared, not claimed: its numbers are compared against our single-run prediction interval" in r61_md
+    assert "Compared, not claimed" not in md[md.index("### R6.2"):md.index("### R6.3")]
     mine.write_text("[e6.A\n")
     with pytest.raises(nnstudy.UserError, match="not valid TOML"):
         write_replication(tmp_path / "out", mine)

@@ -62,6 +62,11 @@ EXERCISES = {
            "C's hidden layers after 1080 inputs are not given (ours 120 and 84, as A's); our CIFAR-10 is a JPEG "
            "re-encoding (accuracies may differ by a point); 5 seeds against its one run."),
 }
+# The coursework's one-run numbers (R5.4, R5.5, R6.1's levels, R6.5's tables) are set beside ours, but no claim
+# tests them: said in their rows, so a reader does not take an "inside"/"outside" for a verdict.
+COMPARED = ("its numbers are compared against our single-run prediction interval; not a claim, not counted in the "
+            "outcome")
+TABLES = {"R6.5"}  # statements whose numbers are the per-class tables below the statements, not a row's table
 STUDIES_OF = {"R5.5": ["mnist-activations-1000"]}  # statements tested by other studies than their exercise's
 
 
@@ -118,10 +123,14 @@ def _rows(studies: dict, claims: dict, reference: dict) -> tuple[list[dict], lis
                   for name, checked in claims.items() for c in checked if c.source == sid]
         row = {"id": sid, "exercise": exercise, "words": words, "claims": tested, "studies": expected,
                "numbers": _numbers(sid, studies, reference), "untested_part": PARTS_NOT_TESTED.get(sid, ""),
+               "compared": COMPARED if sid in TABLES or sid in _NUMBERED else "",
                "protocol": EXERCISES[exercise][2] if sid.endswith(".1") or sid in STUDIES_OF else ""}
         row["outcome"], row["why"] = _outcome(sid, tested, [s for s in expected if s in studies])
         rows.append(row)
     return rows, numbers.e6_tables(studies, reference)
+
+
+_NUMBERED = ("R5.4", "R5.5", "R6.1")  # statements whose one-run numbers `_numbers` sets beside ours
 
 
 def _numbers(sid: str, studies: dict, reference: dict) -> list[dict]:
