@@ -273,8 +273,24 @@ def test_a_declared_rewording_is_shown_reworded_not_revised_and_a_history_must_s
     assert found["b-vs-a"].first_text == "b beats a (0.58 against 0.47)"
     assert found["b-vs-a"].changes == ("reworded after results, as the study file says: numbers not tested",)
     assert found["other"].revised and found["other"].first["direction"] == "less"  # a definition: revised
-    with pytest.raises(ValueError, match="history needs first .* or first_text"):
+    with pytest.raises(ValueError, match="history needs first .*, first_text .* or added = true"):
         ClaimConfig(**{**CLAIM, "history": {"changed": "something"}})
+
+
+def test_a_claim_declared_added_after_results_is_marked_so_in_a_fresh_store_and_only_it():
+    from nnstudy.config.claims import ClaimConfig
+    from nnstudy.stats.claim_revisions import revisions
+
+    added = {**CLAIM, "history": {"added": True, "changed": "added on 2026-12-06 after the results"}}
+    plain = {**CLAIM, "id": "plain", "text": "b is not worse"}
+    found = revisions(_no_runs([ClaimConfig(**added).model_dump(mode="json"),
+                                ClaimConfig(**plain).model_dump(mode="json")], {}))  # nothing on record
+    assert found["b-vs-a"].added_after_results and not found["b-vs-a"].revised and found["b-vs-a"].first is None
+    assert found["b-vs-a"].changes == ("added after results, as the study file says: added on 2026-12-06 after "
+                                       "the results",)
+    assert not found["plain"].added_after_results and found["plain"].changes == ()
+    with pytest.raises(ValueError, match="history.added: a claim added after results has no earlier definition"):
+        ClaimConfig(**{**CLAIM, "history": {"added": True, "first_text": "older words", "changed": "x"}})
 
 
 def test_an_id_and_new_words_together_keep_a_text_keyed_record_through_the_declared_first_words(tmp_path):

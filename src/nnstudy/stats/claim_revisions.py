@@ -65,7 +65,10 @@ def _revision(key: str, claim: dict, record: dict, declared: dict | None, withdr
             told = definition_changes(claim_definition(record["first"]), claim_definition(claim))
     words = [told[part] for part in told]
     redefined = bool(declared and declared.get("first"))
-    if declared and not redefined:  # new words only: a rewording, not a revision
+    added = bool(declared and declared.get("added"))
+    if added:
+        words.insert(0, f"added after results, as the study file says: {declared['changed']}")
+    elif declared and not redefined:  # new words only: a rewording, not a revision
         words.insert(0, f"reworded after results, as the study file says: {declared['changed']}")
     if redefined:
         first = declared_first(claim, declared["first"])
@@ -80,7 +83,7 @@ def _revision(key: str, claim: dict, record: dict, declared: dict | None, withdr
         gone.append(f"its metric {first['metric']} is no longer known")
     revised = redefined or bool(record.get("revised"))
     return Revision(key=key, revised=revised,
-                    added_after_results=bool(record.get("added_after_results")), withdrawn=withdrawn,
+                    added_after_results=added or bool(record.get("added_after_results")), withdrawn=withdrawn,
                     changes=tuple(words), first_text=first_text if first_text != claim["text"] else "",
                     first=first if (revised or withdrawn) else None,
                     first_seeds=tuple(seeds) if added_seeds else None, not_judged="; ".join(gone))
