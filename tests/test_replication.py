@@ -166,10 +166,27 @@ def test_exact_facts_that_hold_are_counted_apart_from_reproduced(verdicts, outco
     assert [c["outcome"] == FACT for c in r21["claims"]] == [v == "holds" for v in verdicts]
 
 
+@pytest.mark.parametrize("verdicts, outcome", [
+    (["supported", "supported", "supported", "not shown"], "reproduced"),  # most of the cases
+    (["supported", "supported", "supported", "contradicted"], "reproduced"),  # one case against: still most
+    (["supported", "supported", "not shown", "not shown"], "not shown"),  # half is not most
+    (["supported", "supported", "contradicted", "contradicted"], "contradicted"),  # half against: not in most cases
+    (["contradicted", "not shown", "not shown", "holds"], "not shown"),
+])
+def test_in_most_cases_is_read_by_the_share_of_its_cases_not_by_every_claim(verdicts, outcome):
+    checked = [SimpleNamespace(source="R3.5", text=f"claim {i}", reading="", verdict=v, evidence="")
+               for i, v in enumerate(verdicts)]
+    rows, _ = _rows({"cifar10-pooling": object()}, {"cifar10-pooling": checked}, {})
+    r35 = next(r for r in rows if r["id"] == "R3.5")
+    assert r35["outcome"] == outcome and "by the rule 'in most cases'" in r35["why"], r35["why"]
+
+
 def test_every_statement_has_a_row_and_nothing_run_shows_not_run(tmp_path):
     rows = replication_rows(tmp_path)
     assert [r["id"] for r in rows] == list(STATEMENTS) and len(rows) == 28
     assert {r["id"] for r in rows if r["outcome"] == "not testable"} == set(NOT_TESTED)
+    r36 = next(r for r in rows if r["id"] == "R3.6")  # its claim repeats R3.3's test, mirrored: the row says so
+    assert "the same test as R3.3's" in r36["untested_part"]
     assert all(r["outcome"] == "not run" for r in rows if r["id"] not in NOT_TESTED)
     r61 = next(r for r in rows if r["id"] == "R6.1")
     assert [n["theirs"] for n in r61["numbers"]] == ["62.00%", "65.00%", "70.00%"]

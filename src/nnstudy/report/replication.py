@@ -17,7 +17,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from nnstudy.config.reference import NOT_TESTED, PARTS_NOT_TESTED, STATEMENTS
+from nnstudy.config.reference import MOST, NOT_TESTED, PARTS_NOT_TESTED, STATEMENTS
 from nnstudy.files import write_text
 from nnstudy.stats import labels
 from nnstudy.stats.claims import check_claims
@@ -159,6 +159,8 @@ def _outcome(sid: str, tested: list[dict], run: list[str]) -> tuple[str, str]:
         if facts:
             return FACT, f"its {facts} claim(s) hold as exact facts: the same on every seed, not statistical evidence" + apart
         return ILLUSTRATION, f"its {illustrations} claim(s) are true by construction: the code decides them, no data"
+    if sid in MOST:
+        return _most(outcomes, MOST[sid], apart)
     if _readings_disagree(evidence):
         return READINGS_DISAGREE, (f"{outcomes.count(REPRODUCED)} supported and {outcomes.count(CONTRADICTED)} "
                                    f"contradicted of its {n} claim(s), under different readings of its words" + apart)
@@ -169,6 +171,15 @@ def _outcome(sid: str, tested: list[dict], run: list[str]) -> tuple[str, str]:
         return REPRODUCED, f"all {n} claim(s) supported" + apart
     return NOT_SHOWN, (f"{outcomes.count(REPRODUCED)} of its {n} claim(s) supported, the rest not shown either way"
                        + apart)
+
+
+def _most(outcomes: list[str], rule: str, apart: str) -> tuple[str, str]:
+    """A statement about most of its cases (config/reference.MOST): decided by the share of its claims, by its rule."""
+    n, supported, contradicted = len(outcomes), outcomes.count(REPRODUCED), outcomes.count(CONTRADICTED)
+    counted = f"{supported} supported, {contradicted} contradicted of its {n} claim(s), by the rule {rule}" + apart
+    if supported > n / 2:
+        return REPRODUCED, counted
+    return (CONTRADICTED if contradicted >= n / 2 else NOT_SHOWN), counted
 
 
 def _apart(facts: int, illustrations: int, more: bool) -> str:
