@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
-from scipy import stats
 
 from nnstudy.config.reference import OWN, STATEMENTS, is_reference
 from nnstudy.config.schema import claim_key
@@ -96,6 +95,7 @@ class ClaimResult:
     changes: tuple[str, ...] = ()  # what changed after results, in words ("seeds 5 -> 10")
     first_text: str = ""  # the words it was first recorded in, where it was reworded
     floor: float = 0.0  # the metric's resolution: the least spread the test uses
+    sd: float = math.nan  # the per-seed differences' sample sd (the test's spread is the larger of it and `floor`)
     test: str = ""  # the test that decided, in words
     adj_low: float = math.nan  # the Holm-adjusted interval the verdict was decided on
     adj_high: float = math.nan
@@ -233,7 +233,7 @@ def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
     sd = float(d.std(ddof=1))
     test = "paired t-test" + (f", spread taken as the resolution, {describe(claim['metric'], results, floor)}: the "
                               f"seeds agreed more closely than that" if sd < floor else "")
-    return dataclasses.replace(numbers, ci_low=low, ci_high=high, p_value=p, verdict=NOT_SHOWN, floor=floor,
+    return dataclasses.replace(numbers, ci_low=low, ci_high=high, p_value=p, verdict=NOT_SHOWN, floor=floor, sd=sd,
                                test=test, evidence=_evidence(numbers, claim, entry) + left_out)
 
 
@@ -257,12 +257,7 @@ def _decide(r: ClaimResult, p_holm: float, claim: dict) -> ClaimResult:
 
 def _adjusted_interval(r: ClaimResult, p_holm: float) -> tuple[float, float]:
     """The interval at the level Holm's method tested the claim at: it decides exactly as ``p_holm`` does."""
-    level = evidence.adjusted_confidence(r.p_value, p_holm)
-    half_95 = (r.ci_high - r.ci_low) / 2
-    if not math.isfinite(half_95) or r.n < 2:
-        return math.nan, math.nan
-    scale = stats.t.ppf(0.5 + level / 2, r.n - 1) / stats.t.ppf(0.975, r.n - 1)
-    return r.diff_mean - half_95 * scale, r.diff_mean + half_95 * scale
+    return evidence.adjusted_interval(r.diff_mean, r.sd, r.floor, r.n, r.p_value, p_holm)
 
 
 def _exact(r: ClaimResult, claim: dict, v: np.ndarray, b: np.ndarray, fraction: bool) -> ClaimResult:
