@@ -144,11 +144,16 @@ def _with_record(result: ClaimResult, record: Revision, firsts: dict) -> ClaimRe
                                first_text=record.first_text, first=firsts.get(record.key) if record.revised else None)
 
 
-def _not_judged(claim: dict, why: str) -> ClaimResult:
+def _not_judged(claim: dict, why: str, stored: dict | None = None) -> ClaimResult:
+    """A first definition that cannot be judged on these runs: the verdict the store kept for it before it changed,
+    where it kept one, else "not judged again"; either way with why."""
     name = claim["metric"].partition("@")[0]
     entry = CLAIM_METRICS.entry(name) if name in CLAIM_METRICS else SimpleNamespace(meta={})  # a metric since removed
     side = claim.get("variant") or f"effect of {claim['effect']['factor']}"  # no runs to name its levels from
     base = _result_base(claim, entry, claim.get("epoch") or 0, "statistical", side)
+    if stored:
+        return dataclasses.replace(base, verdict=stored["verdict"], evidence=f"as judged before it changed (the "
+                                   f"store kept it; it cannot be judged on these runs: {why}): {stored['evidence']}")
     return dataclasses.replace(base, verdict=NOT_JUDGED, evidence=f"cannot be judged on these runs: {why}")
 
 
