@@ -212,6 +212,51 @@ def test_a_pair_share_of_errors_does_not_fall_just_because_a_model_errs_less():
     assert shifted[0] == pytest.approx(0.6) and shifted[0] > a[0]  # and it moves when the mix does
 
 
+FIVE = ["cat", "dog", "deer", "bird", "horse"]
+
+
+def _confusing(errors: dict[tuple[int, int], int], per_class: int = 20) -> list[tuple[int, int]]:
+    """(true, predicted) pairs: `per_class` images a class, `errors[(i, j)]` of class i called j, the rest right."""
+    pairs = []
+    for c in range(len(FIVE)):
+        wrong = [(c, j) for (i, j), k in errors.items() if i == c for _ in range(k)]
+        pairs += wrong + [(c, c)] * (per_class - len(wrong))
+    return pairs
+
+
+def _kept(a_errors: dict, b_errors: dict) -> float:
+    """confusions_kept@A of B's run, with A's two seeds pooled (the same structure, different counts)."""
+    a_half = {pair: k // 2 for pair, k in a_errors.items()}
+    runs, y = [], None
+    for variant, seed, errors in (("A", 0, a_errors), ("A", 1, a_half), ("B", 0, b_errors)):
+        pairs = _confusing(errors)
+        y = np.array([t for t, _ in pairs])
+        run = RunResult(f"{variant}{seed}", variant, seed, "done", {})
+        run.predictions = {5: np.array([p for _, p in pairs])}
+        runs.append(run)
+    study = StudyResults("s", "", ["A", "B"], "A", [0, 1], [5], FIVE, y, {}, runs, out_dir=None)
+    return _value("confusions_kept@A", runs[-1], 5, study), study
+
+
+def test_confusions_kept_moves_with_the_confusion_structure_not_with_the_number_of_errors():
+    # A: cat/dog most, then deer/horse, bird/deer, cat/bird, dog/horse, deer/cat (ten pairs, six confused).
+    a = {(0, 1): 8, (1, 0): 6, (2, 4): 6, (4, 2): 4, (3, 2): 4, (0, 3): 3, (1, 4): 2, (2, 0): 1}
+    same_mix_fewer = {pair: max(1, k // 2) for pair, k in a.items()}  # B errs about half as often, same order
+    kept, _ = _kept(a, same_mix_fewer)
+    assert kept == pytest.approx(1.0, abs=0.05)  # every pair keeps its rank (ties aside)
+    # The same counts moved onto other pairs: cat/dog's errors now bird/horse's, and so on (a shuffle of the pairs).
+    moved = {(3, 4): 8, (4, 3): 6, (0, 2): 6, (2, 0): 4, (1, 3): 4, (0, 4): 3, (1, 2): 2, (3, 0): 1}
+    shuffled, _ = _kept(a, moved)
+    assert shuffled < 0.2  # the structure is gone, though B makes exactly as many errors as A
+    # Only the least confused pairs reordered: most of the structure is kept, less than all of it.
+    swapped = {**a, (1, 4): 0, (2, 0): 0, (3, 1): 2, (4, 1): 1}
+    partly, study = _kept(a, swapped)
+    assert shuffled < partly < kept
+    with pytest.raises(ClaimMetricError, match="'Z' is not one of the study's variants"):
+        _value("confusions_kept@Z", study.runs[-1], 5, study)
+    assert math.isnan(_value("confusions_kept@A", study.runs[-1], 1, study))  # no predictions kept at epoch 1
+
+
 def test_shift_agreement_is_one_for_a_model_blind_to_position_and_lower_for_one_that_sees_it(digits):
     blind = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with torch.no_grad():

@@ -137,10 +137,13 @@ def test_a_reworded_claim_keeps_its_record_and_is_not_a_revision(cli, tmp_path):
 def test_added_seeds_mark_the_claim_revised_and_judge_its_first_definition_on_its_first_seeds(cli, tmp_path):
     study = _write(tmp_path, [CLAIM], seeds=(0, 1))
     assert cli(*run_args(study, tmp_path / "out", tmp_path / "cache")).rc == 0
+    kept = _history(tmp_path)["b-vs-a"]["first_verdict"]  # the run's report kept the first definition's verdict
+    assert kept["verdict"] in ("supported", "contradicted", "not shown") and "n=2 seeds" in kept["evidence"]
     _write(tmp_path, [CLAIM], seeds=(0, 1, 2))
     done = cli(*run_args(study, tmp_path / "out", tmp_path / "cache"))
     assert done.rc == 0 and "seeds 2 -> 3" in done.out and "(revised)" in done.out
     record = _history(tmp_path)["b-vs-a"]
+    assert record["first_verdict"] == kept  # frozen once revised: the rerun's report did not overwrite it
     assert record["revised"] and record["first"]["seeds"] == [0, 1] and record["changes"] == {"seeds": "seeds 2 -> 3"}
     store = Store(tmp_path / "out", create=False)
     (claim,) = check_claims(load_results(store, "tiny"))
@@ -208,6 +211,28 @@ def test_a_changed_variant_config_or_metric_version_is_a_revision_whose_first_ve
         CLAIM_METRICS.remove("versioned_acc")
 
 
+def test_a_first_verdict_kept_before_the_runs_were_replaced_is_shown_instead_of_not_judged(tmp_path):
+    store = Store(tmp_path / "out")
+    _seen(store, tmp_path, {**SPEC, "claims": [CLAIM]})
+    kept = {"verdict": "supported", "evidence": "b 60% vs a 50%"}
+    store.keep_first_verdicts("s", {"b-vs-a": kept})  # as the report writes it, at the first definition
+    store.keep_first_verdicts("s", {"b-vs-a": {**kept, "evidence": "b 61% vs a 50%"}})  # re-judged: still first
+    assert store.claim_history("s")["b-vs-a"]["first_verdict"]["evidence"] == "b 61% vs a 50%"
+    wider = json.loads(json.dumps(SPEC))
+    wider["variants"]["b"]["model"]["hidden"] = [32]  # b's runs are replaced: the first definition's runs are gone
+    store.save_study("s", {**wider, "claims": [CLAIM]}, {}, "x.toml")
+    store.keep_first_verdicts("s", {"b-vs-a": {"verdict": "not shown", "evidence": "the new runs"}})  # ignored
+    history = store.claim_history("s")
+    store.close()
+    assert history["b-vs-a"]["revised"] and history["b-vs-a"]["first_verdict"]["evidence"] == "b 61% vs a 50%"
+    (checked,) = check_claims(_no_runs([CLAIM], history))
+    assert checked.first.verdict == "supported" and "as judged before it changed" in checked.first.evidence
+    assert "its runs were replaced" in checked.first.evidence and "b 61% vs a 50%" in checked.first.evidence
+    # Nothing kept (a store from before first verdicts were kept): "not judged again", as before.
+    (bare,) = check_claims(_no_runs([CLAIM], {k: {**v, "first_verdict": None} for k, v in history.items()}))
+    assert bare.first.verdict == NOT_JUDGED
+
+
 def _no_runs(claims: list[dict], history: dict) -> StudyResults:
     """A study's results with no runs: what is tested is the record."""
     return StudyResults("s", "", ["a", "b"], "a", [0, 1], [1], [], np.zeros(0), {}, [], out_dir=None, claims=claims,
@@ -273,8 +298,24 @@ def test_a_declared_rewording_is_shown_reworded_not_revised_and_a_history_must_s
     assert found["b-vs-a"].first_text == "b beats a (0.58 against 0.47)"
     assert found["b-vs-a"].changes == ("reworded after results, as the study file says: numbers not tested",)
     assert found["other"].revised and found["other"].first["direction"] == "less"  # a definition: revised
-    with pytest.raises(ValueError, match="history needs first .* or first_text"):
+    with pytest.raises(ValueError, match="history needs first .*, first_text .* or added = true"):
         ClaimConfig(**{**CLAIM, "history": {"changed": "something"}})
+
+
+def test_a_claim_declared_added_after_results_is_marked_so_in_a_fresh_store_and_only_it():
+    from nnstudy.config.claims import ClaimConfig
+    from nnstudy.stats.claim_revisions import revisions
+
+    added = {**CLAIM, "history": {"added": True, "changed": "added on 2026-12-06 after the results"}}
+    plain = {**CLAIM, "id": "plain", "text": "b is not worse"}
+    found = revisions(_no_runs([ClaimConfig(**added).model_dump(mode="json"),
+                                ClaimConfig(**plain).model_dump(mode="json")], {}))  # nothing on record
+    assert found["b-vs-a"].added_after_results and not found["b-vs-a"].revised and found["b-vs-a"].first is None
+    assert found["b-vs-a"].changes == ("added after results, as the study file says: added on 2026-12-06 after "
+                                       "the results",)
+    assert not found["plain"].added_after_results and found["plain"].changes == ()
+    with pytest.raises(ValueError, match="history.added: a claim added after results has no earlier definition"):
+        ClaimConfig(**{**CLAIM, "history": {"added": True, "first_text": "older words", "changed": "x"}})
 
 
 def test_an_id_and_new_words_together_keep_a_text_keyed_record_through_the_declared_first_words(tmp_path):

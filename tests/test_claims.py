@@ -162,6 +162,25 @@ def test_the_study_s_statistical_claims_are_one_holm_family():
     assert checked[1].p_value < 0.05 and checked[2].p_value < 0.05  # each alone would have been "supported"
 
 
+def test_a_claim_s_adjusted_interval_is_the_shared_one_comparisons_and_contrasts_use():
+    from nnstudy.stats import evidence
+
+    # One decided after Holm, two not shown after Holm though p < 0.05 alone, one whose differences tie (the
+    # spread is then the floor, not their sd of 0).
+    diffs = ([0.03, 0.031, 0.029, 0.032, 0.030], [0.010, 0.012, 0.000, 0.008, 0.0035],
+             [0.010, 0.012, 0.000, 0.008, 0.003], [0.02] * 5)
+    values = {"a": A, **{f"v{i}": list(np.array(A) + d) for i, d in enumerate(diffs)}}
+    checked = check_claims(_study(values, [_claim(text=f"c{i}", variant=f"v{i}", baseline="a") for i in range(4)]))
+    for c in checked:
+        d = np.array(values[c.variant]) - np.array(A)  # the per-seed differences, by hand
+        expected = evidence.adjusted_interval(float(d.mean()), float(d.std(ddof=1)), c.floor, 5, c.p_value, c.p_holm)
+        assert (c.adj_low, c.adj_high) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert (c.adj_low > 0) == (c.p_holm < 0.05) == (c.verdict == SUPPORTED)  # decides as the verdict does
+    assert checked[1].adj_high - checked[1].adj_low > checked[1].ci_high - checked[1].ci_low  # wider than 95%
+    assert [c.verdict for c in checked] == [SUPPORTED, NOT_SHOWN, NOT_SHOWN, SUPPORTED]
+    assert checked[3].sd == pytest.approx(0.0, abs=1e-12) and checked[3].floor > 0  # the tie: judged at the floor
+
+
 # ---------------------------------------------------------------- diverged seeds
 
 

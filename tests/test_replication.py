@@ -15,7 +15,7 @@ import nnstudy
 from nnstudy.cli import main
 from nnstudy.config.reference import NOT_TESTED, STATEMENTS
 from nnstudy.report import replication_numbers as numbers
-from nnstudy.report.replication import ILLUSTRATION, _rows, outcome_of, replication_rows, write_replication
+from nnstudy.report.replication import FACT, ILLUSTRATION, _rows, outcome_of, replication_rows, write_replication
 from nnstudy.stats.replication import one_run_check, prediction_interval, printed_slack, relative_difference_pct
 from nnstudy.store.results import EpochRow, RunResult, StudyResults
 
@@ -121,7 +121,8 @@ def test_per_class_and_confusion_differences_beyond_the_seed_spread_are_flagged_
 
 
 def test_verdict_labels_map_to_outcomes_and_unknown_ones_pass_verbatim():
-    assert [outcome_of(v) for v in ("supported", "holds")] == ["reproduced"] * 2
+    assert outcome_of("supported") == "reproduced"
+    assert outcome_of("holds") == FACT != "reproduced"  # an exact fact is true, not statistical evidence
     assert outcome_of("true by construction") == ILLUSTRATION != "reproduced"  # a construction is never support
     assert [outcome_of(v) for v in ("contradicted", "does not hold")] == ["contradicted"] * 2
     assert outcome_of("not testable: a definition") == "not testable"
@@ -148,15 +149,52 @@ def test_a_statement_tested_only_by_constructions_is_an_illustration_counted_apa
     assert ("true by construction" in r21["why"]) == ("true by construction" in verdicts)
 
 
+@pytest.mark.parametrize("verdicts, outcome, why", [
+    (["holds", "holds"], FACT, "its 2 claim(s) hold as exact facts"),  # facts alone: never reproduced
+    (["holds", "supported"], "reproduced", "all 1 claim(s) supported (1 more exact fact(s) that hold, not evidence)"),
+    (["holds", "not shown"], "not shown", "0 of its 1 claim(s) supported, the rest not shown either way (1 more"),
+    (["holds", "does not hold"], "contradicted", "1 of its 1 claim(s) contradicted (1 more exact fact(s)"),
+    (["holds", "true by construction"], FACT, "hold as exact facts: the same on every seed, not statistical "
+                                              "evidence (1 more true by construction, an illustration only)"),
+    (["holds", "supported", "true by construction"], "reproduced",
+     "all 1 claim(s) supported (1 more exact fact(s) that hold, not evidence; 1 more true by construction"),
+])
+def test_exact_facts_that_hold_are_counted_apart_from_reproduced(verdicts, outcome, why):
+    rows, _ = _rows({"mnist-init": object()}, {"mnist-init": _checked(*verdicts)}, {})
+    r21 = next(r for r in rows if r["id"] == "R2.1")
+    assert r21["outcome"] == outcome and why in r21["why"], r21["why"]
+    assert [c["outcome"] == FACT for c in r21["claims"]] == [v == "holds" for v in verdicts]
+
+
+@pytest.mark.parametrize("verdicts, outcome", [
+    (["supported", "supported", "supported", "not shown"], "reproduced"),  # most of the cases
+    (["supported", "supported", "supported", "contradicted"], "reproduced"),  # one case against: still most
+    (["supported", "supported", "not shown", "not shown"], "not shown"),  # half is not most
+    (["supported", "supported", "contradicted", "contradicted"], "contradicted"),  # half against: not in most cases
+    (["contradicted", "not shown", "not shown", "holds"], "not shown"),
+])
+def test_in_most_cases_is_read_by_the_share_of_its_cases_not_by_every_claim(verdicts, outcome):
+    checked = [SimpleNamespace(source="R3.5", text=f"claim {i}", reading="", verdict=v, evidence="")
+               for i, v in enumerate(verdicts)]
+    rows, _ = _rows({"cifar10-pooling": object()}, {"cifar10-pooling": checked}, {})
+    r35 = next(r for r in rows if r["id"] == "R3.5")
+    assert r35["outcome"] == outcome and "by the rule 'in most cases'" in r35["why"], r35["why"]
+
+
 def test_every_statement_has_a_row_and_nothing_run_shows_not_run(tmp_path):
     rows = replication_rows(tmp_path)
     assert [r["id"] for r in rows] == list(STATEMENTS) and len(rows) == 28
     assert {r["id"] for r in rows if r["outcome"] == "not testable"} == set(NOT_TESTED)
+    r36 = next(r for r in rows if r["id"] == "R3.6")  # its claim repeats R3.3's test, mirrored: the row says so
+    assert "the same test as R3.3's" in r36["untested_part"]
     assert all(r["outcome"] == "not run" for r in rows if r["id"] not in NOT_TESTED)
     r61 = next(r for r in rows if r["id"] == "R6.1")
     assert [n["theirs"] for n in r61["numbers"]] == ["62.00%", "65.00%", "70.00%"]
     r55 = next(r for r in rows if r["id"] == "R5.5")
     assert [n["theirs"] for n in r55["numbers"]] == ["-0.0888%", "+0.3474%", "-0.0900%", "+2.1124%"]
+    # the one-run numbers are compared, not claimed: said in exactly the rows that show them (R6.5: its tables)
+    assert {r["id"] for r in rows if r["compared"]} == {"R5.4", "R5.5", "R6.1", "R6.5"}
+    assert all("not a claim, not counted" in r["compared"] for r in rows if r["compared"])
 
 
 def _claims_study(tmp_path: Path) -> Path:
@@ -201,20 +239,25 @@ def test_the_page_from_a_stored_study_html_markdown_json_and_links(tmp_path, cap
     assert main(["replication", "--out", str(out), "--json"]) == 0
     written = json.loads(capsys.readouterr().out)
     rows = {r["id"]: r for r in written["rows"]}
-    assert rows["R4.1"]["outcome"] == "reproduced" and rows["R4.1"]["claims"][0]["verdict"] == "holds"
+    assert rows["R4.1"]["outcome"] == FACT and rows["R4.1"]["claims"][0]["verdict"] == "holds"
     assert rows["R4.2"]["outcome"] == "contradicted" and rows["R4.2"]["claims"][0]["verdict"] == "does not hold"
-    assert [c["outcome"] for c in rows["R4.1"]["claims"]] == ["reproduced", ILLUSTRATION]
-    assert rows["R4.1"]["why"] == "all 1 claim(s) supported (1 more true by construction, an illustration only)"
+    assert [c["outcome"] for c in rows["R4.1"]["claims"]] == [FACT, ILLUSTRATION]
+    assert rows["R4.1"]["why"] == ("its 1 claim(s) hold as exact facts: the same on every seed, not statistical "
+                                   "evidence (1 more true by construction, an illustration only)")
     assert rows["R4.4"]["outcome"] == "not shown"  # its study ran, but no claim of it tests R4.4
     assert rows["R2.1"]["outcome"] == "not run"
     assert written["counts"]["contradicted"] == 1 and written["counts"][ILLUSTRATION] == 0
+    assert written["counts"][FACT] == 1 and written["counts"]["reproduced"] == 0  # the fact is not reproduced
+    assert "1 exact fact (holds)" in written["answer"] and "0 reproduced" in written["answer"]
     assert sum(written["counts"].values()) == 28 and "0 true by construction (illustration)" in (out / "replication.md").read_text()
     html = (out / "replication.html").read_text()
     assert '<span class="outcome true-by-construction">true by construction</span>' in html
+    assert '<span class="outcome exact-fact">holds</span>' in html and 'class="statement exact-fact" id="R4.1"' in html
     assert 'class="statement contradicted" id="R4.2"' in html and 'href="mnist-loss/report.html"' in html
     assert "<script" not in html and "http" not in html.replace("http-equiv", "")  # self-contained
     md = (out / "replication.md").read_text()
     assert "### R4.2: **CONTRADICTED**" in md and "'" in md and "&#39;" not in md
+    assert "### R4.1: exact fact (holds) (its 1 claim(s) hold as exact facts" in md
     assert 'href="replication.html"' in (out / "index.html").read_text()
     nnstudy.load_study(_claims_study(tmp_path)).run(out, cache_dir=tmp_path / "cache", executor="local",
                                                     progress=False, log=open(tmp_path / "log", "w"))
@@ -230,6 +273,13 @@ def test_the_reference_numbers_file_is_read_at_report_time(tmp_path):
     r61 = next(r for r in written["rows"] if r["id"] == "R6.1")
     assert [n["theirs"] for n in r61["numbers"]] == ["50.00%", "—", "—"]
     assert str(mine.resolve()) in (tmp_path / "out" / "replication.html").read_text()
+    html, md = (tmp_path / "out" / "replication.html").read_text(), (tmp_path / "out" / "replication.md").read_text()
+    r61_html = html[html.index('id="R6.1"'):html.index('id="R6.2"')]
+    r62_html = html[html.index('id="R6.2"'):html.index('id="R6.3"')]
+    assert "Compared, not claimed:" in r61_html and "Compared, not claimed:" not in r62_html
+    r61_md = md[md.index("### R6.1"):md.index("### R6.2")]
+    assert "Compared, not claimed: its numbers are compared against our single-run prediction interval" in r61_md
+    assert "Compared, not claimed" not in md[md.index("### R6.2"):md.index("### R6.3")]
     mine.write_text("[e6.A\n")
     with pytest.raises(nnstudy.UserError, match="not valid TOML"):
         write_replication(tmp_path / "out", mine)

@@ -285,7 +285,8 @@ def _cmd_replication(args) -> int:
 
     written = write_replication(args.out, args.reference_numbers, create=False)
     if args.json:
-        print(json.dumps({"html": str(written["html"]), "md": str(written["md"]), "counts": written["counts"],
+        print(json.dumps({"html": str(written["html"]), "md": str(written["md"]), "answer": written["answer"],
+                          "counts": written["counts"],
                           "rows": written["rows"]}, indent=2, default=str))
     else:
         print(written["answer"])

@@ -66,17 +66,23 @@ class ClaimHistoryConfig(_Strict):
     (the fields of CLAIM_DEFINITION that differed; the others are the claim's own), the words it was `first_text`
     worded in, where they differed, and why it `changed`. Every store then shows the claim revised, fresh
     ones included, with that first definition judged beside the current one. With no `first` (only
-    `first_text`), it declares a rewording: shown as reworded, not revised, as the definition is the same."""
+    `first_text`), it declares a rewording: shown as reworded, not revised, as the definition is the same.
+    `added = true` declares the claim added after results (`changed` says when and why): every store then
+    marks it so, as a store that held the results before it would."""
 
     first: dict[str, Any] = Field(default_factory=dict)
     changed: str = Field(min_length=1)
     first_text: str = ""
+    added: bool = False
 
     @model_validator(mode="after")
     def _something_changed(self):
-        if not self.first and not self.first_text:
-            raise ValueError("history needs first (the first definition's fields that differ) or first_text (the "
-                             "first words)")
+        if not self.first and not self.first_text and not self.added:
+            raise ValueError("history needs first (the first definition's fields that differ), first_text (the "
+                             "first words) or added = true (added after results)")
+        if self.added and (self.first or self.first_text):
+            raise ValueError("history.added: a claim added after results has no earlier definition or words; "
+                             "drop first and first_text, or added")
         return self
 
     @field_validator("first")

@@ -86,6 +86,7 @@ def build_report(results: StudyResults) -> dict[str, Path]:
             section["figure"] = _figure(save_png(fig, fig_dir / name), out, title)
         section["anchor"] = f"variant-{i}"
 
+    _keep_first_verdicts(results)
     finding_rows = findings(results, comparisons)
     page = {
         "header": ctx.header(results),
@@ -109,6 +110,24 @@ def build_report(results: StudyResults) -> dict[str, Path]:
     if index is not None:
         paths["index"] = index
     return paths
+
+
+def _keep_first_verdicts(results: StudyResults) -> None:
+    """Each claim still at its first definition: its verdict, kept in the store (when the output folder has one),
+    so that if the claim is redefined later and its runs replaced, its first verdict can still be shown."""
+    from nnstudy.stats.claims import check_claims
+    from nnstudy.store.db import DB_NAME, Store
+
+    folder = Path(results.out_dir).parent
+    first = {c.key: {"verdict": c.verdict, "evidence": c.evidence} for c in check_claims(results)
+             if not c.revised and c.key} if results.claims else {}
+    if not first or not (folder / DB_NAME).is_file():
+        return
+    store = Store(folder, create=False)
+    try:
+        store.keep_first_verdicts(results.name, first)
+    finally:
+        store.close()
 
 
 def _difference_figure(results: StudyResults, usable_runs: dict, fig_dir: Path, out: Path) -> dict | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.stats import spearmanr
 from sklearn.metrics import confusion_matrix
 
 from nnstudy.history import per_layer
@@ -303,6 +304,34 @@ def _pair_lead(run, epoch, claim, arg, results):
         return math.nan
     others = [_pair_errors(cm, a, b) for a in among for b in among if a < b and {a, b} != {i, j}]
     return (_pair_errors(cm, i, j) - max(others, default=0.0)) / errors
+
+
+def _pair_shares(cm: np.ndarray) -> np.ndarray:
+    """Each unordered pair's confusions (either way) as a share of the errors: the confusion structure."""
+    both = cm + cm.T
+    pairs = both[np.triu_indices(len(cm), k=1)].astype(float)
+    return pairs / pairs.sum() if pairs.sum() else np.full(pairs.shape, np.nan)
+
+
+@CLAIM_METRICS.register("confusions_kept", report_epochs=True, arg="A",
+                        label="how much of another variant's confusion structure this run keeps: the rank "
+                              "correlation (Spearman) of the class pairs' shares of the errors, this run against "
+                              "that variant's runs pooled (1: the same order of confused pairs, 0: unrelated)")
+def _confusions_kept(run, epoch, claim, arg, results):
+    """The whole structure, not one pair: a model that keeps cat/dog first but reorders every other confusion
+    scores low, one that errs less with the same mix scores high (a share of its own errors does not fall
+    because it errs less). The other variant's runs are pooled over its seeds: its structure, not one seed's."""
+    if arg not in results.variants:
+        raise ClaimMetricError(f"{arg!r} is not one of the study's variants ({', '.join(results.variants)})")
+    cm = _confusion(run, epoch, results)
+    theirs = [m for m in (_confusion(r, epoch, results) for r in results.runs_of(arg) if r.status == "done")
+              if m is not None]
+    if cm is None or not theirs:
+        return math.nan
+    ours, reference = _pair_shares(cm), _pair_shares(sum(theirs))
+    if not (np.isfinite(ours).all() and np.isfinite(reference).all()) or np.ptp(ours) == 0 or np.ptp(reference) == 0:
+        return math.nan  # no errors, or all pairs alike: no order to keep
+    return float(spearmanr(ours, reference)[0])
 
 
 __all__ = ["ClaimMetricError"]

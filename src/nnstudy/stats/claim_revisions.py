@@ -9,7 +9,8 @@ results show as revised in every store, fresh ones included.
 A first definition is judged on the runs there are, with the family as first run (Holm over every claim at
 its first definition). Where only seeds were added, on its first seeds. Where what it measured is gone (a
 compared variant's config changed, so its first runs were replaced, or the metric's code changed version),
-it is not judged again, and says why.
+it is not judged again, and says why, showing the verdict the store kept from before it changed where
+there is one (store/claim_log.keep_first_verdicts).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Revision:
     first: dict | None = None  # the first definition (claim dict form), when revised or withdrawn
     first_seeds: tuple[int, ...] | None = None  # the seeds it was first defined on, where seeds were added
     not_judged: str = ""  # why the first definition cannot be judged on these runs
+    stored_verdict: dict | None = None  # {"verdict", "evidence"} the first definition had, as the store kept it
 
 
 def revisions(results: StudyResults) -> dict[str, Revision]:
@@ -65,7 +67,10 @@ def _revision(key: str, claim: dict, record: dict, declared: dict | None, withdr
             told = definition_changes(claim_definition(record["first"]), claim_definition(claim))
     words = [told[part] for part in told]
     redefined = bool(declared and declared.get("first"))
-    if declared and not redefined:  # new words only: a rewording, not a revision
+    added = bool(declared and declared.get("added"))
+    if added:
+        words.insert(0, f"added after results, as the study file says: {declared['changed']}")
+    elif declared and not redefined:  # new words only: a rewording, not a revision
         words.insert(0, f"reworded after results, as the study file says: {declared['changed']}")
     if redefined:
         first = declared_first(claim, declared["first"])
@@ -80,17 +85,19 @@ def _revision(key: str, claim: dict, record: dict, declared: dict | None, withdr
         gone.append(f"its metric {first['metric']} is no longer known")
     revised = redefined or bool(record.get("revised"))
     return Revision(key=key, revised=revised,
-                    added_after_results=bool(record.get("added_after_results")), withdrawn=withdrawn,
+                    added_after_results=added or bool(record.get("added_after_results")), withdrawn=withdrawn,
                     changes=tuple(words), first_text=first_text if first_text != claim["text"] else "",
                     first=first if (revised or withdrawn) else None,
-                    first_seeds=tuple(seeds) if added_seeds else None, not_judged="; ".join(gone))
+                    first_seeds=tuple(seeds) if added_seeds else None, not_judged="; ".join(gone),
+                    stored_verdict=record.get("first_verdict"))
 
 
 def judge_first(results: StudyResults, found: dict[str, Revision], family: Callable, not_judged: Callable) -> dict:
     """Claim key -> its first definition's result (the family as first run), for every revised or withdrawn claim.
 
     `family(results_of, claims)` judges claims as one Holm family, each on `results_of(claim)`;
-    `not_judged(claim, why)` is the result of a first definition that cannot be judged again.
+    `not_judged(claim, why, stored)` is the result of a first definition that cannot be judged again (with the
+    verdict the store kept for it, if any).
     """
     wanted = [r for r in found.values() if r.first is not None]
     if not wanted:
@@ -107,4 +114,5 @@ def judge_first(results: StudyResults, found: dict[str, Revision], family: Calla
         return dataclasses.replace(results, runs=[r for r in results.runs if r.seed in seeds], seeds=list(seeds))
 
     judged = dict(zip((k for k, _ in judgeable), family(results_of, [c for _, c in judgeable])))
-    return {r.key: judged[r.key] if r.key in judged else not_judged(r.first, r.not_judged) for r in wanted}
+    return {r.key: judged[r.key] if r.key in judged else not_judged(r.first, r.not_judged, r.stored_verdict)
+            for r in wanted}

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
-from scipy import stats
 
 from nnstudy.config.reference import OWN, STATEMENTS, is_reference
 from nnstudy.config.schema import claim_key
@@ -96,6 +95,7 @@ class ClaimResult:
     changes: tuple[str, ...] = ()  # what changed after results, in words ("seeds 5 -> 10")
     first_text: str = ""  # the words it was first recorded in, where it was reworded
     floor: float = 0.0  # the metric's resolution: the least spread the test uses
+    sd: float = math.nan  # the per-seed differences' sample sd (the test's spread is the larger of it and `floor`)
     test: str = ""  # the test that decided, in words
     adj_low: float = math.nan  # the Holm-adjusted interval the verdict was decided on
     adj_high: float = math.nan
@@ -144,11 +144,16 @@ def _with_record(result: ClaimResult, record: Revision, firsts: dict) -> ClaimRe
                                first_text=record.first_text, first=firsts.get(record.key) if record.revised else None)
 
 
-def _not_judged(claim: dict, why: str) -> ClaimResult:
+def _not_judged(claim: dict, why: str, stored: dict | None = None) -> ClaimResult:
+    """A first definition that cannot be judged on these runs: the verdict the store kept for it before it changed,
+    where it kept one, else "not judged again"; either way with why."""
     name = claim["metric"].partition("@")[0]
     entry = CLAIM_METRICS.entry(name) if name in CLAIM_METRICS else SimpleNamespace(meta={})  # a metric since removed
     side = claim.get("variant") or f"effect of {claim['effect']['factor']}"  # no runs to name its levels from
     base = _result_base(claim, entry, claim.get("epoch") or 0, "statistical", side)
+    if stored:
+        return dataclasses.replace(base, verdict=stored["verdict"], evidence=f"as judged before it changed (the "
+                                   f"store kept it; it cannot be judged on these runs: {why}): {stored['evidence']}")
     return dataclasses.replace(base, verdict=NOT_JUDGED, evidence=f"cannot be judged on these runs: {why}")
 
 
@@ -233,7 +238,7 @@ def _evaluate(results: StudyResults, claim: dict) -> ClaimResult:
     sd = float(d.std(ddof=1))
     test = "paired t-test" + (f", spread taken as the resolution, {describe(claim['metric'], results, floor)}: the "
                               f"seeds agreed more closely than that" if sd < floor else "")
-    return dataclasses.replace(numbers, ci_low=low, ci_high=high, p_value=p, verdict=NOT_SHOWN, floor=floor,
+    return dataclasses.replace(numbers, ci_low=low, ci_high=high, p_value=p, verdict=NOT_SHOWN, floor=floor, sd=sd,
                                test=test, evidence=_evidence(numbers, claim, entry) + left_out)
 
 
@@ -257,12 +262,7 @@ def _decide(r: ClaimResult, p_holm: float, claim: dict) -> ClaimResult:
 
 def _adjusted_interval(r: ClaimResult, p_holm: float) -> tuple[float, float]:
     """The interval at the level Holm's method tested the claim at: it decides exactly as ``p_holm`` does."""
-    level = evidence.adjusted_confidence(r.p_value, p_holm)
-    half_95 = (r.ci_high - r.ci_low) / 2
-    if not math.isfinite(half_95) or r.n < 2:
-        return math.nan, math.nan
-    scale = stats.t.ppf(0.5 + level / 2, r.n - 1) / stats.t.ppf(0.975, r.n - 1)
-    return r.diff_mean - half_95 * scale, r.diff_mean + half_95 * scale
+    return evidence.adjusted_interval(r.diff_mean, r.sd, r.floor, r.n, r.p_value, p_holm)
 
 
 def _exact(r: ClaimResult, claim: dict, v: np.ndarray, b: np.ndarray, fraction: bool) -> ClaimResult:

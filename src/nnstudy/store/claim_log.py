@@ -11,6 +11,10 @@ nothing was seen yet. Once the study has results ("seen" is sticky: `studies.res
 - a claim new to the study is marked added after results;
 - a claim missing from the study is marked withdrawn (and unmarked when it comes back);
 - a rewording keeps the row (its key is its id) and records the current words beside the first ones.
+
+Each claim's verdict at its first definition is kept too (`keep_first_verdicts`, from each report): updated
+while the claim is unrevised (the first definition judged on its latest runs), frozen from the moment it is
+revised or withdrawn, so a first definition whose runs are gone still shows the verdict it had.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .claim_record import changes, definition, with_late_parts
 
 COLUMNS = (("withdrawn", "INTEGER NOT NULL DEFAULT 0"), ("source", "TEXT NOT NULL DEFAULT ''"),
            ("first_text", "TEXT NOT NULL DEFAULT ''"), ("wording", "TEXT NOT NULL DEFAULT ''"),
-           ("changes", "TEXT NOT NULL DEFAULT '{}'"))
+           ("changes", "TEXT NOT NULL DEFAULT '{}'"), ("first_verdict", "TEXT NOT NULL DEFAULT ''"))
 
 
 def add_missing_columns(c: sqlite3.Connection) -> None:
@@ -79,6 +83,16 @@ def keep_definitions(c: sqlite3.Connection, study: str, spec: dict, now: float) 
         c.execute(f"DELETE FROM claims WHERE study=? AND text NOT IN ({marks})", (study, *keys))
 
 
+def keep_first_verdicts(c: sqlite3.Connection, study: str, verdicts: dict[str, dict]) -> None:
+    """Claim key -> {"verdict", "evidence"} of claims judged at their first definition: kept for claims not revised
+    or withdrawn (a revised claim's row is never written again); a store without the column is left as it is."""
+    if "first_verdict" not in {r[1] for r in c.execute("PRAGMA table_info(claims)")}:
+        return  # opened without migrating (read-only): nothing to keep it in
+    for key, verdict in verdicts.items():
+        c.execute("UPDATE claims SET first_verdict=? WHERE study=? AND text=? AND revised=0 AND withdrawn=0",
+                  (_dump(verdict), study, key))
+
+
 def history(c: sqlite3.Connection, study: str) -> dict[str, dict]:
     """Claim key -> {"first": first definition, "revised", "added_after_results", "withdrawn": bool, "source",
     "changes": {part: words}, "first_text", "text": the current (or last) words}."""
@@ -91,6 +105,8 @@ def history(c: sqlite3.Connection, study: str) -> dict[str, dict]:
                           "added_after_results": bool(r["added_after_results"]), "withdrawn": bool(r["withdrawn"]),
                           "source": r["source"], "changes": json.loads(r["changes"]) if "changes" in keys else {},
                           "first_text": (r["first_text"] if "first_text" in keys else "") or r["text"],
+                          "first_verdict": json.loads(r["first_verdict"]) if "first_verdict" in keys and
+                          r["first_verdict"] else None,
                           "text": (r["wording"] if "wording" in keys else "") or r["text"]}
     return out
 

@@ -176,6 +176,11 @@ class Store:
         with self._errors():
             return claim_log.history(self.conn, name)
 
+    def keep_first_verdicts(self, name: str, verdicts: dict[str, dict]) -> None:
+        """Each unrevised claim's verdict at its first definition (claim_log.keep_first_verdicts)."""
+        with self.transaction() as c:
+            claim_log.keep_first_verdicts(c, name, verdicts)
+
     def study(self, name: str) -> dict:
         rows = self._query("SELECT * FROM studies WHERE name=?", (name,))
         if not rows:
