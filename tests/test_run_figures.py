@@ -1,0 +1,37 @@
+"""One run's figures are drawn in its worker without the statistics' libraries, and count what scikit-learn counts."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from nnstudy.report.run_figures import confusion_counts
+
+
+def test_confusion_counts_are_hand_counted_rows_true_columns_predicted_and_equal_scikit_learns():
+    y_true = np.array([0, 0, 1, 2, 2, 2])
+    y_pred = np.array([0, 1, 1, 2, 0, 2])
+    counts = confusion_counts(y_true, y_pred, 4)  # class 3 never occurs: its row and column stay zero
+    expected = np.array([[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]])
+    assert counts.tolist() == expected.tolist()
+    from nnstudy.stats.per_class import confusion
+
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 10, 500), rng.integers(0, 10, 500)
+    assert confusion_counts(y_true, y_pred, 10).tolist() == confusion(y_true, y_pred, 10).tolist()
+
+
+def test_a_worker_draws_its_runs_figures_and_records_versions_without_importing_scipy_or_scikit_learn(tmp_path):
+    build = f"from nnstudy.data.sources import load_digits\nload_digits({str(tmp_path)!r})\n"
+    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, timeout=300)  # scikit-learn's digits
+    # A second process, as a worker: the cached digits, one run's figures, the library versions.
+    worker = build + (
+        "import sys\nimport numpy as np\nfrom nnstudy.executors.job import library_versions, run_figures\n"
+        "from nnstudy.history import EpochRow\n"
+        "rows = [EpochRow(e, 1.0 / e, 0.5, 1.0 / e, 0.5, 0.1, 1.0) for e in (1, 2)]\n"
+        "png = run_figures('cnn', 0, 'done', rows, {2: np.array([0, 1, 1])}, ['a', 'b'], np.array([0, 1, 0]))\n"
+        "print(*sorted(png), library_versions()['scikit-learn'], 'scipy' in sys.modules, 'sklearn' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True, timeout=300)
+    import sklearn
+
+    assert out.stdout.split() == ["confusion.png", "curves.png", sklearn.__version__, "False", "False"], out.stderr
