@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
 from nnstudy.driver.clock import StudyClock
 from nnstudy.driver.cost import gflop
+from nnstudy.driver.end_costs import EndCosts, end_costs
 from nnstudy.driver.options import RunOptions, resolve_device
 from nnstudy.driver.plan import plan_jobs, plan_study, preflight
 from nnstudy.driver.pool import first_free
@@ -89,6 +91,7 @@ class StudyPart:
     data: object  # the baseline's ImageData: classes and test labels for the run folders
     todo: list
     plan: Callable[[list], list]  # runs left -> jobs, by the study's plan
+    end: EndCosts = EndCosts()  # what it does after its last epochs, for its time left
 
 
 def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: Store, device: str, slots: int,
@@ -101,7 +104,7 @@ def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: S
     report_epochs = sorted({e for v in study.variants for e in study.epochs_to_report(v)})
     store.save_study(study.name, study.model_dump(mode="json"), _study_info(study, study_dir, data, report_epochs,
                                                                              device, options), source)
-    _save_study_files(study_dir, data)
+    grid_seconds = _save_study_files(study_dir, data)
     fingerprints = {v: load_study_data(cfg, str(options.cache)).fingerprint for v, cfg in study.variants.items()}
     runs = sync_runs(store, study, study_dir, fingerprints, options.force, log, options.checkpoint_dir)
     wanted = (run_status.FAILED,) if options.retry_failed else run_status.TO_TRAIN
@@ -114,7 +117,7 @@ def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: S
 
         def plan(left):
             return plan_jobs(left, study_plan, study, report_epochs, options.cache, device, options, stacking)
-    return StudyPart(study, study_dir, data, todo, plan)
+    return StudyPart(study, study_dir, data, todo, plan, end_costs(grid_seconds, len(study.variants)))
 
 
 def _study_info(study: StudyConfig, study_dir: Path, data, report_epochs: list[int], device: str,
@@ -132,13 +135,17 @@ def _study_info(study: StudyConfig, study_dir: Path, data, report_epochs: list[i
     }
 
 
-def _save_study_files(study_dir: Path, data) -> None:
+def _save_study_files(study_dir: Path, data) -> float:
+    """The test labels and the sample grid written; the seconds the grid took to draw (the time left's unit for the
+    figures still to come)."""
     from nnstudy.report import sample_grid
 
     buf = io.BytesIO()
     np.save(buf, data.test_y.numpy())
     files.write_bytes(study_dir / TEST_LABELS, buf.getvalue())
+    start = time.monotonic()
     sample_grid(data.train_x, data.train_y, data.classes, study_dir / "figures" / "samples.png")
+    return time.monotonic() - start
 
 
 def _say_what_is_left(name: str, runs, todo, options: RunOptions, log) -> None:
@@ -189,7 +196,8 @@ def execute_parts(parts: list[StudyPart], name: str, store: Store, device: str, 
     idle_deaths = 0  # deaths with no run started: workers that die on start-up would loop forever
     runs = {n: {r.id: r for r in todo} for n, todo in left.items()}
     while jobs:
-        clock = StudyClock(1 if executor.step_bars else parallel)
+        clock = StudyClock(1 if executor.step_bars else parallel, run_end=max(p.end.run for p in parts),
+                           study_end=sum(p.end.study for p in parts))
         recorders = {n: Recorder(store, list(runs[n].values()), by_name[n].data.classes,
                                  by_name[n].data.test_y.numpy(), log, epoch_lines=None if options.progress else False,
                                  clock=clock, suite=name if suite else None) for n in runs}
