@@ -8,11 +8,13 @@ missing or changed, and resumes interrupted runs from their last checkpoint.
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +38,7 @@ from nnstudy.store import Store, load_results
 from nnstudy.store.load import TEST_LABELS
 from nnstudy.training.progress import bars_shown, progress_bar
 
-__all__ = ["RunOptions", "StudyPart", "execute_parts", "output_lock", "prepare_study", "run_study"]
+__all__ = ["RunOptions", "StudyPart", "execute_parts", "import_in_background", "output_lock", "prepare_study", "run_study"]
 
 
 @contextmanager
@@ -65,8 +67,6 @@ def output_lock(out: Path):
 
 def run_study(study: StudyConfig, source: str, options: RunOptions):
     """Train what is missing, then write the report. Returns (StudyResults, report paths)."""
-    from nnstudy.report import build_report
-
     out, device, log = Path(options.out), resolve_device(options.device), options.log or sys.stderr
     executor = open_executor(options, device)  # before anything is written: a bad address leaves --out as it was
     stacking = preflight(study, options.cache, options, log)  # before anything is written
@@ -74,11 +74,26 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         store = Store(out)
         part = prepare_study(study, source, options, store, device, executor.slots(), stacking, log)
         if part.todo:
+            import_in_background("nnstudy.report.build")
             execute_parts([part], study.name, store, device, executor, options, log)
+        from nnstudy.report import build_report
+
         results = load_results(store, study.name)
         paths = build_report(results)
         store.close()
     return results, paths
+
+
+def import_in_background(module: str) -> None:
+    """Start importing `module` in a thread: the report's libraries (scipy, scikit-learn, jinja2; over a second of
+    CPU) load while the jobs train, neither before the first epoch nor after the last. Its first use waits for the
+    import to end (Python's import lock) and raises its error, if any."""
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # said where it is used
+            pass
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
 @dataclass
@@ -91,7 +106,7 @@ class StudyPart:
     data: object  # the baseline's ImageData: classes and test labels for the run folders
     todo: list
     plan: Callable[[list], list]  # runs left -> jobs, by the study's plan
-    end: EndCosts = EndCosts()  # what it does after its last epochs, for its time left
+    end: EndCosts = field(default_factory=EndCosts)  # what it does after its last epochs, for its time left
 
 
 def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: Store, device: str, slots: int,

@@ -6,7 +6,7 @@ import the report builder, its templates and the statistics (scipy, scikit-learn
 
 import importlib
 
-_WHERE = {"build_report": ".build", "run_figure_pngs": ".run_figures", "sample_grid": ".figures"}
+_WHERE = {"build_report": ".build", "run_figure_pngs": ".run_figures", "sample_grid": ".samples"}
 
 __all__ = sorted(_WHERE)
 

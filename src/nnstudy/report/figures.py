@@ -8,34 +8,20 @@ backend is needed (the Agg canvas is the default for a bare Figure).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nnstudy.files import write_bytes
 from nnstudy.stats.summary import summarize
 from nnstudy.store.results import RunResult
 
-from .run_figures import DPI, confusion_figure, plain, png_bytes, run_curves_figure, run_figure_pngs, run_figures
+from .run_figures import DPI, confusion_figure, plain, png_bytes, run_curves_figure, run_figure_pngs, run_figures, save_png
+from .samples import sample_grid
 
-__all__ = ["DPI", "confusion_figure", "plain", "png_bytes", "run_curves_figure", "run_figure_pngs", "run_figures",
-           "save_png", "sample_grid", "study_curves_figure", "difference_figure", "line_style", "curve_band",
-           "paired_band"]
-
-# One sample tile in the image grid, in inches (at DPI this is 125 x 150 px).
-TILE_W, TILE_H = 1.25, 1.5
-GRID_COLS = 8
-
-
-def save_png(fig: Figure, path: Path, dpi: int = DPI) -> Path:
-    """Write `fig` to `path` atomically (temp name + rename)."""
-    return write_bytes(Path(path), png_bytes(fig, dpi))
-
-
-# ---------------------------------------------------------------- study
-
+__all__ = ["DPI", "confusion_figure", "curve_band", "difference_figure", "line_style", "paired_band", "plain",
+           "png_bytes", "run_curves_figure", "run_figure_pngs", "run_figures", "sample_grid", "save_png",
+           "study_curves_figure"]
 
 # Okabe & Ito's colour-blind-safe palette (yellow left out: too faint on white), with a dash
 # pattern and a marker per line as well, so lines stay apart in greyscale and without colour.
@@ -156,56 +142,3 @@ def paired_band(baseline_runs: list[RunResult], runs: list[RunResult], attr: str
     low = np.array([s.ci_low if math.isfinite(s.ci_low) else s.mean for s in stats])
     high = np.array([s.ci_high if math.isfinite(s.ci_high) else s.mean for s in stats])
     return epochs, mean, low, high, (len(by_epoch[epochs[-1]]) if epochs else 0)
-
-
-# ---------------------------------------------------------------- samples
-
-
-def sample_grid(images, labels, classes, path: Path, n: int = 32) -> Path:
-    """Save a grid of up to `n` training images titled with their class names.
-
-    `images` is uint8 [N, C, H, W] with C in {1, 3} (torch or numpy). Images
-    are picked round-robin over classes so every class appears if it can.
-    The grid has min(n, 8) columns; each tile is 125 x 150 px.
-    """
-    images = _to_numpy(images)
-    labels = _to_numpy(labels).astype(np.int64).ravel()
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"sample_grid wants images shaped [N, C, H, W] with C in (1, 3), got {images.shape}")
-    picked = _round_robin(labels, min(n, len(labels)))
-    cols = max(1, min(GRID_COLS, len(picked)))
-    rows = max(1, math.ceil(len(picked) / cols))
-    fig = Figure(figsize=(cols * TILE_W, rows * TILE_H))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, idx in zip(axes, picked):
-        img = images[idx]
-        if img.dtype != np.uint8:  # floats in [0, 1]
-            img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
-        if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(np.transpose(img, (1, 2, 0)))
-        label = labels[idx]
-        name = classes[label] if 0 <= label < len(classes) else str(label)
-        ax.set_title(plain(name, 20), fontsize=8)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.3 / (rows * TILE_H), hspace=0.35, wspace=0.1)
-    return save_png(fig, path)
-
-
-def _round_robin(labels: np.ndarray, n: int) -> list[int]:
-    """First image of each class, then the second of each, ... up to n indices."""
-    queues = {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)}
-    picked: list[int] = []
-    while len(picked) < n and any(queues.values()):
-        for c in sorted(queues):
-            if queues[c] and len(picked) < n:
-                picked.append(int(queues[c].pop(0)))
-    return picked
-
-
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch here
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)

@@ -6,11 +6,13 @@ over a second of every worker's start-up).
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nnstudy.files import write_bytes
 from nnstudy.history import EpochRow
 from nnstudy.store.results import RunResult
 
@@ -24,6 +26,11 @@ def plain(text, width: int | None = None) -> str:
     if width and len(text) > width:
         text = text[: width - 1] + "…"
     return text.replace("$", r"\$")
+
+
+def save_png(fig: Figure, path: Path, dpi: int = DPI) -> Path:
+    """Write `fig` to `path` atomically (temp name + rename)."""
+    return write_bytes(Path(path), png_bytes(fig, dpi))
 
 
 def run_figure_pngs(run: RunResult, classes: list[str], y_true: np.ndarray) -> dict[str, bytes]:
