@@ -22,15 +22,16 @@ def test_confusion_counts_are_hand_counted_rows_true_columns_predicted_and_equal
 
 
 def test_a_worker_draws_its_runs_figures_and_records_versions_without_importing_scipy_or_scikit_learn(tmp_path):
-    build = f"from nnstudy.data.sources import load_digits\nload_digits({str(tmp_path)!r})\n"
-    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True, timeout=300)  # scikit-learn's digits
-    # A second process, as a worker: the cached digits, one run's figures, the library versions.
-    worker = build + (
-        "import sys\nimport numpy as np\nfrom nnstudy.executors.job import library_versions, run_figures\n"
-        "from nnstudy.history import EpochRow\n"
-        "rows = [EpochRow(e, 1.0 / e, 0.5, 1.0 / e, 0.5, 0.1, 1.0) for e in (1, 2)]\n"
-        "png = run_figures('cnn', 0, 'done', rows, {2: np.array([0, 1, 1])}, ['a', 'b'], np.array([0, 1, 0]))\n"
-        "print(*sorted(png), library_versions()['scikit-learn'], 'scipy' in sys.modules, 'sklearn' in sys.modules)\n")
+    from nnstudy.data.sources import load_digits
+
+    load_digits(tmp_path)  # the cache built here, with scikit-learn's digits
+    # A fresh process, as a worker: the cached digits, one run's figures, the library versions.
+    worker = (f"from nnstudy.data.sources import load_digits\nload_digits({str(tmp_path)!r})\n"
+              "import sys\nimport numpy as np\nfrom nnstudy.executors.job import library_versions, run_figures\n"
+              "from nnstudy.history import EpochRow\n"
+              "rows = [EpochRow(e, 1.0 / e, 0.5, 1.0 / e, 0.5, 0.1, 1.0) for e in (1, 2)]\n"
+              "png = run_figures('cnn', 0, 'done', rows, {2: np.array([0, 1, 1])}, ['a', 'b'], np.array([0, 1, 0]))\n"
+              "print(*sorted(png), library_versions()['scikit-learn'], 'scipy' in sys.modules, 'sklearn' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True, timeout=300)
     import sklearn
 
