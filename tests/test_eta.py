@@ -9,14 +9,15 @@ import sys
 from studies import tiny_study
 
 from nnstudy.driver.clock import StudyClock, time_left
+from nnstudy.driver.end_costs import GRID_FIGURES, REPORT_WORK, RUN_FIGURES, end_costs, report_figures
 
 
 class Clock(StudyClock):
     """A StudyClock on a hand-set time."""
 
-    def __init__(self, slots: int):
+    def __init__(self, slots: int, **end):
         self.t = 0.0
-        super().__init__(slots, now=lambda: self.t)
+        super().__init__(slots, now=lambda: self.t, **end)
 
     def at(self, t: float) -> "Clock":
         self.t = t
@@ -72,7 +73,58 @@ def test_two_workers_a_job_whose_first_epoch_is_late_is_not_taken_as_quick():
     assert c.seconds_left() == 8 * 8
 
 
-def test_a_study_prints_an_estimate_that_is_not_zero_and_falls_to_zero(tmp_path):
+def test_the_time_left_counts_each_jobs_run_figures_on_its_worker_and_then_the_report():
+    """Two workers; A (2 runs) and B (1 run) take 2 s an epoch; a run's figures take 1 s, the report 6 s."""
+    c = Clock(slots=2, run_end=1.0, study_end=6.0)
+    c.plan("A", 3, runs=2)
+    c.plan("B", 5, runs=1)
+    c.at(0).started("A")
+    c.started("B")
+    c.at(3).epoch("A", 2)  # 1 s of set-up each
+    c.epoch("B", 4)
+    c.at(5).epoch("A", 1)
+    c.epoch("B", 3)
+    assert c.seconds_left() == max(1 * 2 + 2, 3 * 2 + 1) + 6  # B's worker is the later one: 7 s, then the report
+    c.at(7).epoch("A", 0)
+    c.epoch("B", 2)
+    assert c.seconds_left() == max(2, 2 * 2 + 1) + 6
+    c.at(8)  # A draws its runs' figures: half done
+    assert c.seconds_left() == max(1, 2 * 2 + 1 - 1) + 6
+    c.at(9.5)  # A's figures overrun: they count as done, no more
+    assert c.seconds_left() == max(0, 2 * 2 + 1 - 2) + 6
+    c.ended("A")
+    c.at(11).epoch("B", 0)
+    assert c.seconds_left() == 1 + 6  # the last epoch is in: B's figures and the report remain, not nothing
+    without = Clock(slots=2)  # what the clock said before it counted the end
+    without.plan("B", 1)
+    without.at(0).started("B")
+    without.at(2).epoch("B", 0)
+    assert without.seconds_left() == 0
+
+
+def test_the_end_is_counted_in_figures_each_the_time_the_sample_grid_took_over_its_share():
+    end = end_costs(grid_seconds=0.9, variants=2)
+    figure = 0.9 / GRID_FIGURES
+    assert end.run == RUN_FIGURES * figure
+    assert end.study == REPORT_WORK * report_figures(2) * figure
+    assert end_costs(1.8, 2).study == 2 * end.study  # a machine twice as slow (or as busy) takes twice as long
+    assert report_figures(3) == report_figures(2) + 1  # one more variant: one more confusion matrix
+    assert report_figures(1) == report_figures(2) - 2  # one variant: no difference figure either
+    assert end_costs(-1.0, 2) == end_costs(0.0, 2)  # a clock that stepped back gives no end, not a negative one
+
+
+def test_a_reports_figures_are_as_many_as_the_end_counts(tmp_path, cli):
+    """The count the time left uses against the figures a real report writes (its sample grid aside)."""
+    from studies import run_args
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(tiny_study(epochs=1))
+    assert cli(*run_args(study, tmp_path / "out", tmp_path / "cache")).rc == 0
+    drawn = sorted(p.name for p in (tmp_path / "out" / "tiny" / "figures").glob("*.png") if p.name != "samples.png")
+    assert len(drawn) == report_figures(2), drawn
+
+
+def test_a_study_prints_an_estimate_that_is_not_zero_and_falls_to_its_end(tmp_path):
     """The printed line end to end (the numbers are checked above: on a shared machine an epoch's time swings
     several-fold from one epoch to the next, so no estimate can be held to the time that then follows)."""
     study = tmp_path / "eta.toml"
@@ -84,4 +136,4 @@ def test_a_study_prints_an_estimate_that_is_not_zero_and_falls_to_zero(tmp_path)
     left = [60 * int(m[1]) + int(m[2]) for m in re.finditer(r"epoch \d+/40:.*time left ~(\d+)m(\d+)s", proc.stderr)]
     assert len(left) == 2 * 40, proc.stderr  # two jobs, one after the other
     assert left[1] >= 1, proc.stderr  # 78 epochs to go, each with a checkpoint and probes: seconds, not zero
-    assert left[-1] == 0, proc.stderr
+    assert 1 <= left[-1] < left[1], proc.stderr  # the last epoch is in: the figures and report remain

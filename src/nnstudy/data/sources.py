@@ -18,6 +18,7 @@ import torch
 from nnstudy.data.cache import build_cached, source_key
 from nnstudy.data.imagedata import ImageData
 from nnstudy.errors import UserError
+from nnstudy.versions import installed_version
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -31,10 +32,10 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
 # ----------------------------------------------------------------- digits
 
 def load_digits(cache_dir: str | os.PathLike) -> ImageData:
-    """scikit-learn's bundled 8x8 digits with a fixed 80/20 train/test split."""
-    import sklearn
-
+    """scikit-learn's bundled 8x8 digits with a fixed 80/20 train/test split (scikit-learn imported only to build
+    the cache: its version, part of the cache's key, comes from its package metadata)."""
     def build():
+        import sklearn
         from sklearn.datasets import load_digits as sk_load_digits
 
         bunch = sk_load_digits()
@@ -48,7 +49,7 @@ def load_digits(cache_dir: str | os.PathLike) -> ImageData:
                   f"permutation with seed {DIGITS_SPLIT_SEED}, last {n_test} as test")
         return [str(d) for d in range(10)], (x[train], y[train], x[test], y[test]), source
 
-    key = source_key("digits", [f"sklearn={sklearn.__version__}", f"split={DIGITS_SPLIT_SEED},{DIGITS_TEST_FRACTION}"])
+    key = source_key("digits", [f"sklearn={installed_version('scikit-learn')}", f"split={DIGITS_SPLIT_SEED},{DIGITS_TEST_FRACTION}"])
     return build_cached("digits", key, cache_dir, build)
 
 

@@ -1,4 +1,5 @@
-"""The study's time left, said on every epoch line: each job's measured pace, and the plan for the jobs to come."""
+"""The study's time left, said on every epoch line: each job's measured pace, the plan for the jobs to come, and
+what the study does after their last epochs (its runs' figures, its report)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,23 @@ class StudyClock:
     by the share that overheads add elsewhere. A job with no epoch yet takes the measured jobs' pace, scaled by
     their planned costs (`Job.cost`), and at least the time its first epoch has taken so far, set-up aside. Jobs
     start in plan order on the first free one of `slots` workers.
+
+    After its last epoch a job still draws its runs' figures (`run_end` seconds a run, on its worker), and after
+    the last job the study writes its report (`study_end` seconds): both measured in this study (`EndCosts`).
     """
 
-    def __init__(self, slots: int = 1, now=time.monotonic):
+    def __init__(self, slots: int = 1, now=time.monotonic, run_end: float = 0.0, study_end: float = 0.0):
         self.slots, self.now = max(1, slots), now
+        self.run_end, self.study_end = run_end, study_end
+        self.tail: dict[int, float] = {}  # job -> seconds it takes after its last epoch
         self.left: dict[int, int] = {}  # job -> epochs left
         self.unit: dict[int, float] = {}  # job -> planned cost of one epoch
         self.since: dict[int, float] = {}  # started job -> when its last epoch ended (or it started)
         self.epochs: dict[int, list[tuple[float, float]]] = {}  # job -> (wall seconds, trainer seconds) per epoch
 
-    def plan(self, job: int, epochs_left: int, cost: float = 0.0) -> None:
+    def plan(self, job: int, epochs_left: int, cost: float = 0.0, runs: int = 1) -> None:
         self.left[job] = epochs_left
+        self.tail[job] = runs * self.run_end
         self.unit[job] = cost / epochs_left if epochs_left else 0.0
 
     def started(self, job: int) -> None:
@@ -73,12 +80,12 @@ class StudyClock:
     def seconds_left(self) -> float:
         now, running, queued = self.now(), [], []
         for job, left in self.left.items():
-            pace = self.pace(job) or 0.0
-            if job in self.since:  # its current epoch is under way: at most that one is done
-                running.append(max(0.0, left * pace - min(now - self.since[job], pace)))
+            pace, tail = self.pace(job) or 0.0, self.tail.get(job, 0.0)
+            if job in self.since:  # under way: at most its current epoch (or, after its last, its tail) is done
+                running.append(max(0.0, left * pace + tail - min(now - self.since[job], pace if left else tail)))
             else:
-                queued.append(left * pace)
-        return time_left(running, queued, self.slots)
+                queued.append(left * pace + tail)
+        return time_left(running, queued, self.slots) + self.study_end
 
 
 def _recent(seen: list) -> list:

@@ -42,7 +42,7 @@ class Recorder:
     def plan(self, jobs: list[Job]) -> None:
         for job in jobs:
             done = min(self.runs[r].row.epochs_done for r in job.run_ids)
-            self.clock.plan(id(job), max(0, job.config["train"]["epochs"] - done), job.cost)
+            self.clock.plan(id(job), max(0, job.config["train"]["epochs"] - done), job.cost, len(job.run_ids))
 
     # --- events ------------------------------------------------------------------------------
     def handle(self, job: Job, event) -> None:

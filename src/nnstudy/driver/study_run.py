@@ -8,10 +8,13 @@ missing or changed, and resumes interrupted runs from their last checkpoint.
 
 from __future__ import annotations
 
+import importlib
 import io
 import sys
+import threading
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +25,7 @@ from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
 from nnstudy.driver.clock import StudyClock
 from nnstudy.driver.cost import gflop
+from nnstudy.driver.end_costs import EndCosts, end_costs
 from nnstudy.driver.options import RunOptions, resolve_device
 from nnstudy.driver.plan import plan_jobs, plan_study, preflight
 from nnstudy.driver.pool import first_free
@@ -34,7 +38,7 @@ from nnstudy.store import Store, load_results
 from nnstudy.store.load import TEST_LABELS
 from nnstudy.training.progress import bars_shown, progress_bar
 
-__all__ = ["RunOptions", "StudyPart", "execute_parts", "output_lock", "prepare_study", "run_study"]
+__all__ = ["RunOptions", "StudyPart", "execute_parts", "import_in_background", "output_lock", "prepare_study", "run_study"]
 
 
 @contextmanager
@@ -63,8 +67,6 @@ def output_lock(out: Path):
 
 def run_study(study: StudyConfig, source: str, options: RunOptions):
     """Train what is missing, then write the report. Returns (StudyResults, report paths)."""
-    from nnstudy.report import build_report
-
     out, device, log = Path(options.out), resolve_device(options.device), options.log or sys.stderr
     executor = open_executor(options, device)  # before anything is written: a bad address leaves --out as it was
     stacking = preflight(study, options.cache, options, log)  # before anything is written
@@ -72,11 +74,26 @@ def run_study(study: StudyConfig, source: str, options: RunOptions):
         store = Store(out)
         part = prepare_study(study, source, options, store, device, executor.slots(), stacking, log)
         if part.todo:
+            import_in_background("nnstudy.report.build")
             execute_parts([part], study.name, store, device, executor, options, log)
+        from nnstudy.report import build_report
+
         results = load_results(store, study.name)
         paths = build_report(results)
         store.close()
     return results, paths
+
+
+def import_in_background(module: str) -> None:
+    """Start importing `module` in a thread: the report's libraries (scipy, scikit-learn, jinja2; over a second of
+    CPU) load while the jobs train, neither before the first epoch nor after the last. Its first use waits for the
+    import to end (Python's import lock) and raises its error, if any."""
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # said where it is used
+            pass
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
 @dataclass
@@ -89,6 +106,7 @@ class StudyPart:
     data: object  # the baseline's ImageData: classes and test labels for the run folders
     todo: list
     plan: Callable[[list], list]  # runs left -> jobs, by the study's plan
+    end: EndCosts = field(default_factory=EndCosts)  # what it does after its last epochs, for its time left
 
 
 def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: Store, device: str, slots: int,
@@ -101,7 +119,7 @@ def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: S
     report_epochs = sorted({e for v in study.variants for e in study.epochs_to_report(v)})
     store.save_study(study.name, study.model_dump(mode="json"), _study_info(study, study_dir, data, report_epochs,
                                                                              device, options), source)
-    _save_study_files(study_dir, data)
+    grid_seconds = _save_study_files(study_dir, data)
     fingerprints = {v: load_study_data(cfg, str(options.cache)).fingerprint for v, cfg in study.variants.items()}
     runs = sync_runs(store, study, study_dir, fingerprints, options.force, log, options.checkpoint_dir)
     wanted = (run_status.FAILED,) if options.retry_failed else run_status.TO_TRAIN
@@ -114,7 +132,7 @@ def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: S
 
         def plan(left):
             return plan_jobs(left, study_plan, study, report_epochs, options.cache, device, options, stacking)
-    return StudyPart(study, study_dir, data, todo, plan)
+    return StudyPart(study, study_dir, data, todo, plan, end_costs(grid_seconds, len(study.variants)))
 
 
 def _study_info(study: StudyConfig, study_dir: Path, data, report_epochs: list[int], device: str,
@@ -132,13 +150,17 @@ def _study_info(study: StudyConfig, study_dir: Path, data, report_epochs: list[i
     }
 
 
-def _save_study_files(study_dir: Path, data) -> None:
+def _save_study_files(study_dir: Path, data) -> float:
+    """The test labels and the sample grid written; the seconds the grid took to draw (the time left's unit for the
+    figures still to come)."""
     from nnstudy.report import sample_grid
 
     buf = io.BytesIO()
     np.save(buf, data.test_y.numpy())
     files.write_bytes(study_dir / TEST_LABELS, buf.getvalue())
+    start = time.monotonic()
     sample_grid(data.train_x, data.train_y, data.classes, study_dir / "figures" / "samples.png")
+    return time.monotonic() - start
 
 
 def _say_what_is_left(name: str, runs, todo, options: RunOptions, log) -> None:
@@ -189,7 +211,8 @@ def execute_parts(parts: list[StudyPart], name: str, store: Store, device: str, 
     idle_deaths = 0  # deaths with no run started: workers that die on start-up would loop forever
     runs = {n: {r.id: r for r in todo} for n, todo in left.items()}
     while jobs:
-        clock = StudyClock(1 if executor.step_bars else parallel)
+        clock = StudyClock(1 if executor.step_bars else parallel, run_end=max(p.end.run for p in parts),
+                           study_end=sum(p.end.study for p in parts))
         recorders = {n: Recorder(store, list(runs[n].values()), by_name[n].data.classes,
                                  by_name[n].data.test_y.numpy(), log, epoch_lines=None if options.progress else False,
                                  clock=clock, suite=name if suite else None) for n in runs}

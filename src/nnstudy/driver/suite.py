@@ -20,7 +20,7 @@ from nnstudy.config import StudyConfig
 from nnstudy.config.suite import SuiteConfig
 from nnstudy.driver.options import RunOptions, resolve_device
 from nnstudy.driver.plan import preflight
-from nnstudy.driver.study_run import execute_parts, output_lock, prepare_study
+from nnstudy.driver.study_run import execute_parts, import_in_background, output_lock, prepare_study
 from nnstudy.errors import UserError
 from nnstudy.executors import open_executor
 from nnstudy.store import Store, load_results
@@ -39,8 +39,6 @@ class SuiteRun:
 def run_suite(suite: SuiteConfig, studies: list[tuple[StudyConfig, str]], options: RunOptions) -> SuiteRun:
     """Train what is missing of every study (each (config, source) pair), then write each study's report, then
     the replication report when the suite asks for one."""
-    from nnstudy.report import build_report
-
     names = [s.name for s, _ in studies]
     twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if twice:
@@ -56,7 +54,10 @@ def run_suite(suite: SuiteConfig, studies: list[tuple[StudyConfig, str]], option
                  for s, src in queued]
         busy = [p for p in parts if p.todo]
         if busy:
+            import_in_background("nnstudy.report.build")
             execute_parts(busy, suite.name, store, device, executor, options, log, suite=True)
+        from nnstudy.report import build_report
+
         if suite.replication and len(queued) == len(studies):  # first, so that the studies' reports link to it
             done.replication = _replication(out)
         for s, _ in queued:

@@ -27,12 +27,13 @@ from nnstudy.config.schema import RunConfig
 from nnstudy.data.study_data import load_study_data
 from nnstudy.errors import UserError, first_line
 from nnstudy.executors.events import EpochsDone, Event, RunFinished, RunsFailed, Started, ThreadsChanged
-from nnstudy.report.figures import run_figures
+from nnstudy.report.run_figures import run_figures
 from nnstudy.training import GroupTrainer, TrainOptions
 from nnstudy.training.checkpoint import resume_state, save_state
 from nnstudy.training.cpu_memory import keep_freed_memory
 from nnstudy.training.stacking import trains_stacked
 from nnstudy.training.threads import default_cpu_threads
+from nnstudy.versions import installed_version
 
 # A full disk or an unwritable folder is not the run's fault: the study stops, a rerun resumes.
 OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -95,11 +96,9 @@ class Job:
 
 
 def library_versions() -> dict:
-    import sklearn
-
     import nnstudy
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": _torchvision_version(),
-            "numpy": np.__version__, "scikit-learn": sklearn.__version__, "nnstudy": nnstudy.__version__}
+            "numpy": np.__version__, "scikit-learn": installed_version("scikit-learn"), "nnstudy": nnstudy.__version__}
 
 
 def _torchvision_version() -> str:

@@ -1,4 +1,4 @@
-"""Matplotlib figures for one run and for a whole study, saved as PNG files.
+"""Matplotlib figures for a whole study, saved as PNG files (one run's own figures: run_figures.py).
 
 Figures are built with `matplotlib.figure.Figure` directly instead of pyplot:
 no global figure registry to leak memory in a long study, and no display
@@ -7,136 +7,21 @@ backend is needed (the Agg canvas is the default for a bare Figure).
 
 from __future__ import annotations
 
-import io
 import math
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nnstudy.files import atomic_path
-from nnstudy.history import EpochRow
-from nnstudy.stats.per_class import confusion
 from nnstudy.stats.summary import summarize
 from nnstudy.store.results import RunResult
 
-DPI = 100
-# Confusion counts are written into the cells only when they stay legible.
-ANNOTATE_MAX_CLASSES = 12
-# One sample tile in the image grid, in inches (at DPI this is 125 x 150 px).
-TILE_W, TILE_H = 1.25, 1.5
-GRID_COLS = 8
+from .run_figures import DPI, confusion_figure, plain, png_bytes, run_curves_figure, run_figure_pngs, run_figures, save_png
+from .samples import sample_grid
 
-
-def plain(text, width: int | None = None) -> str:
-    """Text for matplotlib, shown literally (`$` would start mathtext), cut to `width` characters."""
-    text = str(text)
-    if width and len(text) > width:
-        text = text[: width - 1] + "…"
-    return text.replace("$", r"\$")
-
-
-def save_png(fig: Figure, path: Path, dpi: int = DPI) -> Path:
-    """Write `fig` to `path` atomically (temp name + rename)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    fig.clf()  # frees the artists now rather than at garbage collection
-    return path
-
-
-# ---------------------------------------------------------------- one run
-
-
-def run_figure_pngs(run: RunResult, classes: list[str], y_true: np.ndarray) -> dict[str, bytes]:
-    """One run's `curves.png` and `confusion.png` as PNG bytes.
-
-    Drawn where the run trained (in parallel across workers), written by the
-    driver. A run without history (failed, pending) gets no curves; one
-    without predictions gets no confusion matrix.
-    """
-    out = {}
-    if run.history:
-        out["curves.png"] = png_bytes(run_curves_figure(run))
-    if run.predictions:
-        last = max(run.predictions)
-        cm = confusion(y_true, run.predictions[last], len(classes))
-        title = f"{run.variant}, seed {run.seed}, epoch {last}"
-        out["confusion.png"] = png_bytes(confusion_figure(cm, classes, title))
-    return out
-
-
-def run_figures(variant: str, seed: int, status: str, history: list[EpochRow], predictions: dict[int, np.ndarray],
-                classes: list[str], y_true: np.ndarray) -> dict[str, bytes]:
-    """The folder's figures (curves, and a confusion matrix unless it diverged) as PNG bytes: drawn where the run
-    trained, so that workers draw in parallel; `Run.finish` writes them."""
-    run = RunResult("", variant, seed, status, {}, 0, history, predictions if status == "done" else {})
-    return run_figure_pngs(run, classes, y_true)
-
-
-def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    fig.clf()
-    return buf.getvalue()
-
-
-def run_curves_figure(run: RunResult) -> Figure:
-    """Loss and accuracy per epoch, train and test, for one run."""
-    epochs = [r.epoch for r in run.history]
-    # Fixed margins: its labels are known, and constrained layout was ~40% of drawing the figure (one per run).
-    fig = Figure(figsize=(9, 3.6))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.88, wspace=0.22)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    tested = [r for r in run.history if not math.isnan(r.test_loss)]  # a long run's test set: every few epochs
-    ax_loss.plot(epochs, [r.train_loss for r in run.history], "o-", label="train")
-    ax_loss.plot([r.epoch for r in tested], [r.test_loss for r in tested], "s-", label="test")
-    ax_acc.plot(epochs, [100 * r.train_acc for r in run.history], "o-", label="train")
-    ax_acc.plot([r.epoch for r in tested], [100 * r.test_acc for r in tested], "s-", label="test")
-    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(plain(f"{run.variant}, seed {run.seed} ({run.status})"))
-    return fig
-
-
-# ---------------------------------------------------------------- study
-
-
-def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> Figure:
-    """Heatmap of a (possibly seed-averaged) confusion matrix with class names.
-
-    Colour is the row fraction, so a rare class's mistakes are as visible as
-    a common one's; the annotated numbers are the (mean) counts.
-    """
-    k = len(classes)
-    side = min(12.0, max(4.5, 0.55 * k + 2.5))
-    fig = Figure(figsize=(side + 1, side), layout="constrained")
-    ax = fig.subplots()
-    rows = cm.sum(axis=1, keepdims=True)
-    frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
-    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, label="fraction of the true class", shrink=0.8)
-    names = [plain(c, 30) for c in classes]
-    fontsize = 9 if k <= 20 else max(4, 9 - k // 20)
-    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=fontsize)
-    ax.set_yticks(range(k), names, fontsize=fontsize)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    fig.suptitle(plain(title))  # over the whole figure: the axes alone are too narrow for a long title
-    if k <= ANNOTATE_MAX_CLASSES:
-        integral = np.allclose(cm, np.round(cm))
-        for i in range(k):
-            for j in range(k):
-                text = f"{cm[i, j]:.0f}" if integral else f"{cm[i, j]:.1f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if frac[i, j] > 0.5 else "black")
-    return fig
-
+__all__ = ["DPI", "confusion_figure", "curve_band", "difference_figure", "line_style", "paired_band", "plain",
+           "png_bytes", "run_curves_figure", "run_figure_pngs", "run_figures", "sample_grid", "save_png",
+           "study_curves_figure"]
 
 # Okabe & Ito's colour-blind-safe palette (yellow left out: too faint on white), with a dash
 # pattern and a marker per line as well, so lines stay apart in greyscale and without colour.
@@ -258,56 +143,3 @@ def paired_band(baseline_runs: list[RunResult], runs: list[RunResult], attr: str
     low = np.array([s.ci_low if math.isfinite(s.ci_low) else s.mean for s in stats])
     high = np.array([s.ci_high if math.isfinite(s.ci_high) else s.mean for s in stats])
     return epochs, mean, low, high, (len(by_epoch[epochs[-1]]) if epochs else 0)
-
-
-# ---------------------------------------------------------------- samples
-
-
-def sample_grid(images, labels, classes, path: Path, n: int = 32) -> Path:
-    """Save a grid of up to `n` training images titled with their class names.
-
-    `images` is uint8 [N, C, H, W] with C in {1, 3} (torch or numpy). Images
-    are picked round-robin over classes so every class appears if it can.
-    The grid has min(n, 8) columns; each tile is 125 x 150 px.
-    """
-    images = _to_numpy(images)
-    labels = _to_numpy(labels).astype(np.int64).ravel()
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"sample_grid wants images shaped [N, C, H, W] with C in (1, 3), got {images.shape}")
-    picked = _round_robin(labels, min(n, len(labels)))
-    cols = max(1, min(GRID_COLS, len(picked)))
-    rows = max(1, math.ceil(len(picked) / cols))
-    fig = Figure(figsize=(cols * TILE_W, rows * TILE_H))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, idx in zip(axes, picked):
-        img = images[idx]
-        if img.dtype != np.uint8:  # floats in [0, 1]
-            img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
-        if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(np.transpose(img, (1, 2, 0)))
-        label = labels[idx]
-        name = classes[label] if 0 <= label < len(classes) else str(label)
-        ax.set_title(plain(name, 20), fontsize=8)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.3 / (rows * TILE_H), hspace=0.35, wspace=0.1)
-    return save_png(fig, path)
-
-
-def _round_robin(labels: np.ndarray, n: int) -> list[int]:
-    """First image of each class, then the second of each, ... up to n indices."""
-    queues = {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)}
-    picked: list[int] = []
-    while len(picked) < n and any(queues.values()):
-        for c in sorted(queues):
-            if queues[c] and len(picked) < n:
-                picked.append(int(queues[c].pop(0)))
-    return picked
-
-
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch here
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
