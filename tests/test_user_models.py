@@ -209,15 +209,14 @@ def item_net(input_shape, n_classes):
     (('factory = "user_code:quadrants"', 'factory = "user_code"'), "dataset.factory"),
     (('kind = "python"', 'kind = "pyhton"'), "did you mean 'python'"),
 ])
-def test_bad_references_are_one_line_with_exit_status_2(user_dir, edit, message):
+def test_bad_references_are_one_line_with_exit_status_2(user_dir, edit, message, cli, monkeypatch):
     (user_dir / "study.toml").write_text(STUDY.replace(*edit))
     out = user_dir / "out"
-    proc = subprocess.run([sys.executable, "-m", "nnstudy", "run", str(user_dir / "study.toml"), "--out", str(out),
-                           "--cache-dir", str(user_dir / "cache"), "--quiet"], capture_output=True, text=True,
-                          timeout=120, cwd=user_dir.parent)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nnstudy: error:") and message in lines[0], proc.stderr
+    monkeypatch.chdir(user_dir.parent)  # the user's module is found beside the study file, not in the working folder
+    rc, _, err = cli("run", user_dir / "study.toml", "--out", out, "--cache-dir", user_dir / "cache", "--quiet")
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nnstudy: error:") and message in lines[0], err
     assert not (out / "nnstudy.db").exists()
 
 
