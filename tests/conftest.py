@@ -1,4 +1,4 @@
-"""What the tests share: the CLI runner and the machine tag (study files: tests/studies.py).
+"""What the tests share as fixtures: the CLI runner and the machine tag (helpers and study files: tests/studies.py).
 
 Tests marked `slow` kill processes, start clusters, servers or browsers, or simulate thousands of
 studies; `pytest -m "not slow"` is the edit-test loop, the README's command runs them all.
@@ -10,30 +10,16 @@ import hashlib
 import os
 import platform
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 import torch
-
-
-class CliResult(NamedTuple):
-    rc: int
-    out: str
-    err: str
+from studies import run_cli
 
 
 @pytest.fixture
-def cli(capsys):
-    """`cli(*argv)` runs `nnstudy ARGV` in this process: its exit status and what it printed."""
-    from nnstudy.cli import main
-
-    def run(*argv) -> CliResult:
-        capsys.readouterr()
-        rc = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return CliResult(rc, captured.out, captured.err)
-
-    return run
+def cli():
+    """`cli(*argv)`: `run_cli` as a fixture, for tests that take their helpers as arguments."""
+    return run_cli
 
 
 def _cpu_info() -> tuple[str, str]:

@@ -1,4 +1,43 @@
-"""Small study files the tests write: digits, a tiny MLP, two variants, two seeds (seconds to run)."""
+"""What the tests share: small study files (digits, a tiny MLP, two variants, two seeds: seconds to run) and
+the ways to run `nnstudy` on them (in this process; as a process that is killed)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import NamedTuple
+
+
+class CliResult(NamedTuple):
+    rc: int
+    out: str
+    err: str
+
+
+def run_cli(*argv) -> CliResult:
+    """`nnstudy ARGV` in this process: its exit status and what it printed.
+
+    No process start-up and no second import of torch (seconds each), so a test runs the CLI in its own
+    process unless what it tests is the process itself (a kill, the real exit status, a fresh interpreter).
+    Usable outside a test function too (module-scoped fixtures), which capsys is not.
+    """
+    from nnstudy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return CliResult(rc, out.getvalue(), err.getvalue())
+
+
+def run_process(*argv, timeout: float = 300, **env: str):
+    """`nnstudy ARGV` as its own process, with `env` added to the environment (the crash hooks): the
+    CompletedProcess, output as text. For what needs the process: a kill, the real stderr and exit status."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "nnstudy", *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **env})
 
 
 def tiny_study(epochs: int = 3, report_epochs: list[int] | None = None, variant_b: str = "model.hidden = [24]") -> str:
@@ -34,9 +73,9 @@ epochs = {epochs}
 """ + variants
 
 
-def run_args(study, out, cache, *extra) -> list[str]:
-    """`nnstudy run` on a test study: its own store and cache, no bars, trained in this process."""
-    return ["run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", "local",
+def run_args(study, out, cache, *extra, executor: str = "local") -> list[str]:
+    """`nnstudy run` on a test study: its own store and cache, no bars, trained in the CLI's process by default."""
+    return ["run", str(study), "--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", executor,
             *map(str, extra)]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from studies import run_args, tiny_study
+from studies import run_args, run_process, tiny_study
 
 from nnstudy import files
 from nnstudy.cli import main
@@ -156,24 +156,24 @@ def test_bad_image_folder(kind, finished, cli, tmp_path):
 
 
 # --------------------------------------------------------------------------- output folder and store
-def test_truncated_checkpoint(finished, tmp_path):
+@pytest.mark.slow  # kills a process
+def test_truncated_checkpoint(finished, cli, tmp_path):
     study, out = finished.study, tmp_path / "out"
-    cmd = [sys.executable, "-m", "nnstudy", *run_args(study, out, finished.cache)]
+    argv = run_args(study, out, finished.cache)
     # Seed 0's epoch-2 checkpoint write is cut short: both seeds of variant a stand at epoch 1
     # (seed 0's epoch-1 checkpoint is already moved to checkpoint-prev.pt; seed 1's is checkpoint.pt).
-    env = {**os.environ, "NNSTUDY_CRASH_AT": "runs/a/seed-0/checkpoint.pt:2"}  # whichever job starts first
-    assert subprocess.run(cmd, env=env, capture_output=True, timeout=120).returncode == -9
+    killed = run_process(*argv, timeout=120, NNSTUDY_CRASH_AT="runs/a/seed-0/checkpoint.pt:2")  # whichever job starts first
+    assert killed.returncode == -9, killed.stderr
     ckpt = out / "tiny" / "runs" / "a" / "seed-1" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    line = assert_one_line_error(proc.returncode, proc.stderr,
-                                 str(ckpt), "damaged", "delete it")
+    rc, _, err = cli(*argv)
+    line = assert_one_line_error(rc, err, str(ckpt), "damaged", "delete it")
     assert "--force" in line
     with sqlite3.connect(out / "nnstudy.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     ckpt.unlink()  # the fix the message suggests
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    rc, _, err = cli(*argv)
+    assert rc == 0, err
     assert_store_ok(out)
 
 

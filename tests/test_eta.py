@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from studies import tiny_study
+from studies import run_cli, tiny_study
 
 from nnstudy.driver.clock import StudyClock, time_left
 from nnstudy.driver.end_costs import GRID_FIGURES, REPORT_WORK, RUN_FIGURES, end_costs, report_figures
@@ -129,11 +127,10 @@ def test_a_study_prints_an_estimate_that_is_not_zero_and_falls_to_its_end(tmp_pa
     several-fold from one epoch to the next, so no estimate can be held to the time that then follows)."""
     study = tmp_path / "eta.toml"
     study.write_text(tiny_study(epochs=40, variant_b="train.lr = 0.04"))
-    cmd = [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(tmp_path / "out"), "--cache-dir",
-           str(tmp_path / "cache"), "--executor", "local", "--no-stack-variants"]  # no terminal: epoch lines
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    left = [60 * int(m[1]) + int(m[2]) for m in re.finditer(r"epoch \d+/40:.*time left ~(\d+)m(\d+)s", proc.stderr)]
-    assert len(left) == 2 * 40, proc.stderr  # two jobs, one after the other
-    assert left[1] >= 1, proc.stderr  # 78 epochs to go, each with a checkpoint and probes: seconds, not zero
-    assert 1 <= left[-1] < left[1], proc.stderr  # the last epoch is in: the figures and report remain
+    rc, _, err = run_cli("run", study, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache",
+                         "--executor", "local", "--no-stack-variants")  # no terminal (captured): epoch lines
+    assert rc == 0, err
+    left = [60 * int(m[1]) + int(m[2]) for m in re.finditer(r"epoch \d+/40:.*time left ~(\d+)m(\d+)s", err)]
+    assert len(left) == 2 * 40, err  # two jobs, one after the other
+    assert left[1] >= 1, err  # 78 epochs to go, each with a checkpoint and probes: seconds, not zero
+    assert 1 <= left[-1] < left[1], err  # the last epoch is in: the figures and report remain

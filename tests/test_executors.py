@@ -8,23 +8,25 @@ from pathlib import Path
 import pytest
 
 from nnstudy.cli import main
-from studies import tiny_study
+from studies import run_args, run_cli, tiny_study
 
 STUDY = tiny_study(epochs=2, variant_b='model.activation = "tanh"')
 
 
-def _run(tmp_path, executor, capsys, out_name=None):
+def _run(tmp_path, executor, out_name=None):
     study = tmp_path / "tiny.toml"
     study.write_text(STUDY)
     out = tmp_path / (out_name or f"out-{executor}")
-    argv = ["run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--executor", executor]
-    if executor == "process":
-        argv += ["--workers", "2"]
-    assert main(argv) == 0
-    capsys.readouterr()
-    assert main(["show", "tiny", "--out", str(out), "--json"]) == 0
-    runs = json.loads(capsys.readouterr().out)["runs"]
-    return {(r["variant"], r["seed"]): r for r in runs}
+    workers = ["--workers", "2"] if executor == "process" else []
+    assert run_cli(*run_args(study, out, tmp_path / "cache", *workers, executor=executor)).rc == 0
+    return _shown(out)
+
+
+def _shown(out) -> dict:
+    """(variant, seed) -> the run as `nnstudy show --json` lists it."""
+    rc, shown, err = run_cli("show", "tiny", "--out", out, "--json")
+    assert rc == 0, err
+    return {(r["variant"], r["seed"]): r for r in json.loads(shown)["runs"]}
 
 
 def _same(a, b):
@@ -35,25 +37,19 @@ def _same(a, b):
             assert a[key][metric] == pytest.approx(b[key][metric], rel=1e-4, abs=1e-6), (key, metric)
 
 
-def test_process_pool_gives_the_local_results(tmp_path, capsys):
-    _same(_run(tmp_path, "local", capsys), _run(tmp_path, "process", capsys))
+def test_process_pool_gives_the_local_results(tmp_path):
+    _same(_run(tmp_path, "local"), _run(tmp_path, "process"))
 
 
-def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path, capsys):
+def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path):
     """Two learning rates form one stack of 4 runs; each of two workers gets one seed of each, numbers unchanged."""
     study = tmp_path / "tiny.toml"
     study.write_text(tiny_study(epochs=2, variant_b="train.lr = 0.1"))
-    common = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
-    assert main(["run", str(study), "--out", str(tmp_path / "one"), "--executor", "local", *common]) == 0
-    assert "training 1 job(s) on cpu with the local executor: a+b [4 runs]" in capsys.readouterr().err
-    assert main(["run", str(study), "--out", str(tmp_path / "two"), "--executor", "process", "--workers", "2",
-                 *common]) == 0
-    err = capsys.readouterr().err
-    assert "training 2 job(s)" in err and err.count("a+b [2 runs]") >= 2, err
-    shown = []
-    for out in ("one", "two"):
-        assert main(["show", "tiny", "--out", str(tmp_path / out), "--json"]) == 0
-        shown.append({(r["variant"], r["seed"]): r for r in json.loads(capsys.readouterr().out)["runs"]})
+    rc, _, err = run_cli(*run_args(study, tmp_path / "one", tmp_path / "cache"))
+    assert rc == 0 and "training 1 job(s) on cpu with the local executor: a+b [4 runs]" in err, err
+    rc, _, err = run_cli(*run_args(study, tmp_path / "two", tmp_path / "cache", "--workers", 2, executor="process"))
+    assert rc == 0 and "training 2 job(s)" in err and err.count("a+b [2 runs]") >= 2, err
+    shown = [_shown(tmp_path / out) for out in ("one", "two")]
     _same(*shown)
 
 
@@ -69,7 +65,7 @@ def test_ray_gives_the_local_results(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", str(temp))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     try:
-        _same(_run(tmp_path, "local", capsys), _run(tmp_path, "ray", capsys))
+        _same(_run(tmp_path, "local"), _run(tmp_path, "ray"))
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
@@ -97,13 +93,13 @@ def test_executor_is_reached_before_anything_is_written(tmp_path, capsys, monkey
 @pytest.mark.xdist_group("ray")
 def test_ray_task_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, capsys, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'nnstudy[ray]'")
-    local = _run(tmp_path, "local", capsys)
+    local = _run(tmp_path, "local")
     # Ray workers inherit this environment: the first worker to write its 3rd checkpoint is SIGKILLed.
     monkeypatch.setenv("NNSTUDY_CRASH_AT", "checkpoint.pt:3")
     monkeypatch.setenv("NNSTUDY_CRASH_ONCE", str(tmp_path / "crashed"))
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        retried = _run(tmp_path, "ray", capsys, out_name="out-ray-crash")
+        retried = _run(tmp_path, "ray", out_name="out-ray-crash")
     finally:
         ray.shutdown()
     assert (tmp_path / "crashed").exists(), "the hook must have killed a Ray worker"

@@ -7,8 +7,8 @@ import json
 import sqlite3
 
 import pytest
+from studies import run_cli
 
-from nnstudy.cli import main
 from nnstudy.config import load_study, parse_study
 from nnstudy.errors import UserError
 
@@ -39,15 +39,8 @@ def write(tmp_path, text: str, name: str = "g.toml"):
     return path
 
 
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
-def one_line(capsys, *argv) -> str:
-    rc, _, err = cli(capsys, *argv)
+def one_line(*argv) -> str:
+    rc, _, err = run_cli(*argv)
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("nnstudy: error: ") and "Traceback" not in err, err
     return lines[0]
@@ -128,9 +121,9 @@ def test_a_comma_list_makes_extends_or_replaces_a_grid(tmp_path):
     assert list(lists.variants) == ["hidden8", "hidden16x8"]
 
 
-def test_init_writes_the_overrides_in(tmp_path, capsys):
+def test_init_writes_the_overrides_in(tmp_path):
     target = tmp_path / "q.toml"
-    rc, _, err = cli(capsys, "init", "quickstart", target, "train.epochs=3", "model.dropout=0.1,0.2")
+    rc, _, err = run_cli("init", "quickstart", target, "train.epochs=3", "model.dropout=0.1,0.2")
     assert rc == 0, err
     study = load_study(str(target))
     assert study.overrides == ["train.epochs=3", "model.dropout=0.1,0.2"]
@@ -162,19 +155,19 @@ BAD_FILE_GRIDS = [
 
 
 @pytest.mark.parametrize("grid, message", BAD_FILE_GRIDS)
-def test_bad_grid_in_a_file_is_one_line(tmp_path, capsys, grid, message):
+def test_bad_grid_in_a_file_is_one_line(tmp_path, grid, message):
     path = write(tmp_path, BASE + "[grid]\n" + grid + "\n")
-    line = one_line(capsys, "run", path, "--out", tmp_path / "out")
+    line = one_line("run", path, "--out", tmp_path / "out")
     assert message in line, line
     assert not (tmp_path / "out" / "nnstudy.db").exists()  # nothing written
 
 
-def test_two_cells_with_one_name_and_a_cell_named_like_a_variant(tmp_path, capsys):
+def test_two_cells_with_one_name_and_a_cell_named_like_a_variant(tmp_path):
     out = tmp_path / "out"
     path = write(tmp_path, BASE + '[grid]\n"model.args" = [{a = "x y"}, {a = "x_y"}]\n')
-    assert "two cells are named" in one_line(capsys, "run", path, "--out", out)
+    assert "two cells are named" in one_line("run", path, "--out", out)
     path = write(tmp_path, BASE + '[variants.relu]\n[grid]\n"model.activation" = ["relu", "tanh"]\n')
-    assert "name of a variant written by hand" in one_line(capsys, "run", path, "--out", out)
+    assert "name of a variant written by hand" in one_line("run", path, "--out", out)
     assert not out.exists()
 
 
@@ -200,11 +193,11 @@ BAD_OVERRIDES = [
 
 
 @pytest.mark.parametrize("settings, message", BAD_OVERRIDES)
-def test_bad_override_is_one_line_and_nothing_is_written(tmp_path, capsys, settings, message):
+def test_bad_override_is_one_line_and_nothing_is_written(tmp_path, settings, message):
     path = write(tmp_path, GRID if message == "is a grid setting" else
                  BASE + '[variants.a]\n[variants.b]\nmodel.norm = "batch"\n')
     out = tmp_path / "out"
-    line = one_line(capsys, "run", path, *settings, "--out", out)
+    line = one_line("run", path, *settings, "--out", out)
     if message is None:  # a word without '=' after STUDY: argparse's own one line
         assert "unrecognized arguments: noequals" in line
     else:
@@ -222,14 +215,14 @@ def _stored(out):
 
 
 @pytest.mark.slow  # two small studies trained in-process: about a minute on a busy 2-core machine
-def test_adding_a_grid_value_trains_only_the_new_cells(tmp_path, capsys):
+def test_adding_a_grid_value_trains_only_the_new_cells(tmp_path):
     path, out, cache = write(tmp_path, BASE), tmp_path / "out", tmp_path / "cache"
     args = ["run", path, "--out", out, "--cache-dir", cache, "--quiet", "--executor", "local", "--no-probes"]
-    rc, _, err = cli(capsys, *args, "model.activation=relu,sigmoid")
+    rc, _, err = run_cli(*args, "model.activation=relu,sigmoid")
     assert rc == 0, err
     first = _stored(out)
     assert sorted(first) == [("relu", 0), ("relu", 1), ("sigmoid", 0), ("sigmoid", 1)]
-    rc, _, err = cli(capsys, *args, "model.activation=relu,sigmoid,tanh")
+    rc, _, err = run_cli(*args, "model.activation=relu,sigmoid,tanh")
     assert rc == 0, err
     assert "6 runs; 4 already finished, 2 to train" in err
     second = _stored(out)
@@ -241,7 +234,7 @@ def test_adding_a_grid_value_trains_only_the_new_cells(tmp_path, capsys):
     assert spec["overrides"] == ["model.activation=relu,sigmoid,tanh"]
 
     # A bad override on a study with results: one line, and every stored run as it was.
-    assert "did you mean 'train.lr'" in one_line(capsys, *args, "model.activation=relu,sigmoid", "train.lrr=1")
+    assert "did you mean 'train.lr'" in one_line(*args, "model.activation=relu,sigmoid", "train.lrr=1")
     assert _stored(out) == second
 
     # Exports carry each cell's coordinates as a param (MLflow) and an hparam (TensorBoard).
@@ -252,7 +245,7 @@ def test_adding_a_grid_value_trains_only_the_new_cells(tmp_path, capsys):
 
     params = {r.name: r.params for r in load_study_export(out, "g").runs}
     assert params["tanh/seed-1"]["grid.model.activation"] == "tanh"
-    rc, _, err = cli(capsys, "export", "g", "--to", "tensorboard", tmp_path / "tb", "--out", out)
+    rc, _, err = run_cli("export", "g", "--to", "tensorboard", tmp_path / "tb", "--out", out)
     assert rc == 0, err
     acc = EventAccumulator(str(tmp_path / "tb" / "g" / "sigmoid" / "seed-0"))
     acc.Reload()

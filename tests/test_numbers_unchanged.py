@@ -32,8 +32,7 @@ from pathlib import Path
 import pytest
 
 import nnstudy
-from nnstudy.cli import main
-from studies import digits_cnn
+from studies import digits_cnn, run_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "numbers_before.json"
 RECORD = os.environ.get("NNSTUDY_RECORD_NUMBERS") == "1"
@@ -73,15 +72,14 @@ train.loss = "mse"
 _SETTINGS = ("device", "precision", "compile", "vectorized", "stacked_with", "not_stacked")
 
 
-def _train(tmp_path, name: str, capsys) -> dict:
+def _train(tmp_path, name: str) -> dict:
     variants, flags = STUDIES[name]
     study = tmp_path / f"{name}.toml"
     study.write_text(digits_cnn(name, variants))
     out = tmp_path / "out"
-    capsys.readouterr()
-    assert main(["run", str(study), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet",
-                 "--device", "cpu", *flags]) == 0
-    log = capsys.readouterr().err
+    rc, _, log = run_cli("run", study, "--out", out, "--cache-dir", tmp_path / "cache", "--quiet", "--device", "cpu",
+                         *flags)
+    assert rc == 0, log
     jobs = sorted(re.findall(r"\b([\w+-]+ \[(?:\d+ runs|seed [\d,]+)\])", log.split(" executor", 1)[1].split("\n")[0]))
     results = nnstudy.open_results(name, out).study
     runs = {}
@@ -125,8 +123,8 @@ def _equal(a, b, exact: bool, where: str = "") -> None:
 
 
 @pytest.mark.parametrize("name", sorted(STUDIES))
-def test_stored_numbers_equal_those_before_the_redesign(tmp_path, capsys, name, machine):
-    got = _train(tmp_path, name, capsys)
+def test_stored_numbers_equal_those_before_the_redesign(tmp_path, name, machine):
+    got = _train(tmp_path, name)
     if RECORD:
         fixture = json.loads(FIXTURE.read_text()) if FIXTURE.exists() else {}
         fixture.update({"machine": machine, name: got})

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from studies import tiny_study
+from studies import CliResult, run_args, run_cli, tiny_study
 
 TINY = tiny_study(epochs=4, report_epochs=[2])
 
 
 def command(study: Path, out: Path, cache: Path, executor: str = "local") -> list[str]:
-    return [sys.executable, "-m", "nnstudy", "run", str(study), "--out", str(out), "--cache-dir", str(cache),
-            "--quiet", "--executor", executor]
+    """The study's `nnstudy run` as a process (the tests that kill it)."""
+    return [sys.executable, "-m", "nnstudy", *run_args(study, out, cache, executor=executor)]
 
 
 def results(out: Path) -> dict:
@@ -50,12 +50,11 @@ def check_like_clean(out: Path, clean: dict) -> None:
         assert status == "done", key
         assert epochs == clean[key][1], f"{key}: resumed metrics differ from the uninterrupted run"
         assert preds == clean[key][2], key
-    show = subprocess.run([sys.executable, "-m", "nnstudy", "show", "tiny", "--out", str(out), "--json"],
-                          capture_output=True, text=True, timeout=60)
-    assert show.returncode == 0, show.stderr
-    listed = [(r["variant"], r["seed"]) for r in json.loads(show.stdout)["runs"]]
+    show = run_cli("show", "tiny", "--out", out, "--json")
+    assert show.rc == 0, show.err
+    listed = [(r["variant"], r["seed"]) for r in json.loads(show.out)["runs"]]
     assert sorted(listed) == sorted(clean)  # each (variant, seed) exactly once
-    assert all(r["status"] == "done" for r in json.loads(show.stdout)["runs"])
+    assert all(r["status"] == "done" for r in json.loads(show.out)["runs"])
     assert not list(out.rglob("*.tmp")), "temp files of cut-short writes are cleaned up on resume"
     assert (out / "tiny" / "report.html").is_file()
 
@@ -66,8 +65,8 @@ def setup(tmp_path_factory):
     study = root / "tiny.toml"
     study.write_text(TINY)
     cache = root / "cache"
-    proc = subprocess.run(command(study, root / "clean", cache), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    rc, _, err = run_cli(*run_args(study, root / "clean", cache))
+    assert rc == 0, err
     return study, cache, results(root / "clean")
 
 
@@ -156,7 +155,7 @@ def test_sigkill_process_executor_mid_epoch_then_resume(setup, tmp_path):
     check_like_clean(out, clean)
 
 
-def run_cli(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+def run_hooked(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
     """Run nnstudy with extra environment (the crash hooks); a crash it survives never shows a traceback."""
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -168,7 +167,7 @@ def test_a_worker_killed_alone_is_retried_from_its_checkpoint(setup, tmp_path):
     """The OS kills one worker (as the OOM killer would): its runs continue in a fresh pool, nothing is lost."""
     study, cache, clean = setup
     out = tmp_path / "out"
-    proc = run_cli(command(study, out, cache, executor="process"),
+    proc = run_hooked(command(study, out, cache, executor="process"),
                    NNSTUDY_CRASH_AT="checkpoint.pt:3", NNSTUDY_CRASH_ONCE=str(tmp_path / "crashed"))
     assert (tmp_path / "crashed").exists(), "the hook must have killed a worker"
     assert proc.returncode == 0, proc.stderr
@@ -182,7 +181,7 @@ def test_runs_whose_worker_dies_twice_are_failed_then_retried(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
     cmd = command(study, out, cache, executor="process")
-    proc = run_cli(cmd, NNSTUDY_CRASH_AT="checkpoint.pt:3")
+    proc = run_hooked(cmd, NNSTUDY_CRASH_AT="checkpoint.pt:3")
     assert proc.returncode == 1, proc.stderr
     assert "worker process died twice" in proc.stderr, proc.stderr
     with sqlite3.connect(out / "nnstudy.db") as conn:
@@ -190,7 +189,7 @@ def test_runs_whose_worker_dies_twice_are_failed_then_retried(setup, tmp_path):
         errors = [e for (e,) in conn.execute("SELECT error FROM runs WHERE status='failed'")]
     assert errors and all("died twice" in e for e in errors)
     for extra in (["--retry-failed"], []):  # failed runs resume from their checkpoints; any never started run too
-        proc = run_cli(cmd + extra)
+        proc = run_hooked(cmd + extra)
         assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
 
@@ -201,11 +200,11 @@ def test_workers_that_die_on_start_up_stop_the_study_with_one_line(setup, tmp_pa
     study, cache, clean = setup
     out = tmp_path / "out"
     cmd = command(study, out, cache, executor="process")
-    proc = run_cli(cmd, NNSTUDY_CRASH_AT="job-start:1")
+    proc = run_hooked(cmd, NNSTUDY_CRASH_AT="job-start:1")
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("nnstudy: error:")]
     assert len(errors) == 1 and "die before they start any run" in errors[0], proc.stderr
-    proc = run_cli(cmd)
+    proc = run_hooked(cmd)
     assert proc.returncode == 0, proc.stderr
     check_like_clean(out, clean)
 
@@ -215,7 +214,7 @@ def test_a_worker_death_blames_only_its_own_job(setup, tmp_path):
     """Variant b's worker is killed; variant a's job, in flight beside it, goes on without a retry or a strike."""
     study, cache, clean = setup
     out = tmp_path / "out"
-    proc = run_cli(command(study, out, cache, executor="process") + ["--workers", "2"],
+    proc = run_hooked(command(study, out, cache, executor="process") + ["--workers", "2"],
                    NNSTUDY_CRASH_AT="runs/b/seed-0/checkpoint.pt:2", NNSTUDY_CRASH_ONCE=str(tmp_path / "crashed"))
     assert proc.returncode == 0, proc.stderr
     assert "runs/b/seed-0/checkpoint.pt" in (tmp_path / "crashed").read_text()
@@ -226,6 +225,13 @@ def test_a_worker_death_blames_only_its_own_job(setup, tmp_path):
     check_like_clean(out, clean)
 
 
+def run_clean(*argv) -> CliResult:
+    """`nnstudy ARGV` in this process (nothing here is killed); a crash it survives never shows a traceback."""
+    result = run_cli(*argv)
+    assert "Traceback" not in result.err, result.err
+    return result
+
+
 def _without_variant_b(text: str) -> str:
     return text.split("[variants.b]")[0]
 
@@ -233,27 +239,27 @@ def _without_variant_b(text: str) -> str:
 def test_a_variant_removed_then_put_back_is_restored_with_its_metrics(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
-    cmd = command(study, out, cache)
-    assert run_cli(cmd).returncode == 0
+    cmd = run_args(study, out, cache)
+    assert run_clean(*cmd).rc == 0
     full = study.read_text()
     short = tmp_path / "tiny.toml"
     short.write_text(_without_variant_b(full))
-    assert run_cli(command(short, out, cache)).returncode == 0
+    assert run_clean(*run_args(short, out, cache)).rc == 0
     short.write_text(full)
-    proc = run_cli(command(short, out, cache))
-    assert proc.returncode == 0, proc.stderr
-    assert "b seed 0: not in the store, but its run folder holds its checkpoint" in proc.stderr
-    assert "b seed 0: done" in proc.stderr and "restored all 4 epochs from its checkpoint, none retrained" in proc.stderr
+    proc = run_clean(*run_args(short, out, cache))
+    assert proc.rc == 0, proc.err
+    assert "b seed 0: not in the store, but its run folder holds its checkpoint" in proc.err
+    assert "b seed 0: done" in proc.err and "restored all 4 epochs from its checkpoint, none retrained" in proc.err
     check_like_clean(out, clean)
 
     # Put back with another config: the old folder must not be resumed, the run trains afresh.
     short.write_text(_without_variant_b(full))
-    assert run_cli(command(short, out, cache)).returncode == 0
+    assert run_clean(*run_args(short, out, cache)).rc == 0
     short.write_text(full.replace("model.hidden = [24]", "model.hidden = [20]"))
-    proc = run_cli(command(short, out, cache))
-    assert proc.returncode == 0, proc.stderr
-    assert "b seed 1: its run folder held another config's results; retraining from scratch" in proc.stderr
-    assert "b seed 1: done" in proc.stderr and "4 epochs trained" in proc.stderr
+    proc = run_clean(*run_args(short, out, cache))
+    assert proc.rc == 0, proc.err
+    assert "b seed 1: its run folder held another config's results; retraining from scratch" in proc.err
+    assert "b seed 1: done" in proc.err and "4 epochs trained" in proc.err
     got = results(out)
     assert got[("a", 0)] == clean[("a", 0)]
     assert got[("b", 0)][0] == "done" and len(got[("b", 0)][1]) == 4 and got[("b", 0)][1] != clean[("b", 0)][1]
@@ -262,27 +268,27 @@ def test_a_variant_removed_then_put_back_is_restored_with_its_metrics(setup, tmp
 def test_a_deleted_store_is_rebuilt_from_the_run_folders(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
-    cmd = command(study, out, cache)
-    assert run_cli(cmd).returncode == 0
+    cmd = run_args(study, out, cache)
+    assert run_clean(*cmd).rc == 0
     for f in out.glob("nnstudy.db*"):
         f.unlink()
-    proc = run_cli(cmd)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.count("none retrained") == 4, proc.stderr
+    proc = run_clean(*cmd)
+    assert proc.rc == 0, proc.err
+    assert proc.err.count("none retrained") == 4, proc.err
     check_like_clean(out, clean)
 
 
 def test_a_done_run_without_its_metrics_is_reopened(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
-    cmd = command(study, out, cache)
-    assert run_cli(cmd).returncode == 0
+    cmd = run_args(study, out, cache)
+    assert run_clean(*cmd).rc == 0
     with sqlite3.connect(out / "nnstudy.db") as conn:
         (rid,) = conn.execute("SELECT id FROM runs WHERE variant='a' AND seed=1").fetchone()
         conn.execute("DELETE FROM epochs WHERE run=?", (rid,))
     (out / "tiny" / "runs" / "b" / "seed-0" / "predictions.npy").unlink()
-    proc = run_cli(cmd)
-    assert proc.returncode == 0, proc.stderr
-    assert "a seed 1: marked done but its record is incomplete; restoring it from its checkpoint" in proc.stderr
-    assert "b seed 0: marked done but its record is incomplete" in proc.stderr
+    proc = run_clean(*cmd)
+    assert proc.rc == 0, proc.err
+    assert "a seed 1: marked done but its record is incomplete; restoring it from its checkpoint" in proc.err
+    assert "b seed 0: marked done but its record is incomplete" in proc.err
     check_like_clean(out, clean)

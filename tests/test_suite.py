@@ -37,10 +37,11 @@ def _stored(out: Path) -> dict:
                 for rid, s, v, seed, h in rows}
 
 
-def _options(tmp_path: Path, out: str, log, progress: bool = False) -> dict:
-    """Two worker processes; `progress`: epoch lines in the log (no bars: it is no terminal)."""
-    return {"out": tmp_path / out, "cache_dir": tmp_path / "cache", "executor": "process", "workers": 2,
-            "progress": progress, "log": log}
+def _options(tmp_path: Path, out: str, log, progress: bool = False, workers: int = 2) -> dict:
+    """`workers` worker processes (0: trained in this process); `progress`: epoch lines in the log (no bars: it is
+    no terminal)."""
+    pool = {"executor": "process", "workers": workers} if workers else {"executor": "local"}
+    return {"out": tmp_path / out, "cache_dir": tmp_path / "cache", "progress": progress, "log": log, **pool}
 
 
 def test_a_suite_gives_each_study_the_numbers_of_the_study_run_alone(tmp_path):
@@ -60,19 +61,20 @@ def test_a_suite_gives_each_study_the_numbers_of_the_study_run_alone(tmp_path):
 
 
 def test_a_rerun_trains_only_what_is_missing(tmp_path):
+    """What is trained again does not depend on where: trained in this process, no worker start-up."""
     suite_file = _studies(tmp_path)
     first = io.StringIO()
-    nnstudy.load_study(tmp_path / "small.toml").run(**_options(tmp_path, "out", first))  # part of the suite, done
+    nnstudy.load_study(tmp_path / "small.toml").run(**_options(tmp_path, "out", first, workers=0))  # part of the suite
     before = _stored(tmp_path / "out")
     log = io.StringIO()
-    nnstudy.load_suite(suite_file).run(**_options(tmp_path, "out", log))
+    nnstudy.load_suite(suite_file).run(**_options(tmp_path, "out", log, workers=0))
     text = log.getvalue()
     assert "small: 4 runs; 4 already finished, 0 to train" in text
     assert "large: 4 runs; 0 already finished, 4 to train" in text
     after = _stored(tmp_path / "out")
     assert {k: v for k, v in after.items() if k[0] == "small"} == before
     again = io.StringIO()
-    nnstudy.load_suite(suite_file).run(**_options(tmp_path, "out", again))
+    nnstudy.load_suite(suite_file).run(**_options(tmp_path, "out", again, workers=0))
     assert "training" not in again.getvalue() and _stored(tmp_path / "out") == after
 
 

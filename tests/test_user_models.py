@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from studies import run_args, run_cli, run_process
 from torch import nn
 
 import nnstudy
@@ -209,15 +207,14 @@ def item_net(input_shape, n_classes):
     (('factory = "user_code:quadrants"', 'factory = "user_code"'), "dataset.factory"),
     (('kind = "python"', 'kind = "pyhton"'), "did you mean 'python'"),
 ])
-def test_bad_references_are_one_line_with_exit_status_2(user_dir, edit, message):
+def test_bad_references_are_one_line_with_exit_status_2(user_dir, edit, message, cli, monkeypatch):
     (user_dir / "study.toml").write_text(STUDY.replace(*edit))
     out = user_dir / "out"
-    proc = subprocess.run([sys.executable, "-m", "nnstudy", "run", str(user_dir / "study.toml"), "--out", str(out),
-                           "--cache-dir", str(user_dir / "cache"), "--quiet"], capture_output=True, text=True,
-                          timeout=120, cwd=user_dir.parent)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("nnstudy: error:") and message in lines[0], proc.stderr
+    monkeypatch.chdir(user_dir.parent)  # the user's module is found beside the study file, not in the working folder
+    rc, _, err = cli("run", user_dir / "study.toml", "--out", out, "--cache-dir", user_dir / "cache", "--quiet")
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nnstudy: error:") and message in lines[0], err
     assert not (out / "nnstudy.db").exists()
 
 
@@ -275,21 +272,20 @@ def test_a_pooling_added_in_one_place_is_valid_built_and_stacked(user_dir):
         POOLINGS._entries.pop("max-of-3")
 
 
+@pytest.mark.slow  # kills a process
 def test_torchvision_resnet18_study_stacks_resumes_after_a_kill_and_reports(user_dir):
     """torchvision's resnet18 against the same net without BatchNorm, on small 16x16 RGB images."""
     study = STUDY.replace('kind = "python"\nfactory = "user_code:tiny_resnet"\nargs = {width = 8}',
                           'kind = "torchvision"\nname = "resnet18"')
     study = study.replace('factory = "user_code:quadrants"', 'factory = "user_code:quadrants"\nargs = {n_train = 32, n_test = 16}')
     (user_dir / "study.toml").write_text(study)
-    cmd = [sys.executable, "-m", "nnstudy", "run", str(user_dir / "study.toml"), "--cache-dir", str(user_dir / "cache"),
-           "--quiet", "--executor", "local"]
-    clean = subprocess.run(cmd + ["--out", str(user_dir / "clean")], capture_output=True, text=True, timeout=600)
-    assert clean.returncode == 0, clean.stderr
-    killed = subprocess.run(cmd + ["--out", str(user_dir / "out")], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "NNSTUDY_CRASH_AT": "checkpoint.pt:3"})
+    clean = run_cli(*run_args(user_dir / "study.toml", user_dir / "clean", user_dir / "cache"))
+    assert clean.rc == 0, clean.err
+    killed = run_process(*run_args(user_dir / "study.toml", user_dir / "out", user_dir / "cache"), timeout=600,
+                         NNSTUDY_CRASH_AT="checkpoint.pt:3")
     assert killed.returncode == -signal.SIGKILL
-    resumed = subprocess.run(cmd + ["--out", str(user_dir / "out")], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = run_cli(*run_args(user_dir / "study.toml", user_dir / "out", user_dir / "cache"))
+    assert resumed.rc == 0, resumed.err
     a, b = (nnstudy.open_results("user", user_dir / d).runs().set_index(["variant", "seed"]) for d in ("clean", "out"))
     assert (a["status"] == "done").all() and a["vectorized"].all()
     assert (a["test_loss"] == b["test_loss"]).all() and (a["test_acc"] == b["test_acc"]).all()
