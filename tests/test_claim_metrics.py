@@ -135,6 +135,12 @@ def test_punishment_ratios_do_not_depend_on_the_loss_scale_and_come_out_either_w
     for key in mean:
         assert mean[key] == pytest.approx(summed[key], rel=1e-6)  # mean or sum over classes: the same ratio
     assert math.isnan(punishment(logits[[0, 2]], y[[0, 2]], ce)["misclass_grad_ratio"])  # no mistakes: no ratio
+    # The gradient ratio either way, by hand: d(CE)/dz = softmax - one-hot, d(MSE summed)/dz = 2 (z - one-hot).
+    ce_norms = (logits.softmax(1) - F.one_hot(y, 2)).norm(dim=1)
+    assert punishment(logits, y, ce)["misclass_grad_ratio"] == pytest.approx(
+        float(ce_norms[1] / ce_norms[[0, 2]].mean()), rel=1e-5)
+    assert summed["misclass_grad_ratio"] == pytest.approx(math.sqrt(2) / ((3 + 2) / 2), rel=1e-6)  # |(-1, 1)| / mean(3, 2)
+    assert summed["misclass_grad_ratio"] < 1 < punishment(logits, y, ce)["misclass_grad_ratio"]
 
 
 # ---------------------------------------------------------------- shapes of the architecture
@@ -148,6 +154,12 @@ def test_feature_map_depth_and_area_with_and_without_pooling(digits):
         m(torch.zeros(1, 1, 8, 8))
     a, b = _prober(pooled, digits).cost(), _prober(plain, digits).cost()
     assert (a["feature_depth"], a["feature_area"]) == (6, 16) and (b["feature_depth"], b["feature_area"]) == (6, 64)
+    # Parameters by hand: the convolutions are the same (4*9+4, 6*4*9+6); the classifier sees 6*4*4 or 6*8*8 inputs.
+    assert (a["params"], b["params"]) == (40 + 222 + 96 * 10 + 10, 40 + 222 + 384 * 10 + 10)
+    assert a["flops_per_image"] < b["flops_per_image"]  # the second convolution and the classifier see a quarter
+    redrawn = conv(nn.MaxPool2d(2))
+    redrawn(torch.zeros(1, 1, 8, 8))
+    assert _prober(redrawn, digits).cost() == a  # other weights, the same architecture: the same facts
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     assert "feature_area" not in _prober(mlp, digits).cost()
     assert _value("feature_area", _run({0: a}), 5) == 16
@@ -162,6 +174,20 @@ def test_generalization_gaps_either_way():
     assert _value("generalization_gap", over) == pytest.approx(0.09) and _value("loss_gap", over) == pytest.approx(0.35)
     assert _value("generalization_gap", under) == pytest.approx(-0.05) and _value("loss_gap", under) == pytest.approx(-0.2)
     assert math.isnan(_value("loss_gap", over, epoch=2))
+
+
+def test_history_metrics_read_their_epoch_and_epochs_to_acc_moves_with_the_speed_of_learning():
+    def learner(accs):  # EpochRow(epoch, train_loss, train_acc, test_loss, test_acc, lr, seconds)
+        return _run(history=[EpochRow(e, 1 / e, a + 0.02, 2 / e, a, 0.1, 1.0) for e, a in enumerate(accs, 1)])
+
+    fast, slow, never = learner([0.5, 0.92, 0.95]), learner([0.3, 0.6, 0.91]), learner([0.2, 0.3, 0.4])
+    assert (_value("test_acc", fast, 2), _value("train_acc", fast, 2)) == (0.92, pytest.approx(0.94))
+    assert (_value("train_loss", slow, 2), _value("test_loss", slow, 2)) == (0.5, 1.0)
+    assert _value("test_acc", slow, 2) < _value("test_acc", fast, 2)  # the same epoch, the slower learner lower
+    assert math.isnan(_value("test_acc", fast, 4))  # an epoch the run never reached
+    assert [_value("epochs_to_acc", r, 3, threshold=0.9) for r in (fast, slow, never)] == [2.0, 3.0, 4.0]
+    assert _value("epochs_to_acc", fast, 3, threshold=0.9) == _value("epochs_to_acc", learner([0.1, 0.9, 0.2]), 3,
+                                                                      threshold=0.9)  # only the first crossing counts
 
 
 # ---------------------------------------------------------------- per-class behaviour from the predictions
@@ -297,10 +323,18 @@ def test_backward_signal_slope_moves_with_a_common_weight_scale_where_the_gradie
     assert slope[0.001] == pytest.approx(slope[0.01] - math.log(10), abs=0.05)
     assert slope[0.001] < slope[0.01] < slope[0.1] < slope[1.0]
     assert slope[0.001] < slope[None] < slope[1.0]  # too small below the default, too large above
+    # The first layer's gradient does see the scale: s^(L-1) = s^2 here while the outputs are small enough for the
+    # softmax to stay near uniform (a hundredfold per tenfold step), and it keeps growing beyond.
+    first = {std: _value("first_layer_grad_norm", _run({0: p}), 0) for std, p in probes.items()}
+    assert first[0.01] / first[0.001] == pytest.approx(100, rel=0.05)
+    assert first[0.01] < first[0.1] < first[1.0]
     # Without a scale change it stays put: another draw at the same scale moves it far less than a tenfold scale.
     other = _value("backward_signal_slope", _run({0: prober.measure(_scaled_mlp(0.01, seed=1).state_dict(),
                                                                     shifts=False)}), 0)
     assert abs(other - slope[0.01]) < 0.5 * math.log(10)
+    other_first = _value("first_layer_grad_norm", _run({0: prober.measure(_scaled_mlp(0.01, seed=1).state_dict(),
+                                                                         shifts=False)}), 0)
+    assert 1 / 10 < other_first / first[0.01] < 10
 
 
 def test_backward_signal_slope_is_nan_where_layers_do_not_pair_up():
