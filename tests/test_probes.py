@@ -136,3 +136,60 @@ def test_probes_are_the_same_stacked_or_alone_and_never_change_the_numbers(digit
         for key, value in values.items():
             if key != "step_ms":
                 assert stacked.states[1].probes[epoch][key] == pytest.approx(value, rel=1e-3, abs=1e-5), (epoch, key)
+
+
+# ---------------------------------------------------------------- claim metrics on networks with and without the effect
+
+
+def _metric(name: str, probes: dict) -> float:
+    """A claim metric (stats/claim_metrics.py) read from one measurement, as a run's epoch-0 probes."""
+    from nnstudy.registry import CLAIM_METRICS
+    from nnstudy.stats import claims  # noqa: F401  (registers the metrics)
+    from nnstudy.store.results import RunResult
+
+    run = RunResult("r", "v", 0, "done", {})
+    run.probes, run.history, run.predictions = {0: probes}, [], {}
+    return CLAIM_METRICS.get(name)(run, 0, {"metric": name}, "", None)
+
+
+def _relu_mlp(std, seed: int) -> nn.Module:
+    """A ReLU MLP 64-32-32-10, zero biases, normal weights of std `std(fan_in)`."""
+    torch.manual_seed(seed)
+    model = _mlp([64, 32, 32, 10])
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std(m.in_features))
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def test_activation_variance_stays_level_under_he_scaling_and_moves_with_any_other_scale(digits):
+    prober, _ = _prober(_relu_mlp(lambda n: 0.1, 0), digits)
+    he, small, large = ([_metric("act_var_log_ratio", prober.measure(_relu_mlp(std, seed).state_dict(), shifts=False))
+                         for seed in range(3)]
+                        for std in (lambda n: math.sqrt(2 / n), lambda n: 0.01, lambda n: 1.0))
+    assert all(abs(v) < 0.3 for v in he)  # He's factor 2/n keeps a ReLU layer's variance: equal, whatever the draw
+    # One layer on, the variance is multiplied by n * std^2 / 2 (n = 32 inputs): 0.0016 or 16.
+    assert small == pytest.approx([math.log(32 * 0.01 ** 2 / 2)] * 3, abs=0.3)
+    assert large == pytest.approx([math.log(32 * 1.0 / 2)] * 3, abs=0.3)
+    imbalance = _metric("act_var_imbalance", prober.measure(_relu_mlp(lambda n: 0.01, 0).state_dict(), shifts=False))
+    assert imbalance == pytest.approx(-small[0])  # either way away from equal counts as imbalance
+
+
+def test_sigmoid_driven_into_its_tails_saturates_and_starves_the_first_layer_of_gradient(digits):
+    def sigmoid_mlp(seed: int, drive: float) -> nn.Module:
+        torch.manual_seed(seed)
+        model = _mlp([64, 32, 32, 10], act=nn.Sigmoid)
+        with torch.no_grad():
+            model[1].weight.mul_(drive)  # large first-layer inputs: the first sigmoid layer sits in its tails
+        return model
+
+    prober, _ = _prober(sigmoid_mlp(0, 1.0), digits)
+    calm, driven = ([prober.measure(sigmoid_mlp(seed, drive).state_dict(), shifts=False) for seed in range(3)]
+                    for drive in (1.0, 30.0))
+    assert all(_metric("saturated_fraction", p) == 0.0 for p in calm)
+    assert all(_metric("saturated_fraction", p) > 0.3 for p in driven)
+    # Saturation gates the first layer's gradient through sigmoid's near-zero slope; the last layer's is untouched.
+    calm_ratio, driven_ratio = ([_metric("grad_norm_ratio", p) for p in ps] for ps in (calm, driven))
+    assert max(driven_ratio) < min(calm_ratio) / 2
+    assert max(calm_ratio) < 3 * min(calm_ratio)  # without saturation, other draws stay within a small factor
