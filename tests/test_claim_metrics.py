@@ -208,6 +208,7 @@ def test_class_metrics_on_a_hand_made_confusion():
              + [(3, 2)] * 2)
     run, study = _class_study(pairs)
     assert _value("class_recall@cat", run, 5, study) == pytest.approx(0.6)
+    assert _value("class_recall@deer", run, 5, study) == pytest.approx(0.9)  # a class recognised better reads higher
     mean_recall = (0.6 + 0.7 + 0.9 + 0.8) / 4
     assert _value("class_recall_vs_mean@cat", run, 5, study) == pytest.approx(0.6 - mean_recall)  # below: poorly
     assert _value("class_recall_vs_mean@deer", run, 5, study) == pytest.approx(0.9 - mean_recall)  # above
