@@ -156,7 +156,7 @@ def test_the_study_s_statistical_claims_are_one_holm_family():
     assert [c.p_holm for c in checked] == pytest.approx(holm(raw))
     for c in checked:
         assert (c.verdict == SUPPORTED) == (c.p_holm < 0.05)
-        assert f"Holm-adjusted over the study's claims p" in c.evidence
+        assert "Holm-adjusted over the study's claims p" in c.evidence
     # At least one claim is significant alone but not after the correction: the family changes its verdict.
     assert [c.verdict for c in checked] == [SUPPORTED, NOT_SHOWN, NOT_SHOWN]
     assert checked[1].p_value < 0.05 and checked[2].p_value < 0.05  # each alone would have been "supported"

@@ -15,7 +15,6 @@ from torch import nn
 
 import nnstudy
 from nnstudy.config import RunConfig
-from nnstudy.errors import UserError
 from nnstudy.registry import ACTIVATIONS, INITS, LOSSES, NORMS, OPTIMIZERS, POOLINGS, SCHEDULES
 from nnstudy.training import GroupTrainer, TrainOptions
 
