@@ -211,3 +211,21 @@ def test_progress_bars_only_for_a_watcher(monkeypatch, capsys):
     terminal = SimpleNamespace(get_ipython=lambda: SimpleNamespace(config={"TerminalIPythonApp": {}}))
     monkeypatch.setitem(sys.modules, "IPython", terminal)
     assert not progress.in_notebook()
+
+
+def test_a_claims_reading_and_rationale_reach_its_row_and_the_markdown_report(study):
+    claim = SimpleNamespace(text="Wider is better.", source="lab notes", verdict="supported", evidence="n=3 seeds",
+                            reading="better as higher test accuracy", rationale="0.5 pp: the smallest gain worth it")
+    row = findings(study, comparisons=[], claims=[claim])[0]
+    assert (row["reading"], row["rationale"]) == (claim.reading, claim.rationale)
+    bare = findings(study, comparisons=[], claims=[SimpleNamespace(text="x", source="y", verdict="supported",
+                                                                    evidence="n=3 seeds")])[0]
+    assert (bare["reading"], bare["rationale"]) == ("", "")
+    study.claims = [{"text": "A wider network is more accurate.", "source": "coursework", "metric": "test_acc",
+                     "variant": "wide", "baseline": "base", "direction": "greater",
+                     "rationale": "no threshold: the direction alone"}]
+    try:
+        md = build_report(study)["md"].read_text()
+    finally:
+        study.claims = []
+    assert "(why this value: no threshold: the direction alone)" in md

@@ -38,7 +38,8 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
     plain 95% CI where Holm's method changed nothing), test (the test that decided), verdict, tone ("good", "bad", "diverged" or
     "neutral": how to colour it), detail (the sentence or the evidence),
     warning (a comparison's few-seeds warning, or None), source, and section
-    and anchor (the report section with the details).
+    and anchor (the report section with the details); a claim's row also has its reading and rationale (why
+    its threshold or tolerance is what it is).
     """
     rows = Findings()
     final = results.report_epochs[-1] if results.report_epochs else None
@@ -63,6 +64,7 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
             "kind": "claim", "finding": claim.text, "variant": None, "metric": None, "epoch": None,
             "difference": "", "interval": "", "test": getattr(claim, "test", ""), "verdict": claim.verdict, "tone": claim_tone(claim.verdict),
             "detail": claim.evidence, "warning": None, "source": claim.source, "section": title, "anchor": anchor,
+            "reading": getattr(claim, "reading", ""), "rationale": getattr(claim, "rationale", ""),
             **claim_record(claim),
         })
     return rows
