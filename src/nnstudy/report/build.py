@@ -21,7 +21,7 @@ from nnstudy.store.results import StudyResults
 
 from . import context as ctx
 from .figures import confusion_figure, difference_figure, save_png, study_curves_figure
-from .findings import few_seeds_note, findings
+from .findings import checked_claims, few_seeds_note, findings
 from .index import write_index
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -86,8 +86,9 @@ def build_report(results: StudyResults) -> dict[str, Path]:
             section["figure"] = _figure(save_png(fig, fig_dir / name), out, title)
         section["anchor"] = f"variant-{i}"
 
-    _keep_first_verdicts(results)
-    finding_rows = findings(results, comparisons)
+    claims = checked_claims(results)  # judged once: for the store's first verdicts and for the findings
+    _keep_first_verdicts(results, claims)
+    finding_rows = findings(results, comparisons, claims)
     page = {
         "header": ctx.header(results),
         "findings": finding_rows,
@@ -112,15 +113,15 @@ def build_report(results: StudyResults) -> dict[str, Path]:
     return paths
 
 
-def _keep_first_verdicts(results: StudyResults) -> None:
-    """Each claim still at its first definition: its verdict, kept in the store (when the output folder has one),
-    so that if the claim is redefined later and its runs replaced, its first verdict can still be shown."""
-    from nnstudy.stats.claims import check_claims
+def _keep_first_verdicts(results: StudyResults, claims: list) -> None:
+    """Each claim still at its first definition (of `claims`, as `checked_claims` gives them): its verdict, kept in
+    the store (when the output folder has one), so that if the claim is redefined later and its runs replaced, its
+    first verdict can still be shown."""
     from nnstudy.store.db import DB_NAME, Store
 
     folder = Path(results.out_dir).parent
-    first = {c.key: {"verdict": c.verdict, "evidence": c.evidence} for c in check_claims(results)
-             if not c.revised and c.key} if results.claims else {}
+    first = {c.key: {"verdict": c.verdict, "evidence": c.evidence} for c in claims
+             if not c.revised and not c.withdrawn and c.key}
     if not first or not (folder / DB_NAME).is_file():
         return
     store = Store(folder, create=False)

@@ -79,8 +79,9 @@ def curve_band(runs: list[RunResult], attr: str):
     by_epoch: dict[int, list[float]] = {}
     for run in runs:
         for row in run.history:
-            if not math.isnan(getattr(row, attr)):  # not evaluated that epoch (or diverged there)
-                by_epoch.setdefault(row.epoch, []).append(getattr(row, attr))
+            value = getattr(row, attr)
+            if not math.isnan(value):  # not evaluated that epoch (or diverged there)
+                by_epoch.setdefault(row.epoch, []).append(value)
     epochs = sorted(by_epoch)
     stats = [summarize(by_epoch[e]) for e in epochs]
     # With one seed there is no interval: the band collapses onto the line.

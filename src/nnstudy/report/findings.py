@@ -57,7 +57,7 @@ def findings(results: StudyResults, comparisons=None, claims=None) -> Findings:
     rows.extend(_decision_rows(results))
     rows.extend(_factorial_rows(results))
     if claims is None:
-        claims = _check_claims(results)
+        claims = checked_claims(results)
     title, anchor = _claims_section()
     for claim in claims:
         rows.append({
@@ -184,7 +184,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _check_claims(results: StudyResults) -> list:
+def checked_claims(results: StudyResults) -> list:
     """The study's claims, then those withdrawn after results (judged by their first definitions)."""
     if not results.claims and not any(h.get("withdrawn") for h in results.claim_history.values()):
         return []
