@@ -9,6 +9,7 @@ alone). Prints each side's wall time and `ratio:` last (suite time over
 sequential time; below 1: the suite's one queue saved time).
 
     nice -n 10 python bench/suite.py --subset 1000 --test-subset 500 [--workers 2] [--seeds 0,1,2]
+    python bench/suite.py --subset 0 --test-subset 0 --workers 2     # full data, the built-in seeds
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", default="../shared/data", help="MNIST's files and the CIFAR-10 archive side by side")
-    p.add_argument("--subset", type=int, default=2000, help="training images of each study")
-    p.add_argument("--test-subset", type=int, default=1000, help="test images of each study")
+    p.add_argument("--subset", type=int, default=2000, help="training images of each study (0: all of them)")
+    p.add_argument("--test-subset", type=int, default=1000, help="test images of each study (0: all of them)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--seeds", default=None, help="override every study's seeds, e.g. 0,1,2")
     p.add_argument("--cache-dir", default=os.environ.get("NNSTUDY_CACHE") or "~/.cache/nnstudy")
@@ -68,13 +69,14 @@ def main() -> None:
 
 
 def _subset_copy(name: str, folder: Path, subset: int, test_subset: int) -> Path:
-    """The built-in study `name`, same name, cut to `subset` training and `test_subset` test images."""
+    """The built-in study `name`, same name, cut to `subset` training and `test_subset` test images (0: not cut)."""
     text = builtin_study_text(name)
     if "\n[dataset]\n" not in text:
         raise SystemExit(f"{name}: no [dataset] table to cut")
+    cut = "".join(f"{key} = {n}\n" for key, n in (("subset", subset), ("test_subset", test_subset)) if n)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.toml"
-    path.write_text(text.replace("\n[dataset]\n", f"\n[dataset]\nsubset = {subset}\ntest_subset = {test_subset}\n", 1))
+    path.write_text(text.replace("\n[dataset]\n", f"\n[dataset]\n{cut}", 1))
     return path
 
 
