@@ -38,9 +38,9 @@ model.kind = "mlp"
 """, seeds=range(4))
 
 
-def _plan(tmp_path, workers: int, todo=None, stack_variants="auto"):
+def _plan(tmp_path, workers: int, todo=None, stack_variants="auto", text=STUDY):
     """The study's plan for `workers`, over runs standing as a store would hold them (no training)."""
-    study = nnstudy.load_study(_write(tmp_path)).config
+    study = nnstudy.load_study(_write(tmp_path, text)).config
     options = RunOptions(cache_dir=tmp_path / "cache", stack_variants=stack_variants)
     stacking = preflight(study, options.cache, options, io.StringIO())
     runs, rid = [], 0
@@ -56,9 +56,9 @@ def _plan(tmp_path, workers: int, todo=None, stack_variants="auto"):
     return plan, jobs
 
 
-def _write(tmp_path) -> Path:
+def _write(tmp_path, text: str = STUDY) -> Path:
     path = tmp_path / "planned.toml"
-    path.write_text(STUDY)
+    path.write_text(text)
     return path
 
 
@@ -97,6 +97,28 @@ def test_a_stack_is_split_where_its_work_dominates_and_kept_whole_where_its_step
     overhead_bound = with_costs(dict.fromkeys(("base", "xavier", "mse", "avg", "mlp"), 0.01), per_step=10.0)
     assert sorted(sorted({v for v, _ in s}) for s in _stacks(overhead_bound)) == [
         ["avg"], ["base", "mse", "xavier"], ["mlp"]]
+
+
+def test_three_seeds_split_two_plus_one_only_where_a_stack_of_one_trains_the_same(tmp_path, monkeypatch):
+    """Hand-made costs, one variant's three seeds on two workers. An MLP (matrix products and per-value layers:
+    `same_alone`) splits [0, 2] + [1], the one trained as a stack of one, so no worker idles; a CNN (a grouped
+    convolution at one group runs another algorithm) stays one stack of three, and its single-seed study trains on
+    the plain path as before."""
+    monkeypatch.setattr(plan_module, "variant_costs", lambda study, stacking, cache_dir: (
+        dict.fromkeys(study.variants, 10.0), dict.fromkeys(study.variants, 0.1)))
+    mlp = digits_cnn("planned", '[variants.mlp]\nmodel.kind = "mlp"\n', seeds=range(3))
+    plan, jobs = _plan(tmp_path, workers=2, text=mlp)
+    assert sorted(_stacks(plan)) == [[("mlp", 0), ("mlp", 2)], [("mlp", 1)]]
+    assert all(s.stacked for s in plan.stacks) and all(j.stacked and j.train.stack_of_one for j in jobs)
+    assert max(plan.shares) < 3 * 10.0
+
+    cnn = digits_cnn("planned", "[variants.base]\n", seeds=range(3))
+    plan, jobs = _plan(tmp_path, workers=2, text=cnn)
+    assert _stacks(plan) == [[("base", 0), ("base", 1), ("base", 2)]] and jobs[0].stacked
+
+    alone, jobs = _plan(tmp_path, workers=2, text=digits_cnn("planned", '[variants.mlp]\nmodel.kind = "mlp"\n',
+                                                                seeds=[0]))
+    assert _stacks(alone) == [[("mlp", 0)]] and not alone.stacks[0].stacked and not jobs[0].stacked
 
 
 def _stacks_of(stack) -> list[tuple[str, int]]:

@@ -96,9 +96,10 @@ def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, st
             pieces.setdefault(key[run.row.variant], []).append(run)
         else:
             alone.append([run])
-    stacks = ([Stack(p, _cost(p, costs, overhead), True) for p in pieces.values()]
+    # A lone seed (a study of one seed) takes the plain path; only a piece split off a stack trains as one.
+    stacks = ([Stack(p, _cost(p, costs, overhead), len(p) > 1) for p in pieces.values()]
               + [Stack(p, _cost(p, costs, overhead), False) for p in alone])
-    stacks = _balance(stacks, costs, overhead, workers)
+    stacks = _balance(stacks, costs, overhead, workers, stacking)
     stacks.sort(key=lambda s: (-s.cost, min(r.id for r in s.runs)))
     where, load = first_free([s.cost for s in stacks], workers)
     for s, w in zip(stacks, where):
@@ -161,19 +162,25 @@ def _stack_keys(study: StudyConfig, stacking: dict, costs: dict[str, float], ove
     return key
 
 
-def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, float], workers: int) -> list[Stack]:
-    """Split a stack in two (every other run to each half, so each gets its share of every variant, and never
-    below two runs a half) while that shortens the longest worker's share.
+def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, float], workers: int,
+             stacking: dict) -> list[Stack]:
+    """Split a stack in two (every other run to each half, so each gets its share of every variant) while that
+    shortens the longest worker's share.
 
-    Never 2 + 1: a run alone takes the plain network's path, and a check that it trains the same numbers alone as
-    stacked (two epochs on a cut of the data) passed while the full run then differed by 6e-8 in a loss at its
-    second epoch (Intel Xeon, session 18), so a run's numbers would depend on the plan."""
+    A half holds at least two runs, or one where its network trains the same as a stack of one
+    (`Preflight.same_alone`: then 3 seeds on 2 workers split 2 + 1). A run never leaves the stacked path for the
+    plain network's: that rounds differently (a check on a cut of the data passed while the full run then differed
+    by 6e-8 in a loss at epoch 2; Intel Xeon, session 18), so a run's numbers would depend on the plan."""
     def longest(candidate: list[Stack]) -> float:
         return max(first_free(sorted((s.cost for s in candidate), reverse=True), workers)[1])
 
+    def smallest_half(s: Stack) -> int:
+        return 1 if all(stacking[r.row.variant].same_alone for r in s.runs) else 2
+
     while True:
         now = longest(stacks)
-        for s in sorted((s for s in stacks if s.stacked and len(s.runs) >= 4), key=lambda s: -s.cost):
+        for s in sorted((s for s in stacks if s.stacked and len(s.runs) >= 2 * smallest_half(s)),
+                        key=lambda s: -s.cost):
             halves = [Stack(half, _cost(half, costs, overhead), True) for half in (s.runs[0::2], s.runs[1::2])]
             trial = [t for t in stacks if t is not s] + halves
             if longest(trial) < now * (1 - 1e-9):
@@ -212,7 +219,7 @@ def _job(runs: list[Run], plan: StudyPlan, i: int, study: StudyConfig, report_ep
                      study.variants[r.row.variant].model_dump(mode="json") if mixed else None) for r in runs],
         report_epochs=report_epochs, cache_dir=str(cache_dir),
         eval_epochs=sorted(set(report_epochs) | {c.epoch for c in study.claims if c.epoch is not None}),
-        train=TrainOptions(device=device, vectorize=stack.stacked, compile=options.compile,
+        train=TrainOptions(device=device, vectorize=stack.stacked, stack_of_one=stack.stacked, compile=options.compile,
                            progress=options.progress, probes=options.probes),
         stack_note=stacking[variants[0]].why_not or "",
         # Its share of the stack's estimated cost: what is left of it, for the order and the time left.

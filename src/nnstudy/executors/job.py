@@ -92,7 +92,8 @@ class Job:
 
     @property
     def stacked(self) -> bool:
-        return trains_stacked(RunConfig.model_validate(self.config), len(self.seeds), self.train.vectorize)
+        return trains_stacked(RunConfig.model_validate(self.config), len(self.seeds), self.train.vectorize,
+                              self.train.stack_of_one)
 
 
 def library_versions() -> dict:

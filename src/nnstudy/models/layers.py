@@ -2,7 +2,11 @@
 
 `per_channel=True` tells the stacked engine (training/stacked_forward.py)
 that the layer acts on each channel alone, so it runs unchanged on K seeds'
-channels laid side by side.
+channels laid side by side. `exact=True` says that its vectorised and scalar
+kernels give the same value for every input (one IEEE operation a value:
+max, a product, a copy); other per-value layers (polynomial approximations of
+exp or erf) run once per seed, so that no seed's values fall in another's
+scalar tail and a seed's numbers do not depend on its stack.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from nnstudy.registry import ACTIVATIONS, INITS, NORMS, POOLINGS
 for _name, _cls in (("relu", nn.ReLU), ("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh), ("elu", nn.ELU),
                     ("gelu", nn.GELU), ("silu", nn.SiLU), ("identity", nn.Identity)):
     ACTIVATIONS.register(_name, lambda negative_slope, _cls=_cls: _cls(), per_channel=True, module=_cls,
-                         saturating=_name in ("sigmoid", "tanh"))
+                         saturating=_name in ("sigmoid", "tanh"), exact=_name in ("relu", "identity"))
 ACTIVATIONS.register("leaky_relu", lambda negative_slope: nn.LeakyReLU(negative_slope), per_channel=True,
-                     module=nn.LeakyReLU, saturating=False)
+                     module=nn.LeakyReLU, saturating=False, exact=True)
 
 
 def activation(name: str, negative_slope: float = 0.01) -> nn.Module:
@@ -48,11 +52,11 @@ class MinPool2d(nn.Module):
         return -F.max_pool2d(-x, self.kernel_size)
 
 
-POOLINGS.register("max", nn.MaxPool2d, per_channel=True, module=nn.MaxPool2d)
-POOLINGS.register("avg", nn.AvgPool2d, per_channel=True, module=nn.AvgPool2d)
-POOLINGS.register("min", MinPool2d, per_channel=True, module=MinPool2d)
-POOLINGS.register("l2", lambda size: nn.LPPool2d(2, size), per_channel=True, module=nn.LPPool2d)
-POOLINGS.register("none", lambda size: nn.Identity(), per_channel=True, module=nn.Identity)
+POOLINGS.register("max", nn.MaxPool2d, per_channel=True, module=nn.MaxPool2d, exact=True)
+POOLINGS.register("avg", nn.AvgPool2d, per_channel=True, module=nn.AvgPool2d, exact=True)
+POOLINGS.register("min", MinPool2d, per_channel=True, module=MinPool2d, exact=True)
+POOLINGS.register("l2", lambda size: nn.LPPool2d(2, size), per_channel=True, module=nn.LPPool2d, exact=True)
+POOLINGS.register("none", lambda size: nn.Identity(), per_channel=True, module=nn.Identity, exact=True)
 
 
 def pool(name: str, size: int) -> nn.Module:
@@ -97,6 +101,13 @@ def initialise(model: nn.Module, scheme: str, value: float = 0.05) -> list[str]:
 
 
 def per_channel_modules() -> tuple[type, ...]:
-    """Layer types the stacked engine may apply to all seeds' channels at once."""
+    """Layer types the stacked engine may apply to all seeds' channels laid side by side."""
     return tuple({e.meta["module"] for r in (ACTIVATIONS, POOLINGS) for e in (r.entry(n) for n in r.names())
                   if e.meta.get("per_channel")})
+
+
+def exact_modules() -> tuple[type, ...]:
+    """Per-channel layer types whose kernels give the same value for an input wherever it lies in the tensor (the
+    stacked engine applies them to all seeds at once; other per-channel layers once per seed)."""
+    return tuple({e.meta["module"] for r in (ACTIVATIONS, POOLINGS) for e in (r.entry(n) for n in r.names())
+                  if e.meta.get("per_channel") and e.meta.get("exact")})

@@ -38,6 +38,8 @@ class Preflight:
     # What must be equal for variants to share a stack: the weights' names and shapes and, where the stack runs
     # through vmap (which cannot mix layers), the whole network.
     structure: str = ""
+    # A piece of one run trains as a stack of one to the numbers it gets in any stack (stacked_forward).
+    same_alone: bool = False
 
 
 def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Preflight:
@@ -78,7 +80,7 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
         return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone",
                          structure=structure, **work)
     if fast:
-        return Preflight(True, structure=structure, **work)
+        return Preflight(True, structure=structure, same_alone=stacked_forward.same_in_a_stack_of_one(model), **work)
     result = _try_vmap(model, x, y, loss_fn)
     return Preflight(result.stackable, result.why_not, structure=structure, **work)
 

@@ -1,6 +1,6 @@
 """K copies of one network, one per seed, trained as a single model.
 
-With `vectorize=True` the K parameter sets are stacked along a new leading
+With `stacked=True` the K parameter sets (K >= 1) are stacked along a new leading
 axis (`torch.func.stack_module_state`) and the forward pass runs all K at once
 (`stacked_forward`: grouped convolutions and batched matmuls; `vmap` for
 layers it does not know), so K small models cost about one bigger model's
@@ -10,7 +10,7 @@ Optimisers (SGD, momentum, Adam, weight decay) act element-wise, so a
 standard optimiser over the stacked tensors updates each seed exactly as if
 it were alone.
 
-With `vectorize=False` (or K == 1) it is a plain `nn.Module`, the classic
+With `stacked=False` it holds one seed as a plain `nn.Module`, the classic
 path, behind the same interface.
 """
 
@@ -28,7 +28,7 @@ from nnstudy.training.stacking import member_runs
 
 
 class SeedStack:
-    def __init__(self, build: Callable[[int], nn.Module], seeds: list[int], device: torch.device, vectorize: bool = True,
+    def __init__(self, build: Callable[[int], nn.Module], seeds: list[int], device: torch.device, stacked: bool = True,
                  channels_last: bool = False):
         self.seeds = list(seeds)
         self.k = len(self.seeds)
@@ -36,7 +36,7 @@ class SeedStack:
         for k, seed in enumerate(self.seeds):
             torch.manual_seed(seed)  # a seed drives its own initialisation
             models.append(build(k).to(device))  # k: the stack member (its variant may differ in init)
-        self.stacked = vectorize and self.k > 1
+        self.stacked = stacked
         self.channels_last = channels_last
         self.transposed: set[str] = set()  # stacked parameters stored as [K, in, out]
         if self.stacked:

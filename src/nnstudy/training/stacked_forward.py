@@ -20,7 +20,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from nnstudy.models.layers import per_channel_modules
+from nnstudy.models.layers import exact_modules, per_channel_modules
 
 
 def supports(module: nn.Module) -> bool:
@@ -32,6 +32,18 @@ def supports(module: nn.Module) -> bool:
         return False
     known = per_channel_modules() + (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.Flatten)
     return all(isinstance(m, known) for m in module)
+
+
+def same_in_a_stack_of_one(module: nn.Module) -> bool:
+    """Whether a seed of this network trains to the same numbers stacked alone (K = 1) as in a stack of two or more,
+    so that the plan may split a stack down to single runs.
+
+    True where the stacked forward is batched matrix products and per-value layers only. A grouped convolution at
+    one group takes another algorithm than at two or more (its numbers differ in the last bits after one epoch),
+    and batch normalisation over one seed's channels has not been checked, so networks with either stay in stacks
+    of two or more. Checked for every built-in MLP study (tests/test_training.py; bench/README.md).
+    """
+    return supports(module) and not any(isinstance(m, (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) for m in module)
 
 
 def transposed_weights(module: nn.Module) -> set[str]:
@@ -54,7 +66,7 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
     `mixed`: spans of layers without weights that differ between members
     (SeedStack._mixed_layers): each run of members goes through its own layers.
     """
-    mixed, skip = mixed or {}, set()
+    mixed, skip, exact = mixed or {}, set(), exact_modules() + (nn.Flatten,)
     b = x.shape[0] if shared_input else x.shape[1]
     if shared_input:
         x = x.unsqueeze(0).expand(k, *x.shape)
@@ -77,6 +89,8 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         if name in mixed:
             span, runs = mixed[name]
             skip.update(span)
+            if not all(isinstance(layer, exact) for _, _, seq in runs for layer in seq):
+                runs = [(j, j + 1, seq) for start, stop, seq in runs for j in range(start, stop)]
             h = _per_member(runs, h, k, is_flat)
         elif isinstance(layer, nn.Conv2d):
             w = p("weight")  # [K, O, C, kh, kw]
@@ -95,8 +109,10 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         elif isinstance(layer, nn.BatchNorm1d):
             f = h.shape[-1]
             h = _batch_norm(layer, p, name, buffers, h.transpose(0, 1).reshape(b, k * f)).reshape(b, k, f).transpose(0, 1)
-        else:
+        elif isinstance(layer, exact):
             h = layer(h)
+        else:  # its last values would take a scalar path that rounds differently (models/layers.py)
+            h = _per_member([(j, j + 1, layer) for j in range(k)], h, k, is_flat)
     return h
 
 

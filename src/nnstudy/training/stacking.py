@@ -33,11 +33,15 @@ def can_stack(cfg) -> bool:
     return cfg.model.dropout == 0
 
 
-def trains_stacked(cfg, n_seeds: int, vectorize: bool) -> bool:
+def trains_stacked(cfg, n_seeds: int, vectorize: bool, stack_of_one: bool = False) -> bool:
     """The one rule for whether `n_seeds` seeds of `cfg` train as one stacked model: stacking is on (no
-    --no-vectorize), there is more than one seed, and the model can stack (`can_stack`). The planner, the job and
-    the trainer all ask here."""
-    return vectorize and n_seeds > 1 and can_stack(cfg)
+    --no-vectorize), there is more than one seed (or one, as a piece of a planned stack: `stack_of_one`), and the
+    model can stack (`can_stack`). The planner, the job and the trainer all ask here.
+
+    A lone run alone takes the plain network's path, which rounds differently from the stacked one; a piece of a
+    stack split by the plan (or resumed apart from its stack-mates) keeps the stacked path as a stack of one, so
+    its numbers do not depend on how the plan split its stack."""
+    return vectorize and (n_seeds > 1 or stack_of_one) and can_stack(cfg)
 
 
 def stack_key(cfg, structure: str = "") -> str:

@@ -42,6 +42,7 @@ class TrainOptions:
     position: int = 0  # progress-bar line, one per parallel worker
     channels_last: bool | None = None  # None: on for CNNs on CPU, where it is measured faster
     probes: bool = False  # mechanism probes at initialisation and after each epoch (training/probes.py)
+    stack_of_one: bool = False  # one seed trains on the stacked path as a stack of one (stacking.trains_stacked)
 
 
 @dataclass
@@ -78,7 +79,8 @@ class GroupTrainer:
         self.cfg, self.data, self.seeds, self.options = cfg, data, list(seeds), options
         self.members = member_cfgs or [cfg] * len(self.seeds)
         self.device = torch.device(options.device)
-        if len(self.seeds) > 1 and not trains_stacked(cfg, len(self.seeds), options.vectorize):
+        self.stacked = trains_stacked(cfg, len(self.seeds), options.vectorize, options.stack_of_one)
+        if len(self.seeds) > 1 and not self.stacked:
             raise ValueError("seeds train together only when stacked; pass one seed at a time")
         channels_last = options.channels_last
         if channels_last is None:
@@ -107,8 +109,7 @@ class GroupTrainer:
         input_shape, n_classes = tuple(self.data.train_x.shape[1:]), len(self.data.classes)
         return SeedStack(lambda k: build_model(self.members[k].model, input_shape, n_classes, self.cfg.source_dir,
                                                self.model_changes),
-                         self.seeds, self.device, trains_stacked(self.cfg, len(self.seeds), self.options.vectorize),
-                         channels_last)
+                         self.seeds, self.device, self.stacked, channels_last)
 
     def _losses_by_member(self):
         """Members with the same loss share one call: [(loss, member indices)], and each member's loss."""
