@@ -19,7 +19,7 @@ from nnstudy.data.study_data import load_study_data
 from nnstudy.driver import cost
 from nnstudy.driver import plan as plan_module
 from nnstudy.driver.options import RunOptions
-from nnstudy.driver.plan import plan_jobs, plan_study, preflight
+from nnstudy.driver.plan import plan_study, preflight
 from nnstudy.driver.run_life import Run
 from nnstudy.errors import UserError
 from nnstudy.store.db import RunRow
@@ -50,9 +50,9 @@ def _plan(tmp_path, workers: int, todo=None, stack_variants="auto", text=STUDY):
             row = RunRow(rid, study.name, v, seed, f"h{rid}", cfg.model_dump(mode="json"), "pending",
                          tmp_path / "runs" / v / f"seed-{seed}", 0, None, None, None, {})
             runs.append(Run(row, str(row.run_dir)))
-    plan = plan_study(runs, study, options.cache, options, stacking, workers)
+    plan = plan_study(runs, study, options, stacking, workers, "cpu", [2])
     left = runs if todo is None else [r for r in runs if todo(r)]
-    jobs = plan_jobs(left, plan, study, [2], options.cache, "cpu", options, stacking)
+    jobs = plan.jobs(left)
     return plan, jobs
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
 from nnstudy.driver.cost import gflop, run_cost, stack_factor, step_cost
+from nnstudy.driver.options import RunOptions
 from nnstudy.driver.pool import first_free
 from nnstudy.driver.run_life import Run, start_epochs
 from nnstudy.executors.job import Job, JobRun
@@ -55,8 +56,15 @@ class Stack:
 
 @dataclass
 class StudyPlan:
-    """Every run of the study in a stack, the stacks most expensive first, each on a worker."""
+    """Every run of the study in a stack, the stacks most expensive first, each on a worker; and what a job of the
+    study needs beyond its runs (the study, its pre-flight, how and where it trains), so that `jobs` turns any runs
+    left into jobs of this plan."""
 
+    study: StudyConfig
+    stacking: dict  # variant -> its Preflight
+    options: RunOptions
+    device: str
+    report_epochs: list[int]
     stacks: list[Stack]
     workers: int
     shares: list[float] = field(default_factory=list)  # each worker's estimated FLOPs
@@ -77,16 +85,48 @@ class StudyPlan:
         return (f"{s.label}, est. {gflop(s.cost)}; worker {s.worker + 1} of {self.workers}, its share "
                 f"{gflop(self.shares[s.worker])} of {gflop(sum(self.shares))}")
 
+    def jobs(self, todo: list[Run]) -> list[Job]:
+        """The runs left to train (`todo`) as jobs, in the plan's order. Runs of a stack that stand at different
+        epochs (resumed) train apart."""
+        stack_of = {r.id: self.stack_of(r) for r in todo}
+        stacked = {r.id: self.stacks[stack_of[r.id]].stacked for r in todo}
+        pieces = {stack_of[r.id] for r in todo if stacked[r.id]}
+        starts = start_epochs([[r for r in todo if stacked[r.id] and stack_of[r.id] == p] for p in sorted(pieces)],
+                              [r for r in todo if not stacked[r.id]])
+        groups: dict[tuple, list[Run]] = {}
+        for run in todo:
+            groups.setdefault((stack_of[run.id], starts[run.id] if stacked[run.id] else 0), []).append(run)
+        return sorted((self._job(runs, i, start) for (i, start), runs in groups.items()), key=lambda j: -j.cost)
 
-def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, stacking: dict,
-               workers: int) -> StudyPlan:
+    def _job(self, runs: list[Run], i: int, start: int) -> Job:
+        study, options, stack = self.study, self.options, self.stacks[i]
+        variants = list(dict.fromkeys(r.row.variant for r in runs))
+        lead = study.variants[variants[0]]
+        mixed = len(variants) > 1
+        return Job(
+            study=study.name, variant="+".join(variants), config=lead.model_dump(mode="json"),
+            runs=[JobRun(r.id, r.row.seed, r.row.variant, r.row.config_hash, r.checkpoint_dir,
+                         study.variants[r.row.variant].model_dump(mode="json") if mixed else None) for r in runs],
+            report_epochs=self.report_epochs, cache_dir=str(options.cache),
+            eval_epochs=sorted(set(self.report_epochs) | {c.epoch for c in study.claims if c.epoch is not None}),
+            train=TrainOptions(device=self.device, vectorize=stack.stacked, stack_of_one=stack.stacked,
+                               compile=options.compile, progress=options.progress, probes=options.probes),
+            stack_note=self.stacking[variants[0]].why_not or "",
+            # Its share of the stack's estimated cost: what is left of it, for the order and the time left.
+            cost=stack.cost * len(runs) / len(stack.runs) * (lead.train.epochs - start) / lead.train.epochs,
+            plan_note=self.note(i),
+        )
+
+
+def plan_study(study_runs: list[Run], study: StudyConfig, options: RunOptions, stacking: dict, workers: int,
+               device: str = "cpu", report_epochs: list[int] = ()) -> StudyPlan:
     """Which runs share a stack, how stacks are split over `workers`, and their order, by the cost model (cost.py).
 
     Variants with the same stack key (training/stacking.py) share a stack where that is estimated to cost less
     than training them apart (never for members of different layers); a stack is split in two, every other run
     to each half, while that shortens the longest worker's share. Decided over all the study's runs.
     """
-    costs, overhead = variant_costs(study, stacking, cache_dir)
+    costs, overhead = variant_costs(study, stacking, options.cache)
     stackable = {v: options.vectorize and stacking[v].stackable for v in study.variants}
     key = _stack_keys(study, stacking, costs, overhead, options.stack_variants)
     pieces: dict[str, list[Run]] = {}
@@ -104,7 +144,7 @@ def plan_study(study_runs: list[Run], study: StudyConfig, cache_dir, options, st
     where, load = first_free([s.cost for s in stacks], workers)
     for s, w in zip(stacks, where):
         s.worker = w
-    return StudyPlan(stacks, workers, load)
+    return StudyPlan(study, stacking, options, device, list(report_epochs), stacks, workers, load)
 
 
 def variant_costs(study: StudyConfig, stacking: dict, cache_dir) -> tuple[dict[str, float], dict[str, float]]:
@@ -188,41 +228,3 @@ def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, f
                 break
         else:
             return stacks
-
-
-def plan_jobs(todo: list[Run], plan: StudyPlan, study: StudyConfig, report_epochs: list[int], cache_dir,
-              device: str, options, stacking: dict) -> list[Job]:
-    """The runs left to train (`todo`) as jobs, in the plan's order. Runs of a stack that stand at different epochs
-    (resumed) train apart."""
-    stack_of = {r.id: plan.stack_of(r) for r in todo}
-    stacked = {r.id: plan.stacks[stack_of[r.id]].stacked for r in todo}
-    pieces = {stack_of[r.id] for r in todo if stacked[r.id]}
-    starts = start_epochs([[r for r in todo if stacked[r.id] and stack_of[r.id] == p] for p in sorted(pieces)],
-                          [r for r in todo if not stacked[r.id]])
-    groups: dict[tuple, list[Run]] = {}
-    for run in todo:
-        groups.setdefault((stack_of[run.id], starts[run.id] if stacked[run.id] else 0), []).append(run)
-    jobs = [_job(runs, plan, i, study, report_epochs, cache_dir, device, options, stacking, start)
-            for (i, start), runs in groups.items()]
-    return sorted(jobs, key=lambda j: -j.cost)
-
-
-def _job(runs: list[Run], plan: StudyPlan, i: int, study: StudyConfig, report_epochs, cache_dir, device: str,
-         options, stacking: dict, start: int) -> Job:
-    variants = list(dict.fromkeys(r.row.variant for r in runs))
-    lead = study.variants[variants[0]]
-    mixed = len(variants) > 1
-    stack = plan.stacks[i]
-    return Job(
-        study=study.name, variant="+".join(variants), config=lead.model_dump(mode="json"),
-        runs=[JobRun(r.id, r.row.seed, r.row.variant, r.row.config_hash, r.checkpoint_dir,
-                     study.variants[r.row.variant].model_dump(mode="json") if mixed else None) for r in runs],
-        report_epochs=report_epochs, cache_dir=str(cache_dir),
-        eval_epochs=sorted(set(report_epochs) | {c.epoch for c in study.claims if c.epoch is not None}),
-        train=TrainOptions(device=device, vectorize=stack.stacked, stack_of_one=stack.stacked, compile=options.compile,
-                           progress=options.progress, probes=options.probes),
-        stack_note=stacking[variants[0]].why_not or "",
-        # Its share of the stack's estimated cost: what is left of it, for the order and the time left.
-        cost=stack.cost * len(runs) / len(stack.runs) * (lead.train.epochs - start) / lead.train.epochs,
-        plan_note=plan.note(i),
-    )

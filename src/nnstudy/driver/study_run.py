@@ -27,7 +27,7 @@ from nnstudy.driver.clock import StudyClock
 from nnstudy.driver.cost import gflop
 from nnstudy.driver.end_costs import EndCosts, end_costs
 from nnstudy.driver.options import RunOptions, resolve_device
-from nnstudy.driver.plan import plan_jobs, plan_study, preflight
+from nnstudy.driver.plan import plan_study, preflight
 from nnstudy.driver.pool import first_free
 from nnstudy.driver.recorder import Recorder
 from nnstudy.driver.run_life import reload, remove_stale_temp_files, sync_runs
@@ -127,11 +127,9 @@ def prepare_study(study: StudyConfig, source: str, options: RunOptions, store: S
     _say_what_is_left(study.name, runs, todo, options, log)
     plan = None
     if todo:
-        study_plan = plan_study(runs, study, options.cache, options, stacking, slots)
+        study_plan = plan_study(runs, study, options, stacking, slots, device, report_epochs)
         print(f"{study.name}: {study_plan.describe()}", file=log)
-
-        def plan(left):
-            return plan_jobs(left, study_plan, study, report_epochs, options.cache, device, options, stacking)
+        plan = study_plan.jobs
     return StudyPart(study, study_dir, data, todo, plan, end_costs(grid_seconds, len(study.variants)))
 
 
