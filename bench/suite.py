@@ -5,7 +5,8 @@ subset of their data (`--subset` training and `--test-subset` test images),
 each into its own fresh output folder, with the decoded data cached first so
 neither side pays for decoding. Then the stored numbers of the two sides are
 compared run by run (a suite must give each study the numbers of the study run
-alone). Prints each side's wall time and `ratio:` last (suite time over
+alone). Prints each side's wall time, the workers' busy seconds against their span (what a
+suite can at most save is the idle rest), and `ratio:` last (suite time over
 sequential time; below 1: the suite's one queue saved time).
 
     nice -n 10 python bench/suite.py --subset 1000 --test-subset 500 [--workers 2] [--seeds 0,1,2]
@@ -15,6 +16,7 @@ sequential time; below 1: the suite's one queue saved time).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import subprocess
@@ -63,6 +65,10 @@ def main() -> None:
         same = _stored(root / "sequential") == _stored(root / "suite")
         print(f"studies one after another: {sequential:.1f} s; the suite: {suite_seconds:.1f} s; "
               f"stored numbers {'identical' if same else 'DIFFERENT'} run by run")
+        for side in ("sequential", "suite"):
+            busy, span = _worker_seconds(root / side, side == "suite")
+            print(f"{side}: workers busy {busy:.0f} s of {span:.0f} s x {args.workers or os.cpu_count()} workers "
+                  "(training, from the stored runs' start and end)")
         print(f"ratio: {suite_seconds / sequential:.3f}")
         if not same:
             sys.exit(1)
@@ -86,6 +92,25 @@ def _run(argv: list[str]) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"nnstudy run {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start
+
+
+def _worker_seconds(out: Path, one_span: bool) -> tuple[float, float]:
+    """Seconds the workers trained (each job from its runs' first start to their last end) and the span they had:
+    each study's first start to last end, summed (`one_span`: one span over all). What the suite can save is the
+    difference, less what the plan cannot fill."""
+    with sqlite3.connect(out / "nnstudy.db") as conn:
+        rows = conn.execute("SELECT study, started, ended, settings FROM runs").fetchall()
+    jobs: dict[tuple, list] = {}
+    for study, start, end, settings in rows:  # a job: one planned stack of a study, started together
+        jobs.setdefault((study, json.loads(settings)["plan"], round(start)), []).append((start, end))
+    busy = sum(max(e for _, e in ab) - min(s for s, _ in ab) for ab in jobs.values())
+    spans = {}
+    for study, start, end, _ in rows:
+        first, last = spans.get(study, (start, end))
+        spans[study] = (min(first, start), max(last, end))
+    if one_span:
+        return busy, max(e for _, e in spans.values()) - min(s for s, _ in spans.values())
+    return busy, sum(e - s for s, e in spans.values())
 
 
 def _stored(out: Path) -> dict:
