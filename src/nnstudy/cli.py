@@ -196,7 +196,10 @@ def _hear_ctrl_c() -> None:
 def _cmd_run(args) -> int:
     from nnstudy.api import load_study
     from nnstudy.config.suite import is_suite
+    from nnstudy.executors.warm import start_warming
 
+    # Before the study is read (which loads torch here): the pool's workers load their libraries meanwhile.
+    start_warming(args.executor, args.workers, args.ray_address, args.device)
     if is_suite(args.study):
         return _run_suite(args)
     if args.include:
