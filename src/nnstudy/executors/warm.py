@@ -22,7 +22,7 @@ import multiprocessing as mp
 import os
 import sys
 
-# What a job imports before its first epoch, besides nnstudy itself (tests/test_warm_workers.py checks the list).
+# What a job imports before its first epoch besides nnstudy itself: torch._dynamo comes with the optimizers' first step.
 PRELOAD = ("torch", "torch._dynamo", "matplotlib.figure")
 
 
