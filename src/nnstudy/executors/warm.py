@@ -18,8 +18,10 @@ does.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
+import signal
 import sys
 
 # What a job imports before its first epoch besides nnstudy itself: torch._dynamo comes with the optimizers' first step.
@@ -55,3 +57,19 @@ def start_warming(executor: str = "auto", workers: int | None = None, ray_addres
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+        atexit.unregister(_stop_server)  # registered once
+        atexit.register(_stop_server)
+
+
+def _stop_server() -> None:
+    """At this process's exit: end the server at once. Left to itself it would exit a moment later and spend about
+    a second of CPU tearing down torch's objects, holding this process's stdout open all the while (a pipe
+    reading `nnstudy run`'s output, as bench/fixed_costs.py does, would wait for it)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # the server of this process, if it started one
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
