@@ -55,6 +55,7 @@ def _worker_init(driver: int | None = None, environ: dict | None = None) -> None
 
 
 def _alive(pid: int) -> bool:
+    """Whether the driver `pid` still runs: the parent of a spawned worker, else found by a signal-0 probe."""
     if os.getppid() == pid:
         return True
     try:
