@@ -44,6 +44,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 _CRASH_COUNTS: dict[str, int] = {}
+# Set in a pool worker's environment: the driver's pid (a worker forked by the warm server has that server as parent).
+DRIVER_PID = "NNSTUDY_DRIVER_PID"
 
 
 def crash_point(name: str) -> None:
@@ -67,7 +69,7 @@ def crash_point(name: str) -> None:
                 except FileExistsError:
                     return
             if os.environ.get("NNSTUDY_CRASH_PARENT") == "1":  # a worker takes its driver down too: the whole study dies
-                os.kill(os.getppid(), signal.SIGKILL)
+                os.kill(int(os.environ.get(DRIVER_PID) or os.getppid()), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
 

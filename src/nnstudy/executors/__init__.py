@@ -12,11 +12,25 @@ other executor refuses. A new executor is one registration:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nnstudy.errors import UserError
-from nnstudy.executors.job import Job, execute_job
 from nnstudy.registry import EXECUTORS
 
+if TYPE_CHECKING:
+    from nnstudy.executors.job import Job
+
 __all__ = ["Executor", "Job", "execute_job", "open_executor"]
+
+
+def __getattr__(name: str):
+    """`Job` and `execute_job` load torch: imported when first asked for, so that the CLI can reach
+    executors/warm.py (the process pool's fork server) before torch is loaded."""
+    if name in ("Job", "execute_job"):
+        from nnstudy.executors import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Executor:

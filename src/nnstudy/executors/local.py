@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ctypes
-import multiprocessing as mp
 import os
 import pickle
 import signal
@@ -16,6 +15,8 @@ from typing import Callable
 from nnstudy.executors import Executor
 from nnstudy.executors.events import Event, JobEnded, WorkerLost
 from nnstudy.executors.job import Job, execute_job
+from nnstudy.executors.warm import start_warming, worker_context
+from nnstudy.files import DRIVER_PID
 from nnstudy.registry import EXECUTORS
 from nnstudy.training.threads import default_cpu_threads
 
@@ -37,24 +38,41 @@ def _open_local(options, device: str) -> LocalExecutor:
     return LocalExecutor()
 
 
-def _worker_init(parent: int | None = None) -> None:
-    # Die with the parent (Linux), so a killed study leaves no orphan training on.
+def _worker_init(driver: int | None = None, environ: dict | None = None) -> None:
+    # Die with the parent (Linux), so a killed study leaves no orphan training on. A worker forked by the warm
+    # server (executors/warm.py) has that server as its parent, and the server exits when the driver does.
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if parent is not None and os.getppid() != parent:  # the parent died while we started: PDEATHSIG came too late
+    if driver is not None and not _alive(driver):  # the driver died while we started: PDEATHSIG came too late
         os._exit(1)
+    if environ is not None:  # the driver's environment now (the warm server's is from when it started)
+        os.environ.clear()
+        os.environ.update(environ)
     # Ctrl-C is handled once, by the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _worker_main(conn, parent: int) -> None:
+def _alive(pid: int) -> bool:
+    """Whether the driver `pid` still runs: the parent of a spawned worker, else found by a signal-0 probe."""
+    if os.getppid() == pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user holds the pid
+        return True
+    return True
+
+
+def _worker_main(conn, driver: int, environ: dict | None = None) -> None:
     """A worker process: run the jobs it is sent, streaming their events back; None ends it.
 
     Between epochs a job takes the thread count the driver last sent (cores freed by finished jobs).
     """
-    _worker_init(parent)
+    _worker_init(driver, environ)
 
     def threads() -> int | None:
         latest = None
@@ -92,7 +110,8 @@ def _caller_script_hidden():
 class _Worker:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True)
+        environ = {**os.environ, DRIVER_PID: str(os.getpid())}
+        self.process = ctx.Process(target=_worker_main, args=(child, os.getpid(), environ), daemon=True)
         with _caller_script_hidden():
             self.process.start()
         child.close()
@@ -112,7 +131,8 @@ class _Worker:
 
 
 class ProcessExecutor(Executor):
-    """Jobs spread over `workers` processes ('spawn': safe with torch's threads).
+    """Jobs spread over `workers` processes, forked from a server that has imported torch but never used it, or
+    spawned (executors/warm.py): either is safe with torch's threads, which a plain fork of the driver is not.
 
     Each worker holds one job at a time, so when the operating system kills one
     (out of memory, a crash in native code) exactly that job is lost; the
@@ -141,7 +161,7 @@ class ProcessExecutor(Executor):
     def run(self, jobs: list[Job], handle: Handler) -> None:
         for job in jobs:
             job.threads = worker_threads(job, self.workers)
-        ctx = mp.get_context("spawn")
+        ctx = worker_context()
         queue, pool = list(jobs), []
         try:
             for _ in range(min(self.workers, len(jobs))):  # in the try: a Ctrl-C here stops those started already
@@ -230,4 +250,5 @@ def worker_threads(job: Job, workers: int) -> int:
 
 @EXECUTORS.register("process")
 def _open_process(options, device: str) -> ProcessExecutor:
+    start_warming("process", options.workers, None, device)  # the CLI started it already; the API starts it here
     return ProcessExecutor(options.workers, options.share_cores, device)
