@@ -22,6 +22,9 @@ from studies import run_args, run_process, tiny_study
 from nnstudy import files
 from nnstudy.cli import main
 
+# One worker for the module: its tests share one module-scoped study, built once rather than on each worker.
+pytestmark = pytest.mark.xdist_group("bad_inputs")
+
 TINY = tiny_study(epochs=3, report_epochs=[1])
 
 

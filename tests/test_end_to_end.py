@@ -9,6 +9,9 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from nnstudy.cli import main
 
+# One worker for the module: its tests share one module-scoped study, built once rather than on each worker.
+pytestmark = pytest.mark.xdist_group("end_to_end")
+
 STUDY = """
 name = "e2e"
 seeds = [0, 1]

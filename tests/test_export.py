@@ -25,6 +25,9 @@ from nnstudy.stats.study import compare_study
 from nnstudy.store import Store, load_results
 from studies import tiny_study
 
+# One worker for the module: its tests share one module-scoped study, built once rather than on each worker.
+pytestmark = pytest.mark.xdist_group("export")
+
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

@@ -20,6 +20,9 @@ from nnstudy.stats import VERDICT_RULE, compare_study
 from nnstudy.stats.summary import summarize
 from nnstudy.store.results import EpochRow, RunResult, StudyResults
 
+# One worker for the module: its tests share one module-scoped report, built once rather than on each worker.
+pytestmark = pytest.mark.xdist_group("report")
+
 EVIL_CLASS = "<script>alert(1)</script>"
 CLASSES = ["cat", "dog", EVIL_CLASS, "ship"]
 VARIANTS = ["base", "a&b", "wide"]

@@ -225,6 +225,11 @@ def test_a_worker_death_blames_only_its_own_job(setup, tmp_path):
     check_like_clean(out, clean)
 
 
+# The tests that kill nothing share one worker, so the module's clean run is made once for them, not on each worker
+# (the slow kill tests stay free to spread).
+SHARES_THE_CLEAN_RUN = pytest.mark.xdist_group("resume_clean")
+
+
 def run_clean(*argv) -> CliResult:
     """`nnstudy ARGV` in this process (nothing here is killed); a crash it survives never shows a traceback."""
     result = run_cli(*argv)
@@ -236,6 +241,7 @@ def _without_variant_b(text: str) -> str:
     return text.split("[variants.b]")[0]
 
 
+@SHARES_THE_CLEAN_RUN
 def test_a_variant_removed_then_put_back_is_restored_with_its_metrics(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
@@ -265,6 +271,7 @@ def test_a_variant_removed_then_put_back_is_restored_with_its_metrics(setup, tmp
     assert got[("b", 0)][0] == "done" and len(got[("b", 0)][1]) == 4 and got[("b", 0)][1] != clean[("b", 0)][1]
 
 
+@SHARES_THE_CLEAN_RUN
 def test_a_deleted_store_is_rebuilt_from_the_run_folders(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
@@ -278,6 +285,7 @@ def test_a_deleted_store_is_rebuilt_from_the_run_folders(setup, tmp_path):
     check_like_clean(out, clean)
 
 
+@SHARES_THE_CLEAN_RUN
 def test_a_done_run_without_its_metrics_is_reopened(setup, tmp_path):
     study, cache, clean = setup
     out = tmp_path / "out"
