@@ -100,14 +100,8 @@ def initialise(model: nn.Module, scheme: str, value: float = 0.05) -> list[str]:
     return touched
 
 
-def per_channel_modules() -> tuple[type, ...]:
-    """Layer types the stacked engine may apply to all seeds' channels laid side by side."""
+def per_channel_modules(exact_only: bool = False) -> tuple[type, ...]:
+    """Layer types the stacked engine may apply to all seeds' channels laid side by side; `exact_only`: those whose
+    kernels give the same value for an input wherever it lies in the tensor (the others run once per seed)."""
     return tuple({e.meta["module"] for r in (ACTIVATIONS, POOLINGS) for e in (r.entry(n) for n in r.names())
-                  if e.meta.get("per_channel")})
-
-
-def exact_modules() -> tuple[type, ...]:
-    """Per-channel layer types whose kernels give the same value for an input wherever it lies in the tensor (the
-    stacked engine applies them to all seeds at once; other per-channel layers once per seed)."""
-    return tuple({e.meta["module"] for r in (ACTIVATIONS, POOLINGS) for e in (r.entry(n) for n in r.names())
-                  if e.meta.get("per_channel") and e.meta.get("exact")})
+                  if e.meta.get("per_channel") and (e.meta.get("exact") or not exact_only)})

@@ -50,7 +50,7 @@ class SeedStack:
             # Layers without weights that differ between members (activation, pooling), as runs of members.
             self.mixed = _mixed_layers(models) if fast else {}
             if fast:
-                k, cl, mixed = self.k, channels_last, self.mixed
+                k, cl, mixed = self.k, channels_last, stacked_forward.apart(self.module, self.mixed, self.k)
                 self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, False, cl, mixed)
                 self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, True, cl, mixed)
             elif len({repr(m) for m in models}) > 1:

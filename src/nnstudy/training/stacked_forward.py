@@ -20,7 +20,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from nnstudy.models.layers import exact_modules, per_channel_modules
+from nnstudy.models.layers import per_channel_modules
 
 
 def supports(module: nn.Module) -> bool:
@@ -46,6 +46,24 @@ def same_in_a_stack_of_one(module: nn.Module) -> bool:
     return supports(module) and not any(isinstance(m, (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) for m in module)
 
 
+def apart(module: nn.Module, mixed: dict, k: int) -> dict:
+    """The spans of layers that run per run of members: those that differ between members (`mixed`, as
+    SeedStack._mixed_layers gives them), and every per-value layer whose kernels are not exact (models/layers.py)
+    one member at a time. Applied to all seeds at once, such a layer's last values take a scalar path that rounds
+    differently, so a seed's numbers would depend on its place in the stack. Decided once, not at every step."""
+    exact = per_channel_modules(exact_only=True) + (nn.Flatten,)
+    spans = {}
+    for first, (span, runs) in mixed.items():
+        if not all(isinstance(layer, exact) for _, _, seq in runs for layer in seq):
+            runs = [(j, j + 1, seq) for start, stop, seq in runs for j in range(start, stop)]
+        spans[first] = (span, runs)
+    in_spans = {name for span, _ in mixed.values() for name in span}
+    for name, layer in module.named_children():
+        if name not in in_spans and isinstance(layer, per_channel_modules()) and not isinstance(layer, exact):
+            spans[name] = ([name], [(j, j + 1, nn.Sequential(layer)) for j in range(k)])
+    return spans
+
+
 def transposed_weights(module: nn.Module) -> set[str]:
     """Parameters kept transposed in the stack: every Linear weight, as [K, in, out].
 
@@ -63,10 +81,10 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
 
     `channels_last` runs the convolutions in NHWC layout: on CPU the grouped
     convolution is then 2-3x faster (measured: bench/roofline.py).
-    `mixed`: spans of layers without weights that differ between members
-    (SeedStack._mixed_layers): each run of members goes through its own layers.
+    `mixed`: spans of layers without weights that run per run of members
+    (`apart`): each run of members goes through its own layers.
     """
-    mixed, skip, exact = mixed or {}, set(), exact_modules() + (nn.Flatten,)
+    mixed, skip = mixed or {}, set()
     b = x.shape[0] if shared_input else x.shape[1]
     if shared_input:
         x = x.unsqueeze(0).expand(k, *x.shape)
@@ -89,8 +107,6 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         if name in mixed:
             span, runs = mixed[name]
             skip.update(span)
-            if not all(isinstance(layer, exact) for _, _, seq in runs for layer in seq):
-                runs = [(j, j + 1, seq) for start, stop, seq in runs for j in range(start, stop)]
             h = _per_member(runs, h, k, is_flat)
         elif isinstance(layer, nn.Conv2d):
             w = p("weight")  # [K, O, C, kh, kw]
@@ -109,10 +125,8 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         elif isinstance(layer, nn.BatchNorm1d):
             f = h.shape[-1]
             h = _batch_norm(layer, p, name, buffers, h.transpose(0, 1).reshape(b, k * f)).reshape(b, k, f).transpose(0, 1)
-        elif isinstance(layer, exact):
+        else:
             h = layer(h)
-        else:  # its last values would take a scalar path that rounds differently (models/layers.py)
-            h = _per_member([(j, j + 1, layer) for j in range(k)], h, k, is_flat)
     return h
 
 
