@@ -64,3 +64,4 @@ def test_a_module_imported_in_the_background_is_there_once_its_thread_ends_and_a
     assert sys.modules["h24f_background_probe"].VALUE == 42
     assert "h24f_no_such_module" not in sys.modules
     assert capsys.readouterr().err == ""
+

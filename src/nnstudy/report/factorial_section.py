@@ -18,6 +18,7 @@ from nnstudy.stats.summary import t_interval
 from nnstudy.stats.words import format_ci, format_diff, format_p, metric_label
 
 from .figures import line_style, plain
+from .fixed_layout import fit
 
 METHOD = ("Each contrast is taken within each seed (the seed's own effect cancels), then tested against zero: a "
           "one-sample t-test (the spread taken as at least the contrast's resolution), Holm over every contrast below; "
@@ -87,7 +88,7 @@ def interaction_figure(results, first: str, second: str, metric: str, epoch: int
     means = pair_means(results, first, second, metric, epoch)
     xs = [level_text(v) for v in factors[first]]
     scale = 100 if metric.endswith("_acc") else 1
-    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
     for i, b in enumerate(level_text(v) for v in factors[second]):
         points = [means[(a, b)] for a in xs]
@@ -105,4 +106,5 @@ def interaction_figure(results, first: str, second: str, metric: str, epoch: int
     ax.set_ylabel(metric_label(metric) + (" (%)" if scale == 100 else ""))
     ax.grid(alpha=0.3)
     ax.legend()
+    fit(fig, [[ax]])
     return fig

@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from nnstudy.stats.summary import summarize
 from nnstudy.store.results import RunResult
 
+from .fixed_layout import fit, legend_height, suptitle_space
 from .run_figures import DPI, confusion_figure, plain, png_bytes, run_curves_figure, run_figure_pngs, run_figures, save_png
 from .samples import sample_grid
 
@@ -49,8 +50,9 @@ CURVE_PANELS = [
 
 def study_curves_figure(runs_by_variant: dict[str, list[RunResult]]) -> Figure:
     """2x2 panels of loss/accuracy vs epoch: mean over seeds, shaded 95% t-band."""
-    fig = Figure(figsize=(11, 7.5), layout="constrained")
-    axes = fig.subplots(2, 2).ravel()
+    fig = Figure(figsize=(11, 7.5))
+    grid = fig.subplots(2, 2)
+    axes = grid.ravel()
     for ax, (attr, label, scale) in zip(axes, CURVE_PANELS):
         for i, (variant, runs) in enumerate(runs_by_variant.items()):
             epochs, mean, low, high = curve_band(runs, attr)
@@ -68,9 +70,11 @@ def study_curves_figure(runs_by_variant: dict[str, list[RunResult]]) -> Figure:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
+    below = 0.0
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)))
+        below = legend_height(fig, fig.legend(handles, labels, loc="lower center", ncols=min(4, len(labels))))
     fig.suptitle("mean over seeds, shaded: 95% confidence interval of the mean")
+    fit(fig, grid, top=suptitle_space(fig), bottom=below)
     return fig
 
 
@@ -100,7 +104,7 @@ def difference_figure(baseline_runs: list[RunResult], runs_by_variant: dict[str,
     maps a variant to its line_style index (default: its position), so its
     line looks as it does in the study curves. None when nothing pairs.
     """
-    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    fig = Figure(figsize=(9, 4.2))
     ax = fig.subplots()
     drawn = False
     for i, (variant, runs) in enumerate(runs_by_variant.items()):
@@ -119,9 +123,10 @@ def difference_figure(baseline_runs: list[RunResult], runs_by_variant: dict[str,
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy difference (pp)")
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=min(3, len(ax.get_lines()) - 1))  # below: never over a band
+    legend = fig.legend(loc="lower center", ncols=min(3, len(ax.get_lines()) - 1))  # below: never over a band
     ax.set_title(plain(f"Paired by seed: variant minus baseline {baseline}; mean over seeds, "
                        "shaded: 95% confidence interval"), fontsize=10)
+    fit(fig, [[ax]], bottom=legend_height(fig, legend))
     return fig
 
 

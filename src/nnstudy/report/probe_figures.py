@@ -18,6 +18,7 @@ from nnstudy.registry import PROBES
 from nnstudy.store.results import StudyResults
 
 from .figures import line_style, plain
+from .fixed_layout import fit
 
 
 def _layer_values(run, epoch: int, probe: str) -> list[float]:
@@ -46,7 +47,7 @@ def _log_if_wide(ax, values) -> None:
 
 def depth_figure(results: StudyResults, probe: str, ylabel: str, epochs=(0, 1)) -> Figure | None:
     """A per-layer probe against depth, one panel per epoch (at initialisation, after the first epoch)."""
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    fig = Figure(figsize=(10, 3.8))
     axes = fig.subplots(1, len(epochs), sharey=True)
     drawn = False
     for ax, epoch in zip(axes, epochs):
@@ -66,6 +67,7 @@ def depth_figure(results: StudyResults, probe: str, ylabel: str, epochs=(0, 1)) 
     axes[0].set_ylabel(ylabel)
     if drawn:
         axes[-1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="best")
+    fit(fig, [axes])
     return fig if drawn else None
 
 
@@ -88,7 +90,7 @@ def dead_units_figure(results: StudyResults) -> Figure | None:
 
 def epochs_figure(results: StudyResults, probe: str, ylabel: str, fraction: bool = False) -> Figure | None:
     """A per-layer probe, mean over the layers, per epoch (0: at initialisation)."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
 
     def row(run):
@@ -103,12 +105,13 @@ def epochs_figure(results: StudyResults, probe: str, ylabel: str, fraction: bool
         ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fit(fig, [[ax]])
     return fig if drawn else None
 
 
 def shift_figure(results: StudyResults, epoch: int) -> Figure | None:
     """Test accuracy when the test images move by k pixels, at `epoch`."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
 
     def row(run):
@@ -122,6 +125,7 @@ def shift_figure(results: StudyResults, epoch: int) -> Figure | None:
     ax.set_title(f"epoch {epoch}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fit(fig, [[ax]])
     return fig if drawn else None
 
 

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import io
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rcParams
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.path import Path as MplPath
+from matplotlib.textpath import TextPath
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Affine2D
 
 from nnstudy.files import write_bytes
 from nnstudy.history import EpochRow
 from nnstudy.store.results import RunResult
+
+from . import fixed_layout
 
 DPI = 100
 # Confusion counts are written into the cells only when they stay legible.
@@ -61,9 +70,10 @@ def run_figures(variant: str, seed: int, status: str, history: list[EpochRow], p
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    # No fig.clf() after: its artists hold reference cycles either way (the garbage collector frees them), and
+    # clearing rebuilt every axes's ticks, about 7 ms a figure.
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    fig.clf()
     return buf.getvalue()
 
 
@@ -93,18 +103,19 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> Figure:
     """Heatmap of a (possibly seed-averaged) confusion matrix with class names.
 
     Colour is the row fraction, so a rare class's mistakes are as visible as
-    a common one's; the annotated numbers are the (mean) counts.
+    a common one's; the annotated numbers are the (mean) counts. Margins come
+    from the class names' measured widths (fixed_layout), not constrained layout.
     """
     k = len(classes)
     side = min(12.0, max(4.5, 0.55 * k + 2.5))
-    fig = Figure(figsize=(side + 1, side), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(side + 1, side))
+    names = [plain(c, 30) for c in classes]
+    fontsize = 9 if k <= 20 else max(4, 9 - k // 20)
+    ax, cax = _confusion_axes(fig, names, fontsize)
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, label="fraction of the true class", shrink=0.8)
-    names = [plain(c, 30) for c in classes]
-    fontsize = 9 if k <= 20 else max(4, 9 - k // 20)
+    fig.colorbar(im, cax=cax, label="fraction of the true class")
     ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=fontsize)
     ax.set_yticks(range(k), names, fontsize=fontsize)
     ax.set_xlabel("predicted class")
@@ -112,12 +123,51 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> Figure:
     fig.suptitle(plain(title))  # over the whole figure: the axes alone are too narrow for a long title
     if k <= ANNOTATE_MAX_CLASSES:
         integral = np.allclose(cm, np.round(cm))
-        for i in range(k):
-            for j in range(k):
-                text = f"{cm[i, j]:.0f}" if integral else f"{cm[i, j]:.1f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if frac[i, j] > 0.5 else "black")
+        cells = [(i, j) for i in range(k) for j in range(k)]
+        texts = [f"{cm[i, j]:.0f}" if integral else f"{cm[i, j]:.1f}" for i, j in cells]
+        colours = ["white" if frac[i, j] > 0.5 else "black" for i, j in cells]
+        _cell_texts(ax, [(j, i) for i, j in cells], texts, colours, fontsize=8)
     return fig
+
+
+def _cell_texts(ax, centres, texts, colours, fontsize: float) -> None:
+    """`texts` centred on the data points `centres`, drawn as one collection of glyph outlines.
+
+    Looks as `ax.text` per cell does, at about a twentieth of the cost: a Text artist lays itself out and
+    renders its glyphs on every draw (0.5 ms each, 100 in a 10-class matrix, one matrix per run).
+    """
+    fig = ax.get_figure()
+    paths = [_centred_glyphs(t, fontsize) for t in texts]
+    ax.add_collection(PathCollection(paths, offsets=centres, offset_transform=ax.transData,
+                                     transform=Affine2D().scale(fig.dpi / 72), facecolors=colours,
+                                     edgecolors="none"), autolim=False)
+
+
+@lru_cache(maxsize=4096)
+def _centred_glyphs(text: str, fontsize: float) -> MplPath:
+    """The outline of `text` in points, centred on the origin (cached: counts repeat across cells and runs)."""
+    path = TextPath((0, 0), text, prop=FontProperties(size=fontsize))
+    box = path.get_extents()
+    return path.transformed(Affine2D().translate(-(box.x0 + box.x1) / 2, -(box.y0 + box.y1) / 2))
+
+
+def _confusion_axes(fig: Figure, names: list[str], fontsize: float):
+    """The square heatmap axes and its colour bar, placed in the space the names, labels and title leave."""
+    width, height = fig.get_size_inches()
+    name = fixed_layout.text_width(fig, names, fontsize)
+    left = fixed_layout.PAD + fixed_layout.label_space() + fixed_layout.tick_space("y") + name
+    bottom = (fixed_layout.PAD + fixed_layout.label_space() + fixed_layout.tick_space("x")
+              + fixed_layout.slanted(name, fixed_layout.line_height(fontsize)))
+    top = fixed_layout.PAD / 2 + fixed_layout.line_height(rcParams["figure.titlesize"]) + 0.02 * height  # suptitle
+    bar_labels = fixed_layout.text_width(fig, ["0.0", "1.0"], rcParams["ytick.labelsize"])
+    right = fixed_layout.PAD + fixed_layout.label_space() + fixed_layout.tick_space("y") + bar_labels
+    # As fig.colorbar(shrink=0.8) beside an axes of side s: a gap of 0.05 s, a bar 0.04 s wide, 0.8 s high.
+    s = max(0.5, min((width - left - right) / 1.09, height - top - bottom))
+    x0 = left  # what the height leaves over goes to the right, as constrained layout left it
+    y0 = bottom + (height - top - bottom - s) / 2
+    ax = fig.add_axes((x0 / width, y0 / height, s / width, s / height))
+    cax = fig.add_axes(((x0 + 1.05 * s) / width, (y0 + 0.1 * s) / height, 0.04 * s / width, 0.8 * s / height))
+    return ax, cax
 
 
 def confusion_counts(y_true, y_pred, n_classes: int) -> np.ndarray:
