@@ -22,6 +22,27 @@ import torch  # noqa: E402
 from studies import run_cli
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """With `--dist loadgroup`, the tests of one `xdist_group` go to one worker: their node ids end in "@group".
+
+    pytest-xdist 3.8 writes that suffix to `item._nodeid`, which pytest 9 no longer reads (a node's id is its
+    `_id`), so nothing was grouped and every module fixture was built on every worker. This gives the id the
+    suffix where pytest 9 reads it; with a pytest that honours xdist's own suffix, the ids already end in it.
+    """
+    if not getattr(config.option, "loadgroup", False):  # set on each pytest-xdist worker under --dist loadgroup
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # a pytest before 9: xdist's suffix works there
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if names and item.nodeid.rfind("@") <= item.nodeid.rfind("]") and hasattr(item, "_id"):
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.fixture
 def cli():
     """`cli(*argv)`: `run_cli` as a fixture, for tests that take their helpers as arguments."""

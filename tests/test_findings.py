@@ -21,6 +21,9 @@ from nnstudy.stats.summary import summarize
 from studies import tiny_study
 from test_report import VARIANTS, Page, make_study
 
+# One worker for the module: its index tests read the studies its first test runs (module-scoped `folder`).
+pytestmark = pytest.mark.xdist_group("findings")
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
@@ -144,6 +147,17 @@ def folder(tmp_path_factory):
     return tmp, out, cache
 
 
+@pytest.fixture
+def studied(folder):
+    """`folder` with 'tiny' run: by test_run_prints_findings_and_writes_the_index where it ran first on this worker
+    (the module's xdist group keeps them together), else here, so that no test depends on another's order."""
+    tmp, out, cache = folder
+    if not (out / "tiny").is_dir():
+        assert main(["run", str(tmp / "tiny.toml"), "--out", str(out), "--cache-dir", str(cache), "--quiet",
+                     "--executor", "local"]) == 0
+    return folder
+
+
 def test_run_prints_findings_and_writes_the_index(folder, capsys):
     tmp, out, cache = folder
     common = ["--out", str(out), "--cache-dir", str(cache), "--quiet", "--executor", "local"]
@@ -163,10 +177,8 @@ def test_run_prints_findings_and_writes_the_index(folder, capsys):
     assert "no comparisons (a single variant) and no claims" in rows[0][3]
 
 
-def test_report_command_rebuilds_the_index_and_returns_findings(folder, capsys):
-    tmp, out, cache = folder
-    if not (out / "tiny").is_dir():
-        pytest.skip("needs test_run_prints_findings_and_writes_the_index's studies")
+def test_report_command_rebuilds_the_index_and_returns_findings(studied, capsys):
+    tmp, out, cache = studied
     (out / "index.html").unlink()
     capsys.readouterr()
     assert main(["report", "tiny", "--out", str(out), "--json"]) == 0
@@ -175,12 +187,10 @@ def test_report_command_rebuilds_the_index_and_returns_findings(folder, capsys):
     assert [(f["variant"], f["metric"]) for f in printed["findings"]] == [("b", "test_acc"), ("b", "test_loss")]
 
 
-def test_api_summaries_are_text(folder):
+def test_api_summaries_are_text(studied):
     import nnstudy
 
-    tmp, out, _ = folder
-    if not (out / "tiny").is_dir():
-        pytest.skip("needs test_run_prints_findings_and_writes_the_index's studies")
+    tmp, out, _ = studied
     study = nnstudy.load_study(str(tmp / "tiny.toml"))
     assert repr(study).splitlines() == [
         f"Study 'tiny' ({tmp / 'tiny.toml'}): 2 variants x 2 seeds = 4 runs, 2 epochs, seeds 0, 1",
