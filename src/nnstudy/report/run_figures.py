@@ -137,16 +137,17 @@ def _cell_texts(ax, centres, texts, colours, fontsize: float) -> None:
     renders its glyphs on every draw (0.5 ms each, 100 in a 10-class matrix, one matrix per run).
     """
     fig = ax.get_figure()
-    paths = [_centred_glyphs(t, fontsize) for t in texts]
+    family = tuple(rcParams["font.family"])  # in the cache key: a changed font is drawn in that font
+    paths = [_centred_glyphs(t, fontsize, family) for t in texts]
     ax.add_collection(PathCollection(paths, offsets=centres, offset_transform=ax.transData,
                                      transform=Affine2D().scale(fig.dpi / 72), facecolors=colours,
                                      edgecolors="none"), autolim=False)
 
 
 @lru_cache(maxsize=4096)
-def _centred_glyphs(text: str, fontsize: float) -> MplPath:
+def _centred_glyphs(text: str, fontsize: float, family: tuple[str, ...]) -> MplPath:
     """The outline of `text` in points, centred on the origin (cached: counts repeat across cells and runs)."""
-    path = TextPath((0, 0), text, prop=FontProperties(size=fontsize))
+    path = TextPath((0, 0), text, prop=FontProperties(family=list(family), size=fontsize))
     box = path.get_extents()
     return path.transformed(Affine2D().translate(-(box.x0 + box.x1) / 2, -(box.y0 + box.y1) / 2))
 
