@@ -63,6 +63,18 @@ def test_summarize_matches_numpy_and_scipy():
     assert s99.ci_low < s.ci_low and s99.ci_high > s.ci_high
 
 
+def test_the_t_interval_is_scipys_to_the_last_bit_across_scales_sizes_and_confidences():
+    """t_interval scales a cached standard interval; it must give scipy's own bits, or stored verdicts would move."""
+    from nnstudy.stats.summary import t_interval
+
+    rng = np.random.default_rng(0)
+    for i in range(2000):
+        n, confidence = int(rng.integers(2, 40)), (0.8, 0.9, 0.95, 0.99)[i % 4]
+        mean, sd = float(rng.normal() * 10.0 ** rng.integers(-8, 6)), float(abs(rng.normal()) * 10.0 ** rng.integers(-9, 5))
+        low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
+        assert t_interval(mean, sd, n, confidence) == (float(low), float(high)), (mean, sd, n, confidence)
+
+
 def test_summarize_drops_non_finite_and_handles_small_n():
     s = summarize([1.0, np.nan, 3.0, np.inf])
     assert s.n == 2 and s.mean == 2.0 and s.std == pytest.approx(math.sqrt(2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -43,7 +44,16 @@ def t_interval(mean: float, sd: float, n: int, confidence: float = 0.95) -> tupl
         return math.nan, math.nan
     if sd == 0:
         return float(mean), float(mean)
-    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    low, high = _standard_t_interval(confidence, int(n) - 1)
+    scale = sd / math.sqrt(n)
+    return float(low * scale + mean), float(high * scale + mean)  # as scipy scales and shifts: the same bits
+
+
+@lru_cache(maxsize=None)
+def _standard_t_interval(confidence: float, df: int) -> tuple[float, float]:
+    """scipy's central t-interval at loc 0, scale 1, cached: a call costs about 70 us, and a long study's report asks
+    for thousands of intervals (one per epoch, panel and variant) over a few degrees of freedom."""
+    low, high = stats.t.interval(confidence, df)
     return float(low), float(high)
 
 
