@@ -18,62 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnstudy import run_status
+from nnstudy.cli_values import amount, fraction, looks, positive, seeds
 from nnstudy.errors import UserError
 
 if TYPE_CHECKING:  # built at run time only, so `nnstudy --help` stays light
     from nnstudy.driver.options import RunOptions
 
 DEFAULT_OUT = "nnstudy-out"
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError("give at least one seed, e.g. --seeds 0,1,2")
-    return seeds
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
-    return value
-
-
-def _number(text: str, positive: bool, hint: str = "") -> float:
-    """A finite number >= 0 (> 0 when `positive`), with a one-line message otherwise."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
-    if not (0 < value if positive else 0 <= value) or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a number {'>' if positive else '>='} 0{hint}")
-    return value
-
-
-def _amount(text: str) -> float:
-    """A resource amount for Ray: a number >= 0, fractions allowed (two jobs at 0.5 GPU share one)."""
-    return _number(text, positive=False)
-
-
-def _looks(text: str) -> list[int]:
-    looks = _seeds(text)
-    from nnstudy.config.schema import LOOKS_RULE, looks_increase
-
-    if not looks_increase(looks):
-        raise argparse.ArgumentTypeError(f"{text!r}: {LOOKS_RULE}, e.g. 3,5,8,12,20")
-    return looks
-
-
-def _fraction(text: str) -> float:
-    """The smallest difference worth knowing: a number > 0 in the metric's unit."""
-    return _number(text, positive=True, hint=", e.g. 0.002 for 0.2 pp of accuracy")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,22 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=DEFAULT_OUT, help=f"folder holding every study's results (default ./{DEFAULT_OUT})")
     run.add_argument("--data-dir", help="dataset folder or archive (overrides dataset.data_dir)")
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
-    run.add_argument("--seeds", type=_seeds, help="comma-separated seeds, e.g. 0,1,2 (overrides the study's seeds)")
-    run.add_argument("--looks", type=_looks, help="run until decided: the seed counts at which to decide, e.g. "
+    run.add_argument("--seeds", type=seeds, help="comma-separated seeds, e.g. 0,1,2 (overrides the study's seeds)")
+    run.add_argument("--looks", type=looks, help="run until decided: the seed counts at which to decide, e.g. "
                      "3,5,8,12,20 (with --smallest-difference; overrides the study's [sequential] table)")
-    run.add_argument("--smallest-difference", type=_fraction, help="run until decided: the smallest difference "
+    run.add_argument("--smallest-difference", type=fraction, help="run until decided: the smallest difference "
                      "worth knowing, in the metric's unit (test accuracy: 0.002 = 0.2 pp)")
     run.add_argument("--force", action="store_true", help="rerun every run, even those already done")
     run.add_argument("--retry-failed", action="store_true", help="rerun only the runs that failed")
     # Not argparse choices: the registry is read (and a wrong name told, with close matches) when the study runs.
     run.add_argument("--executor", default="auto", help="where runs train: local (this process), process (a process "
                      "pool), ray (a Ray cluster), or any registered executor (default: auto)")
-    run.add_argument("--workers", type=_positive, help="process-pool size (default: one per CPU core on cpu)")
+    run.add_argument("--workers", type=positive, help="process-pool size (default: one per CPU core on cpu)")
     run.add_argument("--ray-address", help="join the Ray cluster at HOST:PORT ('auto': the one started on this "
                      "machine); implies --executor ray, which otherwise starts a local Ray")
-    run.add_argument("--cpus-per-job", type=_amount, help="Ray: CPUs each job asks for, and its torch threads "
+    run.add_argument("--cpus-per-job", type=amount, help="Ray: CPUs each job asks for, and its torch threads "
                      "(default 1)")
-    run.add_argument("--gpus-per-job", type=_amount, help="Ray: GPUs each job asks for; fractions share a GPU "
+    run.add_argument("--gpus-per-job", type=amount, help="Ray: GPUs each job asks for; fractions share a GPU "
                      "(default 1 with --device cuda, else 0)")
     run.add_argument("--checkpoint-dir", help="where checkpoints go: a folder or URI that every node reaches, "
                      "e.g. /shared/ckpt or s3://bucket/prefix (default: each run's folder)")
