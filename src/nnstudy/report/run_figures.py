@@ -159,7 +159,7 @@ def _confusion_axes(fig: Figure, names: list[str], fontsize: float):
     left = fixed_layout.PAD + fixed_layout.label_space() + fixed_layout.tick_space("y") + name
     bottom = (fixed_layout.PAD + fixed_layout.label_space() + fixed_layout.tick_space("x")
               + fixed_layout.slanted(name, fixed_layout.line_height(fontsize)))
-    top = fixed_layout.PAD / 2 + fixed_layout.line_height(rcParams["figure.titlesize"]) + 0.02 * height  # suptitle
+    top = fixed_layout.PAD / 2 + fixed_layout.suptitle_space(fig)
     bar_labels = fixed_layout.text_width(fig, ["0.0", "1.0"], rcParams["ytick.labelsize"])
     right = fixed_layout.PAD + fixed_layout.label_space() + fixed_layout.tick_space("y") + bar_labels
     # As fig.colorbar(shrink=0.8) beside an axes of side s: a gap of 0.05 s, a bar 0.04 s wide, 0.8 s high.

@@ -51,7 +51,7 @@ def apart(module: nn.Module, mixed: dict, k: int) -> dict:
     SeedStack._mixed_layers gives them), and every per-value layer whose kernels are not exact (models/layers.py)
     one member at a time. Applied to all seeds at once, such a layer's last values take a scalar path that rounds
     differently, so a seed's numbers would depend on its place in the stack. Decided once, not at every step."""
-    exact = per_channel_modules(exact_only=True) + (nn.Flatten,)
+    per_value, exact = per_channel_modules(), per_channel_modules(exact_only=True) + (nn.Flatten,)
     spans = {}
     for first, (span, runs) in mixed.items():
         if not all(isinstance(layer, exact) for _, _, seq in runs for layer in seq):
@@ -59,7 +59,7 @@ def apart(module: nn.Module, mixed: dict, k: int) -> dict:
         spans[first] = (span, runs)
     in_spans = {name for span, _ in mixed.values() for name in span}
     for name, layer in module.named_children():
-        if name not in in_spans and isinstance(layer, per_channel_modules()) and not isinstance(layer, exact):
+        if name not in in_spans and isinstance(layer, per_value) and not isinstance(layer, exact):
             spans[name] = ([name], [(j, j + 1, nn.Sequential(layer)) for j in range(k)])
     return spans
 
