@@ -99,22 +99,31 @@ def test_a_stack_is_split_where_its_work_dominates_and_kept_whole_where_its_step
         ["avg"], ["base", "mse", "xavier"], ["mlp"]]
 
 
-def test_three_seeds_split_two_plus_one_only_where_a_stack_of_one_trains_the_same(tmp_path, monkeypatch):
-    """Hand-made costs, one variant's three seeds on two workers. An MLP (matrix products and per-value layers:
-    `same_alone`) splits [0, 2] + [1], the one trained as a stack of one, so no worker idles; a CNN (a grouped
-    convolution at one group runs another algorithm) stays one stack of three, and its single-seed study trains on
-    the plain path as before."""
+def test_three_seeds_split_two_plus_one_the_one_beside_a_copy_where_its_layers_need_it(tmp_path, monkeypatch):
+    """Hand-made costs, one variant's three seeds on two workers: [0, 2] + [1], the one trained as a stack of one, so
+    no worker idles. An MLP (matrix products and per-value layers) trains alone at the cost of one run; a CNN (a
+    grouped convolution at one group runs another algorithm) trains beside a copy of itself, priced as two runs, so
+    it splits only while that still shortens the longest worker. A single-seed study trains on the plain path."""
     monkeypatch.setattr(plan_module, "variant_costs", lambda study, stacking, cache_dir: (
         dict.fromkeys(study.variants, 10.0), dict.fromkeys(study.variants, 0.1)))
     mlp = digits_cnn("planned", '[variants.mlp]\nmodel.kind = "mlp"\n', seeds=range(3))
     plan, jobs = _plan(tmp_path, workers=2, text=mlp)
     assert sorted(_stacks(plan)) == [[("mlp", 0), ("mlp", 2)], [("mlp", 1)]]
     assert all(s.stacked for s in plan.stacks) and all(j.stacked and j.train.stack_of_one for j in jobs)
-    assert max(plan.shares) < 3 * 10.0
+    assert not any(s.beside_a_copy for s in plan.stacks) and max(plan.shares) < 2.1 * 10.0
 
     cnn = digits_cnn("planned", "[variants.base]\n", seeds=range(3))
     plan, jobs = _plan(tmp_path, workers=2, text=cnn)
-    assert _stacks(plan) == [[("base", 0), ("base", 1), ("base", 2)]] and jobs[0].stacked
+    assert sorted(_stacks(plan)) == [[("base", 0), ("base", 2)], [("base", 1)]]
+    one = next(s for s in plan.stacks if len(s.runs) == 1)
+    assert one.beside_a_copy and one.cost == max(s.cost for s in plan.stacks) and "[seed 1 beside a copy]" in one.label
+    assert all(j.stacked for j in jobs) and max(plan.shares) < 3 * 10.0
+
+    # Three workers for two seeds of each of two CNNs: splitting one of them would put a copy's cost on the
+    # third worker and shorten nothing, so both stay whole.
+    two = digits_cnn("planned", '[variants.base]\n[variants.wide]\nmodel.channels = [16, 16]\n', seeds=range(2))
+    plan, _ = _plan(tmp_path, workers=3, text=two)
+    assert sorted(len(s.runs) for s in plan.stacks) == [2, 2]
 
     alone, jobs = _plan(tmp_path, workers=2, text=digits_cnn("planned", '[variants.mlp]\nmodel.kind = "mlp"\n',
                                                                 seeds=[0]))

@@ -17,7 +17,7 @@ from nnstudy.data import load_dataset
 from nnstudy.data.augment import BatchPipeline
 from nnstudy.training import GroupTrainer, TrainOptions
 from nnstudy.training.losses import per_seed_loss
-from nnstudy.training.stacked_forward import same_in_a_stack_of_one
+from nnstudy.training.stacked_forward import alone_beside_a_copy, same_in_a_stack_of_one
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,9 @@ def test_a_seed_trains_the_same_in_any_stack_and_at_any_place_in_it(digits, trai
     sigmoid's, applied to all members at once, at sizes that leave a scalar tail (session 21)."""
     cfg = _cfg(**train)
     histories = {}
-    for seeds in ([0, 1, 2, 3, 4], [0, 2, 4], [1, 3], [4, 3]):
-        trainer, preds = _fit(cfg, digits, seeds)
+    for seeds in ([0, 1, 2, 3, 4], [0, 2, 4], [1, 3], [4, 3], [4], [1]):
+        trainer, preds = _fit(cfg, digits, seeds, stack_of_one=True)
+        assert trainer.stack.stacked
         for k, seed in enumerate(seeds):
             rows = [(r.train_loss, r.train_acc, r.test_loss, r.test_acc) for r in trainer.states[k].history]
             histories.setdefault(seed, []).append((rows, preds[k].tolist()))
@@ -118,14 +119,17 @@ def test_a_network_of_matrix_products_trains_the_same_in_a_stack_of_one(digits, 
     assert not plain.stack.stacked
 
 
-def test_convolutions_and_batch_norm_stay_in_stacks_of_two_or_more(digits):
-    """A grouped convolution at one group runs another algorithm, and batch norm over one seed's channels is not
-    checked: the plan keeps such networks' pieces at two runs or more."""
+def test_convolutions_and_batch_norm_train_a_stack_of_one_beside_a_copy(digits):
+    """A grouped convolution at one group runs another algorithm, and batch norm over one seed's few channels another
+    vector path: such a network's stack of one runs beside a copy of itself (its numbers: the test above). The copy
+    leaves the member's own state as a stack of one: one seed's weights, statistics and optimiser state."""
     for model in ({"norm": "none"}, {}, {"kind": "mlp", "norm": "batch"}):
-        trainer, _ = _fit(_cfg(model=model, epochs=1), digits, [0, 1])
-        assert not same_in_a_stack_of_one(trainer.stack.module), model
+        trainer, _ = _fit(_cfg(model=model, epochs=1), digits, [0], stack_of_one=True)
+        assert trainer.stack.stacked and alone_beside_a_copy(trainer.stack.module), model
+        assert all(t.shape[0] == 1 for t in [*trainer.stack.params.values(), *trainer.stack.buffers.values()])
+        assert trainer.stack.model_state(0).keys() == _fit(_cfg(model=model, epochs=1), digits, [0])[0].stack.model_state(0).keys()
     mlp, _ = _fit(_cfg(model={"kind": "mlp", "norm": "none"}, epochs=1), digits, [0, 1])
-    assert same_in_a_stack_of_one(mlp.stack.module)
+    assert same_in_a_stack_of_one(mlp.stack.module) and not alone_beside_a_copy(mlp.stack.module)
 
 
 def test_same_seed_gives_identical_numbers(digits):

@@ -45,13 +45,15 @@ class Stack:
     cost: float  # estimated FLOP-equivalents (cost.py), the whole stack from scratch
     stacked: bool  # False: one run, its seeds not stackable (or --no-vectorize)
     worker: int = 0
+    beside_a_copy: bool = False  # one run, stacked beside a copy of itself (Preflight.beside_a_copy)
 
     @property
     def label(self) -> str:
         variants = list(dict.fromkeys(r.row.variant for r in self.runs))
         if len(variants) > 1:
             return f"{'+'.join(variants)} [{len(self.runs)} runs]"
-        return f"{variants[0]} [seed {','.join(str(r.row.seed) for r in self.runs)}]"
+        copy = " beside a copy" if self.beside_a_copy else ""
+        return f"{variants[0]} [seed {','.join(str(r.row.seed) for r in self.runs)}{copy}]"
 
 
 @dataclass
@@ -208,20 +210,26 @@ def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, f
     shortens the longest worker's share.
 
     A half holds at least two runs, or one where its network trains the same as a stack of one
-    (`Preflight.same_alone`: then 3 seeds on 2 workers split 2 + 1). A run never leaves the stacked path for the
-    plain network's: that rounds differently (a check on a cut of the data passed while the full run then differed
-    by 6e-8 in a loss at epoch 2; Intel Xeon, session 18), so a run's numbers would depend on the plan."""
+    (`Preflight.same_alone`: then 3 seeds on 2 workers split 2 + 1); a half of one run whose network needs a copy
+    beside it (`Preflight.beside_a_copy`: convolutions, batch norm) is priced as a stack of two. A run never leaves
+    the stacked path for the plain network's: that rounds differently (a check on a cut of the data passed while
+    the full run then differed by 6e-8 in a loss at epoch 2; Intel Xeon, session 18), so a run's numbers would
+    depend on the plan."""
     def longest(candidate: list[Stack]) -> float:
         return max(first_free(sorted((s.cost for s in candidate), reverse=True), workers)[1])
 
     def smallest_half(s: Stack) -> int:
         return 1 if all(stacking[r.row.variant].same_alone for r in s.runs) else 2
 
+    def half(runs: list[Run]) -> Stack:
+        copy = len(runs) == 1 and stacking[runs[0].row.variant].beside_a_copy
+        return Stack(runs, _cost(runs * 2 if copy else runs, costs, overhead), True, beside_a_copy=copy)
+
     while True:
         now = longest(stacks)
         for s in sorted((s for s in stacks if s.stacked and len(s.runs) >= 2 * smallest_half(s)),
                         key=lambda s: -s.cost):
-            halves = [Stack(half, _cost(half, costs, overhead), True) for half in (s.runs[0::2], s.runs[1::2])]
+            halves = [half(s.runs[0::2]), half(s.runs[1::2])]
             trial = [t for t in stacks if t is not s] + halves
             if longest(trial) < now * (1 - 1e-9):
                 stacks = trial

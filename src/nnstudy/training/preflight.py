@@ -38,8 +38,10 @@ class Preflight:
     # What must be equal for variants to share a stack: the weights' names and shapes and, where the stack runs
     # through vmap (which cannot mix layers), the whole network.
     structure: str = ""
-    # A piece of one run trains as a stack of one to the numbers it gets in any stack (stacked_forward).
+    # A piece of one run trains as a stack of one to the numbers it gets in any stack (stacked_forward), beside a
+    # copy of itself where its layers need one (`beside_a_copy`: the piece then costs about a stack of two).
     same_alone: bool = False
+    beside_a_copy: bool = False
 
 
 def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Preflight:
@@ -80,7 +82,8 @@ def check_variant(name: str, cfg: RunConfig, data, stack: bool = True) -> Prefli
         return Preflight(False, "model.dropout > 0: dropout masks come from one random stream, so each seed trains alone",
                          structure=structure, **work)
     if fast:
-        return Preflight(True, structure=structure, same_alone=stacked_forward.same_in_a_stack_of_one(model), **work)
+        return Preflight(True, structure=structure, same_alone=stacked_forward.same_in_a_stack_of_one(model),
+                         beside_a_copy=stacked_forward.alone_beside_a_copy(model), **work)
     result = _try_vmap(model, x, y, loss_fn)
     return Preflight(result.stackable, result.why_not, structure=structure, **work)
 

@@ -36,14 +36,35 @@ def supports(module: nn.Module) -> bool:
 
 def same_in_a_stack_of_one(module: nn.Module) -> bool:
     """Whether a seed of this network trains to the same numbers stacked alone (K = 1) as in a stack of two or more,
-    so that the plan may split a stack down to single runs.
+    so that the plan may split a stack down to single runs: every network with a stacked form here. Batched matrix
+    products and per-value layers are the same at one member (checked for every built-in MLP study:
+    tests/test_training.py; bench/README.md); a network with other layers runs a stack of one beside a copy of
+    itself (`beside_a_copy`)."""
+    return supports(module)
 
-    True where the stacked forward is batched matrix products and per-value layers only. A grouped convolution at
-    one group takes another algorithm than at two or more (its numbers differ in the last bits after one epoch),
-    and batch normalisation over one seed's channels has not been checked, so networks with either stay in stacks
-    of two or more. Checked for every built-in MLP study (tests/test_training.py; bench/README.md).
-    """
-    return supports(module) and not any(isinstance(m, (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) for m in module)
+
+def alone_beside_a_copy(module: nn.Module) -> bool:
+    """Whether this network's stack of one runs as a stack of two, beside a detached copy of itself: a grouped
+    convolution at one group takes another algorithm than at two or more (its weight and input gradients differ
+    in the last bits), and batch norm over one member's few channels another vector path (its input gradient), so
+    alone such a member would round differently from any stack. Alone it then costs about a stack of two."""
+    return any(isinstance(m, (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) for m in module)
+
+
+def beside_a_copy(forward):
+    """`forward(params, buffers, x, shared_input)` of a stack of two, run for a stack of one: the member beside a
+    detached copy of itself (its weights, statistics and batch), keeping its own half. Each member's arithmetic
+    is its own in every kernel here, so the member gets the numbers of any stack; the copy's outputs are dropped
+    (no gradient reaches the member through them) and the member's running statistics are written back."""
+    def run(params: dict, buffers: dict, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
+        doubled = {n: torch.cat([t, t.detach()]) for n, t in params.items()}
+        copies = {n: torch.cat([t, t]) for n, t in buffers.items()}
+        out = forward(doubled, copies, x if shared_input else torch.cat([x, x]), shared_input)[:1]
+        with torch.no_grad():
+            for n, t in buffers.items():
+                t.copy_(copies[n][:1])
+        return out
+    return run
 
 
 def apart(module: nn.Module, mixed: dict, k: int) -> dict:
