@@ -21,6 +21,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from nnstudy.models.layers import per_channel_modules
+from nnstudy.training.member_batch_norm import member_batch_norm
 
 
 def supports(module: nn.Module) -> bool:
@@ -46,9 +47,9 @@ def same_in_a_stack_of_one(module: nn.Module) -> bool:
 def alone_beside_a_copy(module: nn.Module) -> bool:
     """Whether this network's stack of one runs as a stack of two, beside a detached copy of itself: a grouped
     convolution at one group takes another algorithm than at two or more (its weight and input gradients differ
-    in the last bits), and batch norm over one member's few channels another vector path (its input gradient), so
-    alone such a member would round differently from any stack. Alone it then costs about a stack of two."""
-    return any(isinstance(m, (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)) for m in module)
+    in the last bits), so alone such a member would round differently from any stack. Alone it then costs about a
+    stack of two. (Batch norm needs no copy: member_batch_norm.py.)"""
+    return any(isinstance(m, nn.Conv2d) for m in module)
 
 
 def beside_a_copy(forward):
@@ -145,7 +146,8 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
             h = torch.baddbmm(p("bias").unsqueeze(1), h, p("weight"))  # weight stored [K, in, out]
         elif isinstance(layer, nn.BatchNorm1d):
             f = h.shape[-1]
-            h = _batch_norm(layer, p, name, buffers, h.transpose(0, 1).reshape(b, k * f)).reshape(b, k, f).transpose(0, 1)
+            h = _batch_norm(layer, p, name, buffers, _ContiguousGrad.apply(h).transpose(0, 1).reshape(b, k * f))
+            h = h.reshape(b, k, f).transpose(0, 1).contiguous()  # see Flatten: the batched matmuls' BLAS path
         else:
             h = layer(h)
     return h
@@ -160,12 +162,28 @@ def _per_member(runs, h: torch.Tensor, k: int, is_flat: bool) -> torch.Tensor:
 
 
 def _batch_norm(layer, p, name, buffers, h):
-    """BatchNorm over channels laid out seed-major: per seed, per channel, as alone."""
+    """BatchNorm over channels laid out seed-major: per seed, per channel, as alone (member_batch_norm.py: each
+    channel's gradients the same wherever it stands)."""
     training = layer.training
     if training and layer.track_running_stats:
         with torch.no_grad():
             buffers[f"{name}.num_batches_tracked"].add_(1)
-    return F.batch_norm(
-        h, p("running_mean").view(-1), p("running_var").view(-1), p("weight").reshape(-1), p("bias").reshape(-1),
-        training, layer.momentum if layer.momentum is not None else 0.1, layer.eps,
-    )
+    momentum = layer.momentum if layer.momentum is not None else 0.1
+    mean, var = p("running_mean").view(-1), p("running_var").view(-1)
+    if training:
+        return member_batch_norm(h, p("weight").reshape(-1), p("bias").reshape(-1), mean, var, momentum, layer.eps)
+    return F.batch_norm(h, mean, var, p("weight").reshape(-1), p("bias").reshape(-1), False, momentum, layer.eps)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose gradient leaves contiguous: [K, B, F] seen through batch norm's [B, K*F] layout gets back a
+    transposed gradient, and the layer before reduced it (its bias gradient) over a stride of K*F, whose vector
+    tail put a member's numbers on another path by its place in the stack (session 23)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
