@@ -38,34 +38,16 @@ def supports(module: nn.Module) -> bool:
 def same_in_a_stack_of_one(module: nn.Module) -> bool:
     """Whether a seed of this network trains to the same numbers stacked alone (K = 1) as in a stack of two or more,
     so that the plan may split a stack down to single runs: every network with a stacked form here. Batched matrix
-    products and per-value layers are the same at one member (checked for every built-in MLP study:
-    tests/test_training.py; bench/README.md); a network with other layers runs a stack of one beside a copy of
-    itself (`beside_a_copy`)."""
+    products, per-value layers and batch norm (member_batch_norm.py) are the same at one member; convolutions
+    convolve beside a copy (`_convolve`). Checked for every built-in study (bench/stack_of_one.py) and in
+    tests/test_training.py."""
     return supports(module)
 
 
 def alone_beside_a_copy(module: nn.Module) -> bool:
-    """Whether this network's stack of one runs as a stack of two, beside a detached copy of itself: a grouped
-    convolution at one group takes another algorithm than at two or more (its weight and input gradients differ
-    in the last bits), so alone such a member would round differently from any stack. Alone it then costs about a
-    stack of two. (Batch norm needs no copy: member_batch_norm.py.)"""
+    """Whether this network's stack of one convolves beside a copy of itself (`_convolve`): it has convolutions.
+    Its convolutions then cost twice; the plan prices that (cost.conv_share) before it splits a stack."""
     return any(isinstance(m, nn.Conv2d) for m in module)
-
-
-def beside_a_copy(forward):
-    """`forward(params, buffers, x, shared_input)` of a stack of two, run for a stack of one: the member beside a
-    detached copy of itself (its weights, statistics and batch), keeping its own half. Each member's arithmetic
-    is its own in every kernel here, so the member gets the numbers of any stack; the copy's outputs are dropped
-    (no gradient reaches the member through them) and the member's running statistics are written back."""
-    def run(params: dict, buffers: dict, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
-        doubled = {n: torch.cat([t, t.detach()]) for n, t in params.items()}
-        copies = {n: torch.cat([t, t]) for n, t in buffers.items()}
-        out = forward(doubled, copies, x if shared_input else torch.cat([x, x]), shared_input)[:1]
-        with torch.no_grad():
-            for n, t in buffers.items():
-                t.copy_(copies[n][:1])
-        return out
-    return run
 
 
 def apart(module: nn.Module, mixed: dict, k: int) -> dict:
@@ -133,7 +115,7 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         elif isinstance(layer, nn.Conv2d):
             w = p("weight")  # [K, O, C, kh, kw]
             bias = p("bias").reshape(-1) if layer.bias is not None else None
-            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias, layer.stride, layer.padding, layer.dilation, groups=k)
+            h = _convolve(h, w.reshape(-1, *w.shape[2:]), bias, layer, k)
         elif isinstance(layer, nn.BatchNorm2d):
             h = _batch_norm(layer, p, name, buffers, h)
         elif isinstance(layer, nn.Flatten):
@@ -151,6 +133,20 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         else:
             h = layer(h)
     return h
+
+
+def _convolve(h: torch.Tensor, w: torch.Tensor, bias, layer: nn.Conv2d, k: int) -> torch.Tensor:
+    """One grouped convolution over the stack (groups = K). At one group torch takes another algorithm, whose
+    gradients differ from a member's in any larger stack in the last bits: a stack of one convolves beside a
+    detached copy of itself, as a stack of two, and keeps its own half (the copy's output is dropped, so no
+    gradient comes back through it)."""
+    args = layer.stride, layer.padding, layer.dilation
+    if k > 1:
+        return F.conv2d(h, w, bias, *args, groups=k)
+    bias = None if bias is None else torch.cat([bias, bias.detach()])
+    both = F.conv2d(torch.cat([h, h.detach()], 1), torch.cat([w, w.detach()]), bias, *args, groups=2)
+    layout = torch.channels_last if both.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return both[:, :w.shape[0]].contiguous(memory_format=layout)
 
 
 def _per_member(runs, h: torch.Tensor, k: int, is_flat: bool) -> torch.Tensor:
