@@ -6,7 +6,8 @@ the channel count, but the input gradient's vector loop leaves a tail of channel
 vector width) on a path that rounds differently: a member's numbers then depended on the stack's size and its
 place in it (cifar10-cnn's B, 6 and 16 channels a member; bench/stack_of_one.py). Here the input gradient is
 written out as one-operation elementwise kernels (subtract, multiply), which round the same on every path, from
-the kernel's own per-channel sums; the forward and the other gradients are torch's.
+the kernel's own per-channel sums; the forward and the other gradients are torch's. Evaluation (running statistics)
+is elementwise per channel in torch's kernel already, and stays torch's.
 """
 
 from __future__ import annotations
@@ -42,3 +43,4 @@ def member_batch_norm(x: torch.Tensor, weight, bias, running_mean, running_var, 
     """Training-mode batch norm of x [B, channels, ...] (running statistics updated in place), its gradients the
     same for a channel wherever it stands among the others."""
     return _MemberBatchNorm.apply(x, weight, bias, running_mean, running_var, momentum, eps)
+

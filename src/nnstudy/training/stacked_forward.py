@@ -94,8 +94,9 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         x = x.unsqueeze(0).expand(k, *x.shape)
     if isinstance(module[0], nn.Conv2d):  # activations as [B, K*C, H, W], seed-major channels
         is_flat = False
-        if channels_last:  # one copy straight into NHWC: [B, H, W, K*C], seen as NCHW
+        if channels_last:  # one copy straight into NHWC: [B, H, W, K*C], seen as NCHW (at K = 1 a view: made so)
             h = x.permute(1, 3, 4, 0, 2).reshape(b, x.shape[3], x.shape[4], -1).permute(0, 3, 1, 2)
+            h = h.contiguous(memory_format=torch.channels_last)
         else:
             h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
     elif isinstance(module[0], nn.Flatten):
@@ -115,7 +116,7 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         elif isinstance(layer, nn.Conv2d):
             w = p("weight")  # [K, O, C, kh, kw]
             bias = p("bias").reshape(-1) if layer.bias is not None else None
-            h = _convolve(h, w.reshape(-1, *w.shape[2:]), bias, layer, k)
+            h = _convolve(h, w.reshape(-1, *w.shape[2:]), bias, layer, k, channels_last)
         elif isinstance(layer, nn.BatchNorm2d):
             h = _batch_norm(layer, p, name, buffers, h)
         elif isinstance(layer, nn.Flatten):
@@ -135,7 +136,7 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
     return h
 
 
-def _convolve(h: torch.Tensor, w: torch.Tensor, bias, layer: nn.Conv2d, k: int) -> torch.Tensor:
+def _convolve(h: torch.Tensor, w: torch.Tensor, bias, layer: nn.Conv2d, k: int, channels_last: bool) -> torch.Tensor:
     """One grouped convolution over the stack (groups = K). At one group torch takes another algorithm, whose
     gradients differ from a member's in any larger stack in the last bits: a stack of one convolves beside a
     detached copy of itself, as a stack of two, and keeps its own half (the copy's output is dropped, so no
@@ -144,7 +145,10 @@ def _convolve(h: torch.Tensor, w: torch.Tensor, bias, layer: nn.Conv2d, k: int) 
     if k > 1:
         return F.conv2d(h, w, bias, *args, groups=k)
     bias = None if bias is None else torch.cat([bias, bias.detach()])
-    both = F.conv2d(torch.cat([h, h.detach()], 1), torch.cat([w, w.detach()]), bias, *args, groups=2)
+    pair = torch.cat([h, h.detach()], 1)
+    if channels_last and h.is_contiguous(memory_format=torch.channels_last):  # as a stack of two lays it out
+        pair = pair.contiguous(memory_format=torch.channels_last)  # (cat picks NCHW where C = 1 leaves it open)
+    both = F.conv2d(pair, torch.cat([w, w.detach()]), bias, *args, groups=2)
     layout = torch.channels_last if both.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     return both[:, :w.shape[0]].contiguous(memory_format=layout)
 
