@@ -92,13 +92,11 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
     b = x.shape[0] if shared_input else x.shape[1]
     if shared_input:
         x = x.unsqueeze(0).expand(k, *x.shape)
+    pair = None  # a stack of one's first convolution: its input as a stack of two lays it out (`_convolve`)
     if isinstance(module[0], nn.Conv2d):  # activations as [B, K*C, H, W], seed-major channels
         is_flat = False
-        if channels_last:  # one copy straight into NHWC: [B, H, W, K*C], seen as NCHW (at K = 1 a view: made so)
-            h = x.permute(1, 3, 4, 0, 2).reshape(b, x.shape[3], x.shape[4], -1).permute(0, 3, 1, 2)
-            h = h.contiguous(memory_format=torch.channels_last)
-        else:
-            h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
+        h = _image_stack(x, channels_last)
+        pair = _image_stack(torch.cat([x, x]), channels_last) if k == 1 else None
     elif isinstance(module[0], nn.Flatten):
         h, is_flat = x.flatten(2), True
     else:
@@ -116,7 +114,7 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         elif isinstance(layer, nn.Conv2d):
             w = p("weight")  # [K, O, C, kh, kw]
             bias = p("bias").reshape(-1) if layer.bias is not None else None
-            h = _convolve(h, w.reshape(-1, *w.shape[2:]), bias, layer, k, channels_last)
+            h, pair = _convolve(h, w.reshape(-1, *w.shape[2:]), bias, layer, k, channels_last, pair), None
         elif isinstance(layer, nn.BatchNorm2d):
             h = _batch_norm(layer, p, name, buffers, h)
         elif isinstance(layer, nn.Flatten):
@@ -136,18 +134,29 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
     return h
 
 
-def _convolve(h: torch.Tensor, w: torch.Tensor, bias, layer: nn.Conv2d, k: int, channels_last: bool) -> torch.Tensor:
+def _image_stack(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Images [K, B, C, H, W] as the stack's activations [B, K*C, H, W], seed-major channels."""
+    b = x.shape[1]
+    if channels_last:  # one copy straight into NHWC: [B, H, W, K*C], seen as NCHW
+        return x.permute(1, 3, 4, 0, 2).reshape(b, x.shape[3], x.shape[4], -1).permute(0, 3, 1, 2)
+    return x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
+
+
+def _convolve(h: torch.Tensor, w: torch.Tensor, bias, layer: nn.Conv2d, k: int, channels_last: bool,
+              pair: torch.Tensor | None = None) -> torch.Tensor:
     """One grouped convolution over the stack (groups = K). At one group torch takes another algorithm, whose
     gradients differ from a member's in any larger stack in the last bits: a stack of one convolves beside a
     detached copy of itself, as a stack of two, and keeps its own half (the copy's output is dropped, so no
-    gradient comes back through it)."""
+    gradient comes back through it). The kernel also goes by the memory layout, so the pair is laid out as a
+    stack of two's activations would be: `pair` for the first convolution (the images, built as for two)."""
     args = layer.stride, layer.padding, layer.dilation
     if k > 1:
         return F.conv2d(h, w, bias, *args, groups=k)
+    if pair is None:
+        pair = torch.cat([h, h.detach()], 1)
+        if channels_last and h.is_contiguous(memory_format=torch.channels_last):  # cat leaves one channel NCHW
+            pair = pair.contiguous(memory_format=torch.channels_last)
     bias = None if bias is None else torch.cat([bias, bias.detach()])
-    pair = torch.cat([h, h.detach()], 1)
-    if channels_last and h.is_contiguous(memory_format=torch.channels_last):  # as a stack of two lays it out
-        pair = pair.contiguous(memory_format=torch.channels_last)  # (cat picks NCHW where C = 1 leaves it open)
     both = F.conv2d(pair, torch.cat([w, w.detach()]), bias, *args, groups=2)
     layout = torch.channels_last if both.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     return both[:, :w.shape[0]].contiguous(memory_format=layout)
