@@ -38,7 +38,6 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
 from torchvision import transforms
 
 import nnstudy

@@ -49,6 +49,15 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def one_thread():
+    """As a process-pool job trains on CPU (one worker a core); more threads split work by the stack's size."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _cpu_info() -> tuple[str, str]:
     """The CPU's model name and a digest of its feature flags (Linux; the platform's name elsewhere)."""
     try:

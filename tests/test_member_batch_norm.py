@@ -26,14 +26,6 @@ def _stack(members: list, norm, channels_last: bool) -> list[torch.Tensor]:
     return [y.detach(), x.grad, w.grad, b.grad, mean, var]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _native(x, w, b, mean, var, momentum, eps):
     return F.batch_norm(x, mean, var, w, b, True, momentum, eps)
 

@@ -68,15 +68,6 @@ def test_stacked_seeds_match_seeds_trained_alone(digits, train):
     assert stacked.states[0].history[-1].train_loss != stacked.states[1].history[-1].train_loss
 
 
-@pytest.fixture
-def one_thread():
-    """As a process-pool job trains on CPU (one worker a core); more threads split work by the stack's size."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("train", [{"model": {"norm": "none"}}, {},
                                    {"optimizer": "adam", "lr": 0.003, "weight_decay": 1e-4},
                                    {"model": {"norm": "none", "activation": "sigmoid"}, "batch_size": 24},
