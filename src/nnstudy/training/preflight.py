@@ -38,8 +38,8 @@ class Preflight:
     # What must be equal for variants to share a stack: the weights' names and shapes and, where the stack runs
     # through vmap (which cannot mix layers), the whole network.
     structure: str = ""
-    # A piece of one run trains as a stack of one to the numbers it gets in any stack (stacked_forward), beside a
-    # copy of itself where its layers need one (`beside_a_copy`: the piece then costs about a stack of two).
+    # A piece of one run trains as a stack of one to the numbers it gets in any stack (stacked_forward), its
+    # convolutions beside a copy of itself (`beside_a_copy`: they then cost twice).
     same_alone: bool = False
     beside_a_copy: bool = False
 

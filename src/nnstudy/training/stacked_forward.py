@@ -128,7 +128,7 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         elif isinstance(layer, nn.BatchNorm1d):
             f = h.shape[-1]
             h = _batch_norm(layer, p, name, buffers, _ContiguousGrad.apply(h).transpose(0, 1).reshape(b, k * f))
-            h = h.reshape(b, k, f).transpose(0, 1).contiguous()  # see Flatten: the batched matmuls' BLAS path
+            h = h.reshape(b, k, f).transpose(0, 1)
         else:
             h = layer(h)
     return h
