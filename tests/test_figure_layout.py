@@ -66,6 +66,25 @@ def test_the_study_curves_and_the_difference_keep_their_texts_inside(scale):
     assert _clipped_or_overlapping(difference_figure(runs["baseline"], others, "baseline")) == []
 
 
+@pytest.mark.parametrize("names", [[f"variant {i} with a name as long as a whole sentence" for i in range(5)],
+                                   ["baseline", "one name " * 20]])
+def test_a_legend_of_long_variant_names_stays_inside_the_figure(names):
+    """Fewer columns where the names are long, and a name wider than the figure wrapped onto lines."""
+    from nnstudy.report.figures import difference_figure, study_curves_figure
+
+    runs = {v: [_run(v, s, 1.0 + i) for s in (0, 1)] for i, v in enumerate(names)}
+    fig = study_curves_figure(runs)
+    assert _clipped_or_overlapping(fig) == []
+    others = {v: r for v, r in runs.items() if v != names[0]}
+    assert _clipped_or_overlapping(difference_figure(runs[names[0]], others, names[0])) == []
+    # The check sees a legend too wide: the same figure's legend set again in one row.
+    legend = fig.legends[0]
+    fig.legend(legend.legend_handles, [t.get_text().replace("\n", " ") for t in legend.get_texts()],
+               loc="lower center", ncols=len(names))
+    legend.remove()
+    assert _clipped_or_overlapping(fig)
+
+
 def test_probe_figures_on_a_log_axis_keep_their_texts_inside(tmp_path):
     from nnstudy.report.probe_figures import depth_figure, epochs_figure
 

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from nnstudy.stats.summary import summarize
 from nnstudy.store.results import RunResult
 
-from .fixed_layout import fit, legend_height, suptitle_space
+from .fixed_layout import PAD, figure_legend, fit, legend_height, suptitle_space, wrap
 from .run_figures import DPI, confusion_figure, plain, png_bytes, run_curves_figure, run_figure_pngs, run_figures, save_png
 from .samples import sample_grid
 
@@ -72,7 +72,7 @@ def study_curves_figure(runs_by_variant: dict[str, list[RunResult]]) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     below = 0.0
     if handles:
-        below = legend_height(fig, fig.legend(handles, labels, loc="lower center", ncols=min(4, len(labels))))
+        below = legend_height(fig, figure_legend(fig, handles, labels, 4))
     fig.suptitle("mean over seeds, shaded: 95% confidence interval of the mean")
     fit(fig, grid, top=suptitle_space(fig), bottom=below)
     return fig
@@ -123,9 +123,9 @@ def difference_figure(baseline_runs: list[RunResult], runs_by_variant: dict[str,
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy difference (pp)")
     ax.grid(alpha=0.3)
-    legend = fig.legend(loc="lower center", ncols=min(3, len(ax.get_lines()) - 1))  # below: never over a band
-    ax.set_title(plain(f"Paired by seed: variant minus baseline {baseline}; mean over seeds, "
-                       "shaded: 95% confidence interval"), fontsize=10)
+    legend = figure_legend(fig, *ax.get_legend_handles_labels(), 3)  # below: never over a band
+    title = plain(f"Paired by seed: variant minus baseline {baseline}; mean over seeds, shaded: 95% confidence interval")
+    ax.set_title(wrap(fig, title, 10, fig.get_size_inches()[0] - 2 * PAD - 1.0), fontsize=10)  # 1 in: the y labels
     fit(fig, [[ax]], bottom=legend_height(fig, legend))
     return fig
 

@@ -9,6 +9,7 @@ microseconds, and the margins follow from matplotlib's own spacing (tick length 
 from __future__ import annotations
 
 import math
+import textwrap
 
 from matplotlib import rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -85,7 +86,11 @@ def _needs(fig: Figure, ax) -> dict[str, float]:
     y_texts, x_texts = tick_texts(ax.yaxis), tick_texts(ax.xaxis)
     left = (label_space() if ax.get_ylabel() else 0) + tick_space("y") + _width(fig, y_texts, rcParams["ytick.labelsize"])
     bottom = (label_space() if ax.get_xlabel() else 0) + tick_space("x") + (line_height(rcParams["xtick.labelsize"]) if x_texts else 0)
-    top = line_height(rcParams["axes.titlesize"]) + rcParams["axes.titlepad"] / 72 if ax.get_title() else 0.05
+    title, formatter = ax.get_title(), ax.yaxis.get_major_formatter()
+    # A y offset text ("1e-7") stands above the box, and matplotlib lifts the title over it.
+    raised = line_height(rcParams["ytick.labelsize"]) if getattr(formatter, "get_offset", str)() else 0.0
+    top = raised + ((title.count("\n") + 1) * line_height(ax.title.get_fontsize()) + rcParams["axes.titlepad"] / 72
+                    if title else 0.05)
     right = _width(fig, x_texts[-1:], rcParams["xtick.labelsize"]) / 2  # the last x label reaches past the box
     return {"left": left, "bottom": bottom, "top": top, "right": right}
 
@@ -122,6 +127,35 @@ def fit(fig: Figure, grid, top: float = 0.0, bottom: float = 0.0) -> None:
 def suptitle_space(fig: Figure) -> float:
     """Inches a one-line suptitle takes at the top (matplotlib puts it at 98% of the height)."""
     return line_height(rcParams["figure.titlesize"]) + 0.02 * fig.get_size_inches()[1]
+
+
+def wrap(fig: Figure, text: str, size, width: float) -> str:
+    """`text` broken into lines of at most about `width` inches at font size `size` (between words)."""
+    wide = text_width(fig, [text], size)
+    if wide <= width:
+        return text
+    return textwrap.fill(text, max(12, int(len(text) * width / wide)))
+
+
+def figure_legend(fig: Figure, handles, labels: list[str], columns: int):
+    """A legend under the figure's panels in at most `columns` columns, as many as fit the figure's width; labels
+    too long for one column are wrapped to fit (long variant names)."""
+    room = fig.bbox.width - 2 * PAD * fig.dpi
+    renderer = _renderer(fig)
+    ncols, wrapped = min(columns, len(labels)), False
+    while True:
+        legend = fig.legend(handles, labels, loc="lower center", ncols=ncols)
+        width = legend.get_window_extent(renderer).width
+        if width <= room or wrapped:
+            return legend
+        legend.remove()
+        if ncols > 1:
+            ncols -= 1
+            continue
+        size = rcParams["legend.fontsize"]
+        widest = text_width(fig, labels, size) * fig.dpi  # the rest of the legend's width: handles and padding
+        labels = [wrap(fig, t, size, (room - (width - widest)) / fig.dpi) for t in labels]
+        wrapped = True
 
 
 def legend_height(fig: Figure, legend) -> float:
