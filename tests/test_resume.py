@@ -121,6 +121,8 @@ def test_sigkill_at_chosen_and_mid_epoch_points_then_resume(setup, tmp_path):
                ):
         proc = subprocess.run(cmd, env={**os.environ, "NNSTUDY_CRASH_AT": at}, capture_output=True, timeout=300)
         assert proc.returncode == -signal.SIGKILL, (at, proc.stderr[-2000:])
+        if at == "checkpoint.pt:3":  # after the first kill, seed 1's folder held only a cut-short write
+            assert b"seed 1: its run folder held no checkpoint yet; retraining from scratch" in proc.stderr
     # Mid-epoch, at seeded random training steps; the hook says which step it was.
     for i, step in enumerate(_mid_epoch_steps(random.Random(20240611), 2)):
         marker = tmp_path / f"killed-{i}"

@@ -120,8 +120,9 @@ def sync_runs(store: Store, study: StudyConfig, study_dir: Path, fingerprints: d
                 if run_dir.exists():  # results of another config (or of --force): never resumed
                     shutil.rmtree(run_dir)
                 ck.remove_checkpoints(run.checkpoint_dir)
-                if not reset:
-                    print(f"{where}: its run folder held another config's results; retraining from scratch", file=log)
+                if not reset:  # no checkpoint at all: a write was cut short before the run's first one
+                    what = "another config's results" if held() is not None else "no checkpoint yet"
+                    print(f"{where}: its run folder held {what}; retraining from scratch", file=log)
             elif row.status in run_status.TRAINED and not run.is_complete(store):
                 print(f"{where}: marked {row.status} but its record is incomplete; "
                       + ("restoring it from its checkpoint" if held() == identity else "retraining it"), file=log)
