@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import nnstudy
 from nnstudy.cli import main
-from studies import run_args, run_cli, tiny_study
+from studies import digits_cnn, run_args, run_cli, tiny_study
 
 STUDY = tiny_study(epochs=2, variant_b='model.activation = "tanh"')
 
@@ -51,6 +52,26 @@ def test_a_single_stack_is_split_so_that_no_worker_idles(tmp_path):
     assert rc == 0 and "training 2 job(s)" in err and err.count("a+b [2 runs]") >= 2, err
     shown = [_shown(tmp_path / out) for out in ("one", "two")]
     _same(*shown)
+
+
+@pytest.mark.slow
+def test_a_batch_norm_cnn_gives_the_same_numbers_whichever_way_the_plan_splits_its_seeds(tmp_path):
+    """Three seeds of a CNN with batch norm (6 channels a seed: a tail in torch's batch-norm kernel) on two workers
+    train as [0, 2] + [1] and on three as one run each, each single run convolving beside a copy of itself; every
+    worker trains on one thread. Every stored epoch and prediction must be the same bit for bit."""
+    study = tmp_path / "bn.toml"
+    study.write_text(digits_cnn("bn", '[variants.a]\nmodel.norm = "batch"\nmodel.channels = [6]\n', seeds=(0, 1, 2)))
+    stored = {}
+    for workers in (2, 3):
+        out = tmp_path / f"w{workers}"
+        rc, _, err = run_cli(*run_args(study, out, tmp_path / "cache", "--workers", workers, executor="process"))
+        assert rc == 0, err
+        assert ("a [seed 0,2]" in err and "a [seed 1 beside a copy]" in err) if workers == 2 else \
+            all(f"a [seed {s} beside a copy]" in err for s in (0, 1, 2)), err
+        results = nnstudy.open_results("bn", out).study
+        stored[workers] = {r.seed: ([(e.train_loss, e.train_acc, e.test_loss, e.test_acc) for e in r.history],
+                                    {k: v.tolist() for k, v in r.predictions.items()}) for r in results.runs}
+    assert stored[2] == stored[3] and len(stored[2]) == 3
 
 
 @pytest.mark.slow
