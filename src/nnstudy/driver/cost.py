@@ -46,13 +46,6 @@ def run_cost(epochs: int, flops_per_image: float, conv_flops_per_image: float, e
     return epochs * (per_image * ((1 + BACKWARD) * n_train + n_test) + ELEMENT * OPTIMISER_WRITES * params * steps)
 
 
-def conv_share(flops_per_image: float, conv_flops_per_image: float, elements_per_image: float) -> float:
-    """The share of an image's cost that is its convolutions: what a stack of one pays once more, convolving beside
-    a copy of itself (training/stacked_forward.py)."""
-    per_image = flops_per_image + (CONV - 1) * conv_flops_per_image + ELEMENT * elements_per_image
-    return CONV * conv_flops_per_image / per_image if per_image > 0 else 0.0
-
-
 def step_cost(epochs: int, n_train: int, batch_size: int) -> float:
     """The fixed overhead of a stack's training steps, whatever its size."""
     return epochs * math.ceil(n_train / batch_size) * STEP

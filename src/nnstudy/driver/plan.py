@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from nnstudy.config import StudyConfig
 from nnstudy.data.study_data import load_study_data
-from nnstudy.driver.cost import conv_share, gflop, run_cost, stack_factor, step_cost
+from nnstudy.driver.cost import gflop, run_cost, stack_factor, step_cost
 from nnstudy.driver.options import RunOptions
 from nnstudy.driver.pool import first_free
 from nnstudy.driver.run_life import Run, start_epochs
@@ -210,8 +210,8 @@ def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, f
     shortens the longest worker's share.
 
     A half holds at least two runs, or one where its network trains the same as a stack of one
-    (`Preflight.same_alone`: then 3 seeds on 2 workers split 2 + 1); a half of one run that convolves beside a copy
-    of itself (`Preflight.beside_a_copy`) is priced with its convolutions twice. A run never leaves
+    (`Preflight.same_alone`: then 3 seeds on 2 workers split 2 + 1); a half of one run that trains beside a copy
+    of itself (`Preflight.beside_a_copy`) is priced as the stack of two it is. A run never leaves
     the stacked path for the plain network's: that rounds differently (a check on a cut of the data passed while
     the full run then differed by 6e-8 in a loss at epoch 2; Intel Xeon, session 18), so a run's numbers would
     depend on the plan."""
@@ -222,11 +222,8 @@ def _balance(stacks: list[Stack], costs: dict[str, float], overhead: dict[str, f
         return 1 if all(stacking[r.row.variant].same_alone for r in s.runs) else 2
 
     def half(runs: list[Run]) -> Stack:
-        p = stacking[runs[0].row.variant]
-        copy = len(runs) == 1 and p.beside_a_copy
-        again = costs[runs[0].row.variant] * conv_share(p.flops_per_image, p.conv_flops_per_image,
-                                                        p.elements_per_image) if copy else 0.0
-        return Stack(runs, _cost(runs, costs, overhead) + again, True, beside_a_copy=copy)
+        copy = len(runs) == 1 and stacking[runs[0].row.variant].beside_a_copy
+        return Stack(runs, _cost(runs * 2 if copy else runs, costs, overhead), True, beside_a_copy=copy)
 
     while True:
         now = longest(stacks)

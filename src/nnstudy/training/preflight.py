@@ -38,8 +38,8 @@ class Preflight:
     # What must be equal for variants to share a stack: the weights' names and shapes and, where the stack runs
     # through vmap (which cannot mix layers), the whole network.
     structure: str = ""
-    # A piece of one run trains as a stack of one to the numbers it gets in any stack (stacked_forward), its
-    # convolutions beside a copy of itself (`beside_a_copy`: they then cost twice).
+    # A piece of one run trains as a stack of one to the numbers it gets in any stack (stacked_forward), a CNN as a
+    # stack of two beside a copy of itself (`beside_a_copy`: it then costs a stack of two).
     same_alone: bool = False
     beside_a_copy: bool = False
 

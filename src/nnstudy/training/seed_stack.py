@@ -50,9 +50,14 @@ class SeedStack:
             # Layers without weights that differ between members (activation, pooling), as runs of members.
             self.mixed = _mixed_layers(models) if fast else {}
             if fast:
-                k, cl, mixed = self.k, channels_last, stacked_forward.apart(self.module, self.mixed, self.k)
-                self._train_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, False, cl, mixed)
-                self._eval_fn = lambda p, b, x: stacked_forward.stacked_forward(self.module, p, b, x, k, True, cl, mixed)
+                paired = self.k == 1 and stacked_forward.alone_beside_a_copy(self.module)  # a stack of two, then
+                k = 2 if paired else self.k
+                cl, mixed = channels_last, stacked_forward.apart(self.module, self.mixed, k)
+                forward = (lambda p, b, x, shared: stacked_forward.stacked_forward(self.module, p, b, x, k, shared, cl,
+                                                                                   mixed))
+                forward = stacked_forward.beside_a_copy(forward) if paired else forward
+                self._train_fn = lambda p, b, x: forward(p, b, x, False)
+                self._eval_fn = lambda p, b, x: forward(p, b, x, True)
             elif len({repr(m) for m in models}) > 1:
                 raise ValueError("stack members that differ in layers need a Sequential of known layers "
                                  "(training/stacked_forward.py)")

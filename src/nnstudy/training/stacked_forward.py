@@ -38,16 +38,35 @@ def supports(module: nn.Module) -> bool:
 def same_in_a_stack_of_one(module: nn.Module) -> bool:
     """Whether a seed of this network trains to the same numbers stacked alone (K = 1) as in a stack of two or more,
     so that the plan may split a stack down to single runs: every network with a stacked form here. Batched matrix
-    products, per-value layers and batch norm (member_batch_norm.py) are the same at one member; convolutions
-    convolve beside a copy (`_convolve`). Checked for every built-in study (bench/stack_of_one.py) and in
-    tests/test_training.py."""
+    products, per-value layers and batch norm (member_batch_norm.py) are the same at one member; a network with
+    convolutions runs its stack of one beside a copy of itself (`beside_a_copy`). Checked for every built-in study
+    (bench/stack_of_one.py) and in tests/test_training.py."""
     return supports(module)
 
 
 def alone_beside_a_copy(module: nn.Module) -> bool:
-    """Whether this network's stack of one convolves beside a copy of itself (`_convolve`): it has convolutions.
-    Its convolutions then cost twice; the plan prices that (cost.conv_share) before it splits a stack."""
+    """Whether this network's stack of one runs as a stack of two, beside a detached copy of itself: a grouped
+    convolution at one group takes another algorithm than at two or more (its weight and input gradients differ
+    in the last bits), so alone such a member would round differently from any stack. It then costs a stack of
+    two, as the plan prices it."""
     return any(isinstance(m, nn.Conv2d) for m in module)
+
+
+def beside_a_copy(forward):
+    """`forward(params, buffers, x, shared_input)` of a stack of two, run for a stack of one: the member beside a
+    detached copy of itself (its weights, statistics and batch), keeping its own half. Every layer then runs as in
+    a stack of two, kernels and memory layouts alike, and each member's arithmetic is its own in every kernel here,
+    so the member gets the numbers of any stack. The copy's outputs are dropped (no gradient reaches the member
+    through them) and the member's running statistics are written back."""
+    def run(params: dict, buffers: dict, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
+        doubled = {n: torch.cat([t, t.detach()]) for n, t in params.items()}
+        copies = {n: torch.cat([t, t]) for n, t in buffers.items()}
+        out = forward(doubled, copies, x if shared_input else torch.cat([x, x]), shared_input)[:1]
+        with torch.no_grad():
+            for n, t in buffers.items():
+                t.copy_(copies[n][:1])
+        return out
+    return run
 
 
 def apart(module: nn.Module, mixed: dict, k: int) -> dict:
@@ -92,11 +111,12 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
     b = x.shape[0] if shared_input else x.shape[1]
     if shared_input:
         x = x.unsqueeze(0).expand(k, *x.shape)
-    pair = None  # a stack of one's first convolution: its input as a stack of two lays it out (`_convolve`)
     if isinstance(module[0], nn.Conv2d):  # activations as [B, K*C, H, W], seed-major channels
         is_flat = False
-        h = _image_stack(x, channels_last)
-        pair = _image_stack(torch.cat([x, x]), channels_last) if k == 1 else None
+        if channels_last:  # one copy straight into NHWC: [B, H, W, K*C], seen as NCHW
+            h = x.permute(1, 3, 4, 0, 2).reshape(b, x.shape[3], x.shape[4], -1).permute(0, 3, 1, 2)
+        else:
+            h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
     elif isinstance(module[0], nn.Flatten):
         h, is_flat = x.flatten(2), True
     else:
@@ -114,7 +134,7 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         elif isinstance(layer, nn.Conv2d):
             w = p("weight")  # [K, O, C, kh, kw]
             bias = p("bias").reshape(-1) if layer.bias is not None else None
-            h, pair = _convolve(h, w.reshape(-1, *w.shape[2:]), bias, layer, k, channels_last, pair), None
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias, layer.stride, layer.padding, layer.dilation, groups=k)
         elif isinstance(layer, nn.BatchNorm2d):
             h = _batch_norm(layer, p, name, buffers, h)
         elif isinstance(layer, nn.Flatten):
@@ -132,34 +152,6 @@ def stacked_forward(module: nn.Sequential, params: dict, buffers: dict, x: torch
         else:
             h = layer(h)
     return h
-
-
-def _image_stack(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Images [K, B, C, H, W] as the stack's activations [B, K*C, H, W], seed-major channels."""
-    b = x.shape[1]
-    if channels_last:  # one copy straight into NHWC: [B, H, W, K*C], seen as NCHW
-        return x.permute(1, 3, 4, 0, 2).reshape(b, x.shape[3], x.shape[4], -1).permute(0, 3, 1, 2)
-    return x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
-
-
-def _convolve(h: torch.Tensor, w: torch.Tensor, bias, layer: nn.Conv2d, k: int, channels_last: bool,
-              pair: torch.Tensor | None = None) -> torch.Tensor:
-    """One grouped convolution over the stack (groups = K). At one group torch takes another algorithm, whose
-    gradients differ from a member's in any larger stack in the last bits: a stack of one convolves beside a
-    detached copy of itself, as a stack of two, and keeps its own half (the copy's output is dropped, so no
-    gradient comes back through it). The kernel also goes by the memory layout, so the pair is laid out as a
-    stack of two's activations would be: `pair` for the first convolution (the images, built as for two)."""
-    args = layer.stride, layer.padding, layer.dilation
-    if k > 1:
-        return F.conv2d(h, w, bias, *args, groups=k)
-    if pair is None:
-        pair = torch.cat([h, h.detach()], 1)
-        if channels_last and h.is_contiguous(memory_format=torch.channels_last):  # cat leaves one channel NCHW
-            pair = pair.contiguous(memory_format=torch.channels_last)
-    bias = None if bias is None else torch.cat([bias, bias.detach()])
-    both = F.conv2d(pair, torch.cat([w, w.detach()]), bias, *args, groups=2)
-    layout = torch.channels_last if both.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return both[:, :w.shape[0]].contiguous(memory_format=layout)
 
 
 def _per_member(runs, h: torch.Tensor, k: int, is_flat: bool) -> torch.Tensor:
