@@ -34,7 +34,8 @@ class _MemberBatchNorm(torch.autograd.Function):
         n = x.numel() // x.shape[1]
         scale = invstd * weight if has_weight else invstd
         slope = (dw / n * invstd * scale).view(shape)
-        dx = (dy - (db / n).view(shape)) * scale.view(shape) - (x - mean.view(shape)) * slope
+        centred = torch.sub(x, mean.view(shape)).mul_(slope)  # in place: two temporaries, not five
+        dx = torch.sub(dy, (db / n).view(shape)).mul_(scale.view(shape)).sub_(centred)
         return dx, dw if has_weight else None, db if ctx.has_bias else None, None, None, None, None
 
 
