@@ -223,6 +223,22 @@ def test_class_metrics_on_a_hand_made_confusion():
         _value("pair_error_rate@cat/car", run, 5, study)
 
 
+def test_a_runs_confusion_is_counted_once_however_many_metrics_read_it(monkeypatch):
+    """Claims, their first definitions and the index read the same (run, epoch) confusion many times; scikit-learn
+    counts it once per results, and a second study's results count their own."""
+    from nnstudy.stats import claim_metrics
+
+    calls = []
+    counted = claim_metrics.confusion_matrix
+    monkeypatch.setattr(claim_metrics, "confusion_matrix", lambda *a, **k: calls.append(1) or counted(*a, **k))
+    pairs = [(0, 0)] * 6 + [(0, 1)] * 4 + [(1, 1)] * 7 + [(1, 0)] * 3 + [(2, 2)] * 10 + [(3, 3)] * 10
+    run, study = _class_study(pairs)
+    values = [_value(m, run, 5, study) for m in ("class_recall@cat", "pair_error_rate@cat/dog", "class_recall@cat")]
+    assert values == [pytest.approx(0.6), pytest.approx(7 / 40), pytest.approx(0.6)] and len(calls) == 1
+    other_run, other = _class_study([(t, t) for t, _ in pairs])  # the same labels, every prediction right
+    assert _value("class_recall@cat", other_run, 5, other) == 1.0 and len(calls) == 2
+
+
 def test_a_pair_share_of_errors_does_not_fall_just_because_a_model_errs_less():
     def predictions(cat_dog: int, deer_bird: int) -> list[tuple[int, int]]:
         """40 images, 10 a class; `cat_dog` cats called dog and `deer_bird` deer called bird, the rest right."""

@@ -224,10 +224,13 @@ for _name, _label in (("params", "trainable parameters"), ("flops_per_image", "f
 
 
 def _confusion(run, epoch: int, results) -> np.ndarray | None:
-    preds = run.predictions.get(epoch)
-    if preds is None or len(results.y_true) != len(preds):
-        return None
-    return confusion_matrix(results.y_true, preds, labels=np.arange(len(results.classes)))
+    """The run's confusion matrix at `epoch` (None without kept predictions), computed once per results."""
+    key = (id(run), epoch)  # the run itself is kept beside its matrix, so its id cannot be reused meanwhile
+    if key not in results.confusions:
+        preds = run.predictions.get(epoch)
+        results.confusions[key] = (run, None if preds is None or len(results.y_true) != len(preds) else
+                                   confusion_matrix(results.y_true, preds, labels=np.arange(len(results.classes))))
+    return results.confusions[key][1]
 
 
 def _class_index(results, name: str) -> int:

@@ -87,6 +87,9 @@ class StudyResults:
     sequential: SequentialConfig | None = None  # the study's [sequential] table, validated, if any
     grid: dict | None = None  # factors and each cell's coordinates (config.GridConfig as a dict), if any
     overrides: list[str] = field(default_factory=list)  # the KEY=VALUE settings applied to the study file
+    # (run, epoch) -> its confusion matrix, computed once: claims, their first definitions and the index ask for
+    # the same ones many times (stats/claim_metrics.py).
+    confusions: dict = field(default_factory=dict, repr=False, compare=False)
 
     def runs_of(self, variant: str) -> list[RunResult]:
         return sorted((r for r in self.runs if r.variant == variant), key=lambda r: r.seed)
