@@ -229,8 +229,8 @@ def test_a_runs_confusion_is_counted_once_however_many_metrics_read_it(monkeypat
     from nnstudy.stats import claim_metrics
 
     calls = []
-    counted = claim_metrics.confusion_matrix
-    monkeypatch.setattr(claim_metrics, "confusion_matrix", lambda *a, **k: calls.append(1) or counted(*a, **k))
+    counted = claim_metrics.confusion
+    monkeypatch.setattr(claim_metrics, "confusion", lambda *a, **k: calls.append(1) or counted(*a, **k))
     pairs = [(0, 0)] * 6 + [(0, 1)] * 4 + [(1, 1)] * 7 + [(1, 0)] * 3 + [(2, 2)] * 10 + [(3, 3)] * 10
     run, study = _class_study(pairs)
     values = [_value(m, run, 5, study) for m in ("class_recall@cat", "pair_error_rate@cat/dog", "class_recall@cat")]

@@ -25,10 +25,10 @@ import math
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import confusion_matrix
 
 from nnstudy.history import per_layer
 from nnstudy.registry import CLAIM_METRICS
+from nnstudy.stats.per_class import confusion
 
 
 class ClaimMetricError(ValueError):
@@ -229,7 +229,7 @@ def _confusion(run, epoch: int, results) -> np.ndarray | None:
     if key not in results.confusions:
         preds = run.predictions.get(epoch)
         results.confusions[key] = (run, None if preds is None or len(results.y_true) != len(preds) else
-                                   confusion_matrix(results.y_true, preds, labels=np.arange(len(results.classes))))
+                                   confusion(results.y_true, preds, len(results.classes)))
     return results.confusions[key][1]
 
 

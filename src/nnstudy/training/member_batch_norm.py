@@ -44,4 +44,3 @@ def member_batch_norm(x: torch.Tensor, weight, bias, running_mean, running_var, 
     """Training-mode batch norm of x [B, channels, ...] (running statistics updated in place), its gradients the
     same for a channel wherever it stands among the others."""
     return _MemberBatchNorm.apply(x, weight, bias, running_mean, running_var, momentum, eps)
-

@@ -171,9 +171,10 @@ def _batch_norm(layer, p, name, buffers, h):
             buffers[f"{name}.num_batches_tracked"].add_(1)
     momentum = layer.momentum if layer.momentum is not None else 0.1
     mean, var = p("running_mean").view(-1), p("running_var").view(-1)
+    weight, bias = p("weight").reshape(-1), p("bias").reshape(-1)
     if training:
-        return member_batch_norm(h, p("weight").reshape(-1), p("bias").reshape(-1), mean, var, momentum, layer.eps)
-    return F.batch_norm(h, mean, var, p("weight").reshape(-1), p("bias").reshape(-1), False, momentum, layer.eps)
+        return member_batch_norm(h, weight, bias, mean, var, momentum, layer.eps)
+    return F.batch_norm(h, mean, var, weight, bias, False, momentum, layer.eps)
 
 
 class _ContiguousGrad(torch.autograd.Function):
