@@ -44,7 +44,6 @@ def test_a_confusion_matrix_keeps_every_name_and_label_inside_the_figure(classes
     assert _clipped_or_overlapping(fig)
 
 
-
 def _run(variant, seed, scale, probes=None):
     rows = [EpochRow(e, scale / e, 0.5 + 0.1 * e, 2 * scale / e, 0.4 + 0.1 * e + 0.01 * seed, 0.1, 1.0)
             for e in range(1, 5)]
