@@ -15,6 +15,8 @@ numbers differ (0 where the plan's splits change nothing).
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 import torch
 
@@ -56,7 +58,8 @@ def main() -> None:
     p.add_argument("--studies", default=",".join(STUDIES))
     p.add_argument("--subset", type=int, default=1000, help="training images (the test set: a third of it)")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--cache-dir", default="~/.cache/nnstudy", help="nnstudy's decoded-data cache")
+    p.add_argument("--cache-dir", default=os.environ.get("NNSTUDY_CACHE") or "~/.cache/nnstudy",
+                   help="nnstudy's decoded-data cache")
     args = p.parse_args()
     torch.set_num_threads(1)  # as the process pool trains each job
     differ = 0
@@ -65,7 +68,7 @@ def main() -> None:
                     f"train.epochs={args.epochs}", f"report_epochs=[{args.epochs}]"]
         study = load_study(name, {"data_dir": args.data_dir, "settings": settings})
         for variant, cfg in study.variants.items():
-            data = load_study_data(cfg, args.cache_dir)
+            data = load_study_data(cfg, str(Path(args.cache_dir).expanduser()))
             three = trained(cfg, data, [0, 1, 2])
             halves = {**trained(cfg, data, [0, 2]), **trained(cfg, data, [1])}
             bad = {s: first_difference(three[s], halves[s]) for s in three if three[s] != halves[s]}
